@@ -1,0 +1,227 @@
+"""The hot loops of nestref, each written twice.
+
+Every kernel here has a plain-NumPy twin (``*_numpy``) and a Numba twin
+(``*_numba``). The NumPy twin is the one to read: it says what is computed in a few
+vectorised lines. The Numba twin computes the same numbers with explicit loops that
+touch each element once, which is what makes LeNet-5 training fast on a CPU. Tests
+check that the twins agree (``tests/test_kernels.py``).
+
+The layers call the plain names (``im2col``, ``col2im``, ``maxpool_forward``,
+``maxpool_backward``); ``use_backend("numpy")`` switches them to the NumPy twins,
+which is handy for teaching and for ruling out a kernel bug.
+
+Thread policy: the Numba kernels are serial (``parallel=False``) and the matrix
+products go to BLAS, which owns all the cores. Running Numba threads and BLAS threads
+at the same time on the same cores makes both spin and wait on each other (measured
+at 2x slower on a 2-core machine), so only one of them is parallel: the GEMMs, which
+carry most of the FLOPs.
+
+Layouts (NCHW images; ``P = Ho * Wo`` output positions):
+    x:    (N, C, H, W)
+    cols: (N * P, C * kh * kw)   row ``n * P + p`` is the receptive field of output p
+"""
+import numpy as np
+from numba import njit
+
+_BACKEND = {"name": "numba"}
+
+
+def output_size(size, kernel, stride, padding):
+    """Spatial output size of a sliding window: floor((size + 2*pad - kernel)/stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+# --------------------------------------------------------------------- im2col
+def im2col_numpy(x, kh, kw, stride=1, padding=0):
+    """Unfold every receptive field of ``x`` into a row.
+
+    x: (N, C, H, W)  ->  cols: (N * Ho * Wo, C * kh * kw)
+    Column order is (c, i, j), matching ``weight.reshape(out_c, -1)``.
+    """
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    # windows[n, c, y, x, i, j] = xp[n, c, y + i, x + j]; striding picks every stride-th y, x
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride][:, :, :ho, :wo]
+    # (N, C, Ho, Wo, kh, kw) -> (N, Ho, Wo, C, kh, kw): one row per output position
+    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * ho * wo, c * kh * kw)
+
+
+@njit(cache=True)
+def im2col_numba(x, kh, kw, stride=1, padding=0):
+    n, c, h, w = x.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    cols = np.zeros((n * ho * wo, c * kh * kw), dtype=x.dtype)
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for ch in range(c):
+                    for i in range(kh):
+                        y = oy * stride + i - padding
+                        if y < 0 or y >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ox * stride + j - padding
+                            if xx >= 0 and xx < w:
+                                cols[row, (ch * kh + i) * kw + j] = x[b, ch, y, xx]
+    return cols
+
+
+# --------------------------------------------------------------------- col2im
+def col2im_numpy(cols, x_shape, kh, kw, stride=1, padding=0):
+    """Fold rows back onto the image, summing where receptive fields overlap.
+
+    The adjoint of ``im2col``: cols (N * Ho * Wo, C * kh * kw) -> (N, C, H, W).
+    """
+    n, c, h, w = x_shape
+    ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
+    blocks = cols.reshape(n, ho, wo, c, kh, kw)
+    xp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    # one vectorised add per kernel offset (i, j): the overlaps between offsets are what
+    # make this a sum, so the offsets must be visited one at a time
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += blocks[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return xp[:, :, padding:padding + h, padding:padding + w]
+
+
+@njit(cache=True)
+def col2im_numba(cols, x_shape, kh, kw, stride=1, padding=0):
+    n, c, h, w = x_shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    x = np.zeros((n, c, h, w), dtype=cols.dtype)
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for ch in range(c):
+                    for i in range(kh):
+                        y = oy * stride + i - padding
+                        if y < 0 or y >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ox * stride + j - padding
+                            if xx >= 0 and xx < w:
+                                x[b, ch, y, xx] += cols[row, (ch * kh + i) * kw + j]
+    return x
+
+
+# ------------------------------------------------------------------- max-pool
+def maxpool_forward_numpy(x, k, stride):
+    """Max over k x k windows.
+
+    x: (N, C, H, W) -> out: (N, C, Ho, Wo), argmax: (N, C, Ho, Wo) int64, the flat
+    index ``y * W + x`` in the input plane of each window's maximum (first one on ties).
+    """
+    n, c, h, w = x.shape
+    ho, wo = output_size(h, k, stride, 0), output_size(w, k, stride, 0)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :ho, :wo]
+    flat = windows.reshape(n, c, ho, wo, k * k)
+    pos = flat.argmax(axis=-1)
+    out = np.take_along_axis(flat, pos[..., None], axis=-1)[..., 0]
+    oy = np.arange(ho)[:, None] * stride + pos // k
+    ox = np.arange(wo)[None, :] * stride + pos % k
+    return out, (oy * w + ox).astype(np.int64)
+
+
+@njit(cache=True)
+def maxpool_forward_numba(x, k, stride):
+    n, c, h, w = x.shape
+    ho = (h - k) // stride + 1
+    wo = (w - k) // stride + 1
+    out = np.empty((n, c, ho, wo), dtype=x.dtype)
+    argmax = np.empty((n, c, ho, wo), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(ho):
+                for ox in range(wo):
+                    y0 = oy * stride
+                    x0 = ox * stride
+                    best = x[b, ch, y0, x0]
+                    where = y0 * w + x0
+                    for i in range(k):
+                        for j in range(k):
+                            v = x[b, ch, y0 + i, x0 + j]
+                            if v > best:
+                                best = v
+                                where = (y0 + i) * w + x0 + j
+                    out[b, ch, oy, ox] = best
+                    argmax[b, ch, oy, ox] = where
+    return out, argmax
+
+
+def maxpool_backward_numpy(grad_out, argmax, x_shape):
+    """Route each window's gradient to the input that won it.
+
+    grad_out, argmax: (N, C, Ho, Wo) -> grad_in: (N, C, H, W)
+    """
+    n, c, h, w = x_shape
+    grad_in = np.zeros((n * c, h * w), dtype=grad_out.dtype)
+    rows = np.repeat(np.arange(n * c), argmax.shape[2] * argmax.shape[3])
+    # add.at, not fancy assignment: overlapping windows may share a winner
+    np.add.at(grad_in, (rows, argmax.reshape(-1)), grad_out.reshape(-1))
+    return grad_in.reshape(x_shape)
+
+
+@njit(cache=True)
+def maxpool_backward_numba(grad_out, argmax, x_shape):
+    n, c, h, w = x_shape
+    grad_in = np.zeros((n, c, h, w), dtype=grad_out.dtype)
+    ho, wo = grad_out.shape[2], grad_out.shape[3]
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(ho):
+                for ox in range(wo):
+                    where = argmax[b, ch, oy, ox]
+                    grad_in[b, ch, where // w, where % w] += grad_out[b, ch, oy, ox]
+    return grad_in
+
+
+# ------------------------------------------------------------------ dispatch
+_TWINS = {
+    "im2col": (im2col_numpy, im2col_numba),
+    "col2im": (col2im_numpy, col2im_numba),
+    "maxpool_forward": (maxpool_forward_numpy, maxpool_forward_numba),
+    "maxpool_backward": (maxpool_backward_numpy, maxpool_backward_numba),
+}
+
+
+def use_backend(name):
+    """Select which twin the layers call: "numba" (default, fast) or "numpy" (readable)."""
+    if name not in ("numpy", "numba"):
+        raise ValueError(f"backend must be 'numpy' or 'numba', got {name!r}")
+    _BACKEND["name"] = name
+
+
+def backend():
+    """The name of the backend the layers currently call."""
+    return _BACKEND["name"]
+
+
+def _pick(kernel):
+    numpy_twin, numba_twin = _TWINS[kernel]
+    return numba_twin if _BACKEND["name"] == "numba" else numpy_twin
+
+
+def im2col(x, kh, kw, stride=1, padding=0):
+    """x: (N, C, H, W) -> (N * Ho * Wo, C * kh * kw); see ``im2col_numpy``."""
+    return _pick("im2col")(np.ascontiguousarray(x), kh, kw, stride, padding)
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
+    """(N * Ho * Wo, C * kh * kw) -> (N, C, H, W); see ``col2im_numpy``."""
+    return _pick("col2im")(np.ascontiguousarray(cols), tuple(int(s) for s in x_shape), kh, kw, stride, padding)
+
+
+def maxpool_forward(x, k, stride):
+    """x: (N, C, H, W) -> (out, argmax), both (N, C, Ho, Wo); see ``maxpool_forward_numpy``."""
+    return _pick("maxpool_forward")(np.ascontiguousarray(x), k, stride)
+
+
+def maxpool_backward(grad_out, argmax, x_shape):
+    """(N, C, Ho, Wo) -> (N, C, H, W); see ``maxpool_backward_numpy``."""
+    return _pick("maxpool_backward")(np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape))

@@ -1,0 +1,258 @@
+"""Layers with hand-written forward and backward passes.
+
+Every layer has ``forward(x)`` and ``backward(grad_out) -> grad_in``; ``backward``
+uses what the last ``forward`` cached, so call them in pairs.
+
+The two *masked* layers, ``Dense`` and ``Conv2d``, are where NeST lives. Each holds
+
+    weight   the weight tensor W
+    mask     a 0/1 array of W's shape: 1 = active connection, 0 = dormant
+    bias     one per output unit
+    grown    bool per output unit: False for units of the seed, True for grown ones
+             (NeST's provenance: how many grown neurons survive pruning)
+
+and computes with the *effective* weight ``W * M``. Invariant: W is 0 wherever M is
+0, after every operation.
+
+After ``backward`` a masked layer holds ``grad_weight``, the gradient of the loss
+with respect to the effective weight W*M at *every* position, dormant ones included.
+A dormant connection has no weight, but the loss still has a slope along it: that
+slope is NeST's growth gradient. The optimizer masks it before it updates W.
+"""
+import numpy as np
+
+from . import kernels
+
+
+class Layer:
+    """A step of the network. Parameter-free layers need only forward/backward."""
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Shape of one example's output, given one example's input shape."""
+        raise NotImplementedError
+
+    def config(self):
+        """Plain dict that, with the weights, rebuilds this layer (see ``layer_from_config``)."""
+        return {"type": type(self).__name__}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+class MaskedLayer(Layer):
+    """Shared bookkeeping of ``Dense`` and ``Conv2d``.
+
+    ``output_unit_arrays`` / ``input_unit_arrays`` name every array that has one
+    slice per output / input unit, and along which axis: growing or removing a
+    neuron (``nestref.models.add_units``/``keep_units``) edits exactly these.
+    """
+
+    output_unit_arrays = {"weight": 0, "mask": 0, "bias": 0, "grown": 0}
+    input_unit_arrays = {"weight": 1, "mask": 1}
+
+    def effective_weight(self):
+        """W * M: the weight the layer computes with."""
+        return self.weight * self.mask
+
+    @property
+    def n_out(self):
+        return self.weight.shape[0]
+
+    @property
+    def n_in(self):
+        return self.weight.shape[1]
+
+    def density(self):
+        """Fraction of connections that are active."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def _init_params(self, shape, fan_in, density, rng, dtype):
+        """Random sparse init: a ``density`` fraction of connections active.
+
+        He-normal scaled by the *active* fan-in (``density * fan_in``) **[ours]**, so
+        that a 10%-dense seed starts with the same activation scale as a dense net.
+        """
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        rng = np.random.default_rng(rng)
+        self.mask = (rng.random(shape) < density).astype(dtype) if density < 1.0 else np.ones(shape, dtype)
+        std = np.sqrt(2.0 / max(1.0, density * fan_in))
+        self.weight = (rng.standard_normal(shape) * std).astype(dtype) * self.mask
+        self.bias = np.zeros(shape[0], dtype)
+        self.grown = np.zeros(shape[0], dtype=bool)
+        self.grad_weight = None
+        self.grad_bias = None
+
+
+class Dense(MaskedLayer):
+    """Fully connected layer with a connection mask.
+
+    weight, mask: (out, in); bias: (out,)
+    forward:  x (N, in) -> u (N, out),  u = x (W*M)^T + b
+    backward: dL/du (N, out) -> dL/dx (N, in);
+              grad_weight = (dL/du)^T x   (out, in), dense: dormant positions too
+    """
+
+    def __init__(self, n_in, n_out, density=1.0, rng=None, dtype=np.float32):
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"Dense needs n_in, n_out >= 1, got {n_in}, {n_out}")
+        self._init_params((n_out, n_in), n_in, density, rng, dtype)
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != self.n_in:
+            raise ValueError(f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}")
+        self._x = x
+        return x @ self.effective_weight().T + self.bias
+
+    def backward(self, grad_out):
+        self.grad_weight = grad_out.T @ self._x
+        self.grad_bias = grad_out.sum(axis=0)
+        return grad_out @ self.effective_weight()
+
+    def output_shape(self, input_shape):
+        return (self.n_out,)
+
+    def config(self):
+        return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out}
+
+
+class Conv2d(MaskedLayer):
+    """2-D convolution (cross-correlation, as in every DL framework) with a mask.
+
+    weight, mask: (out_c, in_c, kh, kw); bias: (out_c,)
+    forward:  x (N, in_c, H, W) -> u (N, out_c, Ho, Wo)
+    backward: dL/du (N, out_c, Ho, Wo) -> dL/dx (N, in_c, H, W); grad_weight is
+              dL/d(W*M) at every kernel position (dormant ones too).
+
+    Computed as one matrix product on unfolded patches (im2col):
+        cols = im2col(x)                  (N*Ho*Wo, in_c*kh*kw)
+        u    = cols @ (W*M).reshape(out_c, -1).T + b
+    """
+
+    def __init__(self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32):
+        if min(in_c, out_c, kernel_size, stride) < 1 or padding < 0:
+            raise ValueError(
+                f"Conv2d needs in_c, out_c, kernel_size, stride >= 1 and padding >= 0, "
+                f"got {in_c}, {out_c}, {kernel_size}, {stride}, {padding}")
+        self.stride, self.padding = stride, padding
+        shape = (out_c, in_c, kernel_size, kernel_size)
+        self._init_params(shape, in_c * kernel_size * kernel_size, density, rng, dtype)
+
+    @property
+    def kernel_size(self):
+        return self.weight.shape[2]
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != self.n_in:
+            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), got {x.shape}")
+        n, _, h, w = x.shape
+        k = self.kernel_size
+        ho = kernels.output_size(h, k, self.stride, self.padding)
+        wo = kernels.output_size(w, k, self.stride, self.padding)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"Conv2d with kernel {k} cannot slide over a {h}x{w} input")
+        self._x_shape = x.shape
+        self._cols = kernels.im2col(x, k, k, self.stride, self.padding)
+        u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T + self.bias
+        return np.ascontiguousarray(u.reshape(n, ho, wo, self.n_out).transpose(0, 3, 1, 2))
+
+    def backward(self, grad_out):
+        n, o, ho, wo = grad_out.shape
+        g = grad_out.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)
+        self.grad_weight = (g.T @ self._cols).reshape(self.weight.shape)
+        self.grad_bias = g.sum(axis=0)
+        grad_cols = g @ self.effective_weight().reshape(o, -1)
+        k = self.kernel_size
+        return kernels.col2im(grad_cols, self._x_shape, k, k, self.stride, self.padding)
+
+    def output_shape(self, input_shape):
+        _, h, w = input_shape
+        k = self.kernel_size
+        return (self.n_out, kernels.output_size(h, k, self.stride, self.padding),
+                kernels.output_size(w, k, self.stride, self.padding))
+
+    def config(self):
+        return {"type": "Conv2d", "in_c": self.n_in, "out_c": self.n_out, "kernel_size": self.kernel_size,
+                "stride": self.stride, "padding": self.padding}
+
+
+class ReLU(Layer):
+    """x -> max(x, 0), elementwise; any shape."""
+
+    def forward(self, x):
+        self._active = x > 0
+        return x * self._active
+
+    def backward(self, grad_out):
+        return grad_out * self._active
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+class MaxPool2d(Layer):
+    """Max over k x k windows. x (N, C, H, W) -> (N, C, Ho, Wo); stride defaults to k."""
+
+    def __init__(self, kernel_size=2, stride=None):
+        self.kernel_size = kernel_size
+        self.stride = stride or kernel_size
+        if self.kernel_size < 1 or self.stride < 1:
+            raise ValueError(f"MaxPool2d needs kernel_size, stride >= 1, got {kernel_size}, {stride}")
+
+    def forward(self, x):
+        self._x_shape = x.shape
+        out, self._argmax = kernels.maxpool_forward(x, self.kernel_size, self.stride)
+        return out
+
+    def backward(self, grad_out):
+        return kernels.maxpool_backward(grad_out, self._argmax, self._x_shape)
+
+    def output_shape(self, input_shape):
+        c, h, w = input_shape
+        k, s = self.kernel_size, self.stride
+        return (c, kernels.output_size(h, k, s, 0), kernels.output_size(w, k, s, 0))
+
+    def config(self):
+        return {"type": "MaxPool2d", "kernel_size": self.kernel_size, "stride": self.stride}
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), channel-major: feature map c owns columns c*H*W ... (c+1)*H*W - 1."""
+
+    def forward(self, x):
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._x_shape)
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+
+def layer_from_config(cfg, dtype=np.float32):
+    """Rebuild an (untrained) layer from ``Layer.config()``; masked layers start all-zero."""
+    cfg = dict(cfg)
+    kind = cfg.pop("type")
+    if kind == "Dense":
+        layer = Dense(cfg["n_in"], cfg["n_out"], dtype=dtype)
+    elif kind == "Conv2d":
+        layer = Conv2d(cfg["in_c"], cfg["out_c"], cfg["kernel_size"], cfg["stride"], cfg["padding"], dtype=dtype)
+    elif kind == "MaxPool2d":
+        return MaxPool2d(cfg["kernel_size"], cfg["stride"])
+    elif kind == "ReLU":
+        return ReLU()
+    elif kind == "Flatten":
+        return Flatten()
+    else:
+        raise ValueError(f"unknown layer type {kind!r}")
+    layer.weight[...] = 0
+    layer.mask[...] = 0
+    return layer

@@ -1,0 +1,254 @@
+"""Networks: a list of layers, the two LeNets, and unit surgery.
+
+``Network`` chains layers and keeps nothing but them and the shape of one input.
+``lenet_300_100`` and ``lenet5`` build the paper's baselines and, with
+``width_scale < 1`` and ``density < 1``, NeST's sparse seed networks.
+
+``add_units`` / ``keep_units`` change the width of a hidden layer: the rows of the
+layer and the matching columns of the next masked layer (and the optimizer's
+momentum for both) grow or shrink together. Growth and pruning both go through them.
+"""
+import copy
+import json
+
+import numpy as np
+
+from .losses import softmax_cross_entropy
+from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU, layer_from_config
+
+
+class Network:
+    """A feed-forward chain of layers.
+
+    input_shape: the shape of one example, e.g. (784,) or (1, 28, 28).
+    forward:  x (N, *input_shape) -> logits (N, n_classes)
+    backward: dL/dlogits (N, n_classes) -> dL/dx; fills every masked layer's grads.
+    """
+
+    def __init__(self, layers, input_shape, name="network"):
+        self.layers = list(layers)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.name = name
+        self.shapes()  # fail now, not at the first batch, if the layers do not chain
+
+    def forward(self, x):
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad):
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def predict(self, x, batch_size=1000):
+        """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
+        return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def masked_layers(self):
+        """[(position in self.layers, layer)] for every Dense and Conv2d, in order."""
+        return [(i, layer) for i, layer in enumerate(self.layers) if isinstance(layer, MaskedLayer)]
+
+    def shapes(self):
+        """[(input shape, output shape)] of each layer for one example."""
+        shapes, shape = [], self.input_shape
+        for layer in self.layers:
+            try:
+                out = layer.output_shape(shape)
+            except Exception as err:
+                raise ValueError(f"{self.name}: {layer!r} cannot take input of shape {shape}: {err}") from err
+            if isinstance(layer, MaskedLayer) and shape[0] != layer.n_in:
+                raise ValueError(f"{self.name}: {layer!r} expects {layer.n_in} input units, gets {shape[0]}")
+            shapes.append((shape, out))
+            shape = out
+        return shapes
+
+    def widths(self):
+        """Output units of every masked layer, e.g. [300, 100, 10]."""
+        return [layer.n_out for _, layer in self.masked_layers()]
+
+    def copy(self):
+        """An independent deep copy (caches included)."""
+        return copy.deepcopy(self)
+
+    # ------------------------------------------------------------ serialisation
+    def to_arrays(self):
+        """Everything needed to rebuild the network, as a dict of plain arrays (npz-ready, no pickle)."""
+        spec = {"name": self.name, "input_shape": list(self.input_shape),
+                "layers": [layer.config() for layer in self.layers],
+                "dtype": str(self.masked_layers()[0][1].weight.dtype)}
+        arrays = {"spec": np.array(json.dumps(spec))}
+        for i, layer in self.masked_layers():
+            for key in ("weight", "mask", "bias", "grown"):
+                arrays[f"layer{i}.{key}"] = getattr(layer, key)
+            extra = getattr(layer, "area_mask", None)
+            if extra is not None:
+                arrays[f"layer{i}.area_mask"] = extra
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        """Inverse of ``to_arrays``."""
+        spec = json.loads(str(arrays["spec"]))
+        dtype = np.dtype(spec["dtype"])
+        layers = [layer_from_config(cfg, dtype) for cfg in spec["layers"]]
+        for i, layer in enumerate(layers):
+            if isinstance(layer, MaskedLayer):
+                for key in ("weight", "mask", "bias", "grown"):
+                    setattr(layer, key, np.array(arrays[f"layer{i}.{key}"]))
+                if f"layer{i}.area_mask" in arrays:
+                    layer.area_mask = np.array(arrays[f"layer{i}.area_mask"])
+        return cls(layers, spec["input_shape"], spec["name"])
+
+    def __repr__(self):
+        return f"Network({self.name!r}, input_shape={self.input_shape}, layers={self.layers})"
+
+
+def loss_and_grads(net, x, y):
+    """Forward and backward on one batch (softmax cross-entropy, mean over the batch).
+
+    Leaves grad_weight / grad_bias in every masked layer. Returns (loss, logits).
+    """
+    logits = net.forward(x)
+    loss, grad = softmax_cross_entropy(logits, y)
+    net.backward(grad)
+    return loss, logits
+
+
+# ------------------------------------------------------------------ the LeNets
+def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32):
+    """LeNet-300-100: 784 -> 300 -> 100 -> 10 with ReLU.
+
+    width_scale scales the hidden widths (0.4 gives NeST's LeNet-120-40 seed);
+    density is the fraction of active connections in every layer.
+    x: (N, 784) -> logits (N, 10)
+    """
+    _check_seed_args(width_scale, density)
+    rng = np.random.default_rng(seed)
+    h1, h2 = max(1, round(300 * width_scale)), max(1, round(100 * width_scale))
+    layers = [Dense(784, h1, density, rng, dtype), ReLU(),
+              Dense(h1, h2, density, rng, dtype), ReLU(),
+              Dense(h2, 10, density, rng, dtype)]
+    return Network(layers, (784,), name=f"lenet-{h1}-{h2}")
+
+
+def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32):
+    """LeNet-5 as in Caffe: conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2, dense 500, ReLU, dense 10.
+
+    Like Caffe's, there is no ReLU after the convolutions. width_scale scales the
+    feature maps and the hidden dense width; density is the active fraction.
+    x: (N, 1, 28, 28) -> logits (N, 10)
+    """
+    _check_seed_args(width_scale, density)
+    rng = np.random.default_rng(seed)
+    c1, c2, h = (max(1, round(n * width_scale)) for n in (20, 50, 500))
+    layers = [Conv2d(1, c1, 5, density=density, rng=rng, dtype=dtype), MaxPool2d(2),
+              Conv2d(c1, c2, 5, density=density, rng=rng, dtype=dtype), MaxPool2d(2),
+              Flatten(),
+              Dense(c2 * 4 * 4, h, density, rng, dtype), ReLU(),
+              Dense(h, 10, density, rng, dtype)]
+    return Network(layers, (1, 28, 28), name=f"lenet5-{c1}-{c2}-{h}")
+
+
+ARCHITECTURES = {"lenet-300-100": lenet_300_100, "lenet5": lenet5}
+
+
+def build(arch, **kwargs):
+    """``build("lenet5", width_scale=0.5)``: a network by the name the command line uses."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**kwargs)
+
+
+def _check_seed_args(width_scale, density):
+    if not 0.0 < width_scale <= 10.0:
+        raise ValueError(f"width_scale must be in (0, 10], got {width_scale}")
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+
+
+# ---------------------------------------------------------------- unit surgery
+def next_masked(net, position):
+    """The masked layer fed by masked layer ``position``, and how many of its inputs
+    each of our units feeds: 1, or H*W when a Flatten sits between a conv and a dense.
+
+    returns (next position, block size)
+    """
+    masked = [i for i, _ in net.masked_layers()]
+    if position not in masked:
+        raise ValueError(f"layer {position} of {net.name} is not a Dense or Conv2d layer")
+    later = [i for i in masked if i > position]
+    if not later:
+        raise ValueError(f"layer {position} of {net.name} is the output layer; only hidden layers change width")
+    nxt = later[0]
+    shapes = net.shapes()
+    for i in range(position + 1, nxt):
+        if isinstance(net.layers[i], Flatten):
+            _, h, w = shapes[i][0]  # feature map c becomes columns c*h*w ... (c+1)*h*w - 1
+            return nxt, h * w
+    return nxt, 1
+
+
+def _unit_index(n_units, block):
+    """Column indices of each unit's block: (n_units, block)."""
+    return np.arange(n_units * block).reshape(n_units, block)
+
+
+def _edit(arrays, axis_of, fn):
+    """Apply ``fn(array, axis)`` to every named array that exists; returns the edited dict."""
+    return {name: fn(arrays[name], axis) for name, axis in axis_of.items() if arrays.get(name) is not None}
+
+
+def keep_units(net, position, keep, optimizer=None):
+    """Keep only the output units ``keep`` (sorted indices) of hidden masked layer ``position``.
+
+    Shrinks the layer's rows and the next masked layer's matching columns (and the
+    momentum buffers of ``optimizer``, if given, which must hold ``velocity[position]``
+    dicts of arrays shaped like the parameters). Does not fold biases: see
+    ``nestref.prune`` for removal that preserves the function.
+    """
+    keep = np.asarray(keep, dtype=np.int64)
+    layer = net.layers[position]
+    if keep.ndim != 1 or (keep.size and (keep.min() < 0 or keep.max() >= layer.n_out)) or np.any(np.diff(keep) <= 0):
+        raise ValueError(f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}")
+    nxt, block = next_masked(net, position)
+    cols = _unit_index(layer.n_out, block)[keep].reshape(-1)
+    _apply(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: np.take(a, keep, axis=ax))
+    _apply(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: np.take(a, cols, axis=ax))
+
+
+def add_units(net, position, count, optimizer=None):
+    """Append ``count`` new output units to hidden masked layer ``position``, all zero.
+
+    New rows (layer ``position``) and columns (next masked layer) have weight 0,
+    mask 0, bias 0 and ``grown = True``; the caller then opens connections by
+    writing weights and masks. Returns the new units' indices.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    layer = net.layers[position]
+    nxt, block = next_masked(net, position)
+    old = layer.n_out
+
+    def append(a, axis, n):
+        pad = [(0, 0)] * a.ndim
+        pad[axis] = (0, n)
+        return np.pad(a, pad, constant_values=False if a.dtype == bool else 0)
+
+    _apply(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: append(a, ax, count))
+    net.layers[position].grown[old:] = True
+    _apply(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: append(a, ax, count * block))
+    return np.arange(old, old + count)
+
+
+def _apply(net, optimizer, position, axis_of, fn):
+    layer = net.layers[position]
+    current = {name: getattr(layer, name, None) for name in axis_of}
+    for name, value in _edit(current, axis_of, fn).items():
+        setattr(layer, name, value)
+    # cached gradients no longer match the new shape
+    layer.grad_weight = layer.grad_bias = None
+    if optimizer is not None and position in optimizer.velocity:
+        optimizer.velocity[position].update(_edit(optimizer.velocity[position], axis_of, fn))

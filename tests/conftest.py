@@ -1,0 +1,43 @@
+"""Shared fixtures: where the real MNIST is, and MNIST itself (loaded once per test session)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nestref.data import MNIST_FILES, load_mnist
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _holds_mnist(directory: Path) -> bool:
+    return all(
+        (directory / name).is_file() or (directory / f"{name}.gz").is_file()
+        for name, _, _ in MNIST_FILES.values()
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """A directory holding the real MNIST files: $NESTREF_DATA_DIR, else <repo>/../shared/data/mnist.
+
+    Skips the test if neither has them, or fails it if NESTREF_REQUIRE_MNIST=1
+    (CI sets that, so the real-data tests cannot silently vanish there).
+    """
+    candidates = []
+    if os.environ.get("NESTREF_DATA_DIR"):
+        candidates.append(Path(os.environ["NESTREF_DATA_DIR"]).expanduser())
+    candidates.append((REPO_ROOT / ".." / "shared" / "data" / "mnist").resolve())
+    for directory in candidates:
+        if _holds_mnist(directory):
+            return directory
+    message = "real MNIST not found; looked in: " + ", ".join(str(d) for d in candidates)
+    if os.environ.get("NESTREF_REQUIRE_MNIST") == "1":
+        pytest.fail(message + " (NESTREF_REQUIRE_MNIST=1, so this is an error)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """The real MNIST (an `nestref.data.MNIST`, read-only arrays), verified against its checksums."""
+    return load_mnist(mnist_dir, download=False)
