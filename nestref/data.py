@@ -1,6 +1,6 @@
 """MNIST for nestref: the IDX file format, finding/downloading/verifying MNIST, and splits.
 
-Everything the rest of nestref needs from the outside world enters here:
+This is where MNIST enters nestref:
 
 * ``read_idx`` / ``write_idx`` read and write the IDX format MNIST is stored in
   (raw or gzip-compressed).
@@ -135,7 +135,9 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
     count = math.prod(shape)
     promised, present = count * dtype.itemsize, len(data) - header_len
     if present < promised:
-        raise IDXError(f"{path}: truncated: header promises {promised} payload bytes, file has {present}")
+        raise IDXError(
+            f"{path}: truncated: header promises {promised} payload bytes, file has {present}"
+        )
     if present > promised:
         raise IDXError(
             f"{path}: {present - promised} trailing bytes: header promises {promised} payload bytes, "
@@ -382,11 +384,9 @@ def _download_missing(target: Path, mirrors, timeout: float) -> list[str]:
 
 def _not_found_message(dirs: list[Path], download: bool, attempts: list[str], mirrors) -> str:
     all_names = [name for name, _, _ in MNIST_FILES.values()]
-    target_missing = [MNIST_FILES[k][0] for k in MNIST_FILES if k not in _find_files(dirs[0])]
     lines = [
         "MNIST not found: no directory holds all four files "
         f"({', '.join(all_names)}; each raw or .gz).",
-        f"Missing from {dirs[0]}: {', '.join(target_missing)}.",
         "Looked in, in this order:",
     ]
     for d in dirs:
@@ -418,7 +418,8 @@ def _not_found_message(dirs: list[Path], download: bool, attempts: list[str], mi
 def _check_pair(images: np.ndarray, labels: np.ndarray, image_path: Path, label_path: Path) -> None:
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise IDXError(
-            f"{image_path}: expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}"
+            f"{image_path}: expected uint8 images of shape (N, 28, 28), "
+            f"got {images.dtype} {images.shape}"
         )
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise IDXError(

@@ -54,7 +54,9 @@ IDX_DTYPES = ["u1", "i1", "<i2", ">i2", "<i4", ">i4", "<f4", ">f4", "<f8", ">f8"
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     array=st.sampled_from(IDX_DTYPES).flatmap(
-        lambda dt: hnp.arrays(np.dtype(dt), hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5))
+        lambda dt: hnp.arrays(
+            np.dtype(dt), hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5)
+        )
     )
 )
 @pytest.mark.parametrize("compress", [False, True])
@@ -129,7 +131,10 @@ CORRUPT = {
     "empty file": (b"", "truncated header"),
     "truncated header (fixed part)": (b"\x00\x00\x08", "truncated header"),
     "truncated header (dims)": (_header(0x08, [2, 3, 4])[:10], "truncated header"),
-    "truncated payload": (_header(0x0C, [10]) + b"\x00" * 9, "header promises 40 payload bytes, file has 9"),
+    "truncated payload": (
+        _header(0x0C, [10]) + b"\x00" * 9,
+        "header promises 40 payload bytes, file has 9",
+    ),
     "trailing bytes": (_header(0x08, [3]) + b"abcd", "1 trailing bytes"),
 }
 
@@ -434,8 +439,11 @@ def test_real_mnist_labels(mnist):
 
 
 def test_real_mnist_pixel_statistics(mnist):
-    # Via a histogram of the 256 pixel values: exact, and no 376 MB float64 temporary.
-    counts = np.bincount(mnist.train_images.ravel(), minlength=256).astype(np.float64)
+    # Via a histogram of the 256 pixel values, in chunks: exact, and no 376 MB temporary
+    # (np.bincount and np.std would each make an 8-byte copy of all 47M pixels).
+    chunks = np.array_split(mnist.train_images, 10)
+    counts = sum(np.bincount(chunk.ravel(), minlength=256) for chunk in chunks)
+    counts = counts.astype(np.float64)
     values = np.arange(256) / 255.0
     mean = (counts * values).sum() / counts.sum()
     std = np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum())
