@@ -4,8 +4,8 @@ Only this module talks to the screen: it turns the callbacks of the loops into a
 progress bar and lines of text.
 """
 import argparse
+import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +98,66 @@ def cmd_train(args):
     return 0
 
 
+def cmd_synthesize(args):
+    from .config import PRESETS, make_config, parse_override
+    from .synthesize import synthesize
+    preset = args.preset or (args.arch if args.arch in PRESETS else None)
+    overrides = dict(parse_override(item) for item in args.set)
+    if args.arch:
+        overrides["arch"] = args.arch
+    if args.mode:
+        overrides["mode"] = args.mode
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    config = make_config(preset, args.config, overrides)
+    out = Path(args.out or f"runs/{preset or config.arch}{'-prune-only' if config.mode == 'prune-only' else ''}")
+    print(f"nestref synthesize: {config.arch}, mode {config.mode}, preset {preset}, output {out}")
+
+    def on_round(rec):
+        line = (f"{rec['phase']:>8} {rec['round']:3d}  params {rec['params']:8d}  FLOPs {rec['flops']:9d}  "
+                f"widths {rec['widths']}  val error {100 * rec['val_error']:.2f}%  ({rec['seconds']:.1f} s)")
+        print(line, flush=True)
+
+    on_batch = _progress(lambda: "training", args.no_progress)
+    try:
+        report = synthesize(config, out, resume=args.resume, on_round=on_round, on_batch=on_batch)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
+              file=sys.stderr)
+        return 130
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}. Resume with --resume after lowering lr (a new --out).", file=sys.stderr)
+        return 2
+    print()
+    print(_format_report(report))
+    print(f"\nwrote {out}/report.json, history.json, model.npz, figures/")
+    return 0
+
+
+def _format_report(report):
+    from .paper import comparison_table
+    return comparison_table([(report["mode"] if report["mode"] != "nest" else "NeST", report)])
+
+
+def cmd_report(args):
+    from .paper import comparison_table
+    runs = []
+    for d in args.dirs:
+        path = Path(d) / "report.json"
+        if not path.exists():
+            print(f"error: {path} not found (run nestref synthesize --out {d} first)", file=sys.stderr)
+            return 2
+        report = json.loads(path.read_text())
+        runs.append((f"{'NeST' if report['mode'] == 'nest' else 'pruning only'} ({Path(d).name})", report))
+    print(comparison_table(runs))
+    return 0
+
+
+def cmd_bench(args):
+    from .bench import main as bench_main
+    return bench_main(args.bench_args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="nestref", description="NeST grow-and-prune synthesis, reference implementation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +179,26 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("synthesize", help="run NeST: seed -> grow -> prune -> compact")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES))
+    p.add_argument("--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's")
+    p.add_argument("--mode", choices=["nest", "prune-only"])
+    p.add_argument("--config", help="TOML or JSON file of config values")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="output directory (default runs/<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("report", help="print the paper's table beside the runs in DIR...")
+    p.add_argument("dirs", nargs="+")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="time training against PyTorch (arguments go to nestref.bench)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

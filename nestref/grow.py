@@ -1,7 +1,7 @@
 """NeST's growth phase: new connections, new neurons, new feature maps.
 
 Read next to the growth section of Dai, Yin & Jha (NeST, IEEE Trans. Computers 2019)
-and /work/shared/NEST.md. Three operators, each guided by the loss:
+and ../shared/NEST.md. Three operators, each guided by the loss:
 
 * **Connection growth** (``growth_gradients``, ``grow_connections``,
   ``grow_network_connections``). The loss has a slope along every *dormant*
@@ -558,12 +558,6 @@ def _set_feature_map(net, position, nxt, block, unit, kernel_in, w_out):
     where = _outgoing_index(nxt_layer, unit, block)
     nxt_layer.weight[where] = w_out.astype(nxt_layer.weight.dtype)
     nxt_layer.mask[where] = nxt_layer.weight[where] != 0
-    # a partial-area conv (area_mask) pads the new map's areas with 0, which would
-    # silence it: a new map sees the whole area; only pruning restricts areas
-    if getattr(layer, "area_mask", None) is not None:
-        layer.area_mask[unit] = 1
-    if getattr(nxt_layer, "area_mask", None) is not None:
-        nxt_layer.area_mask[:, unit] = 1
 
 
 def grow_feature_maps(net, position, count, x, y, candidates=10, optimizer=None, rng=None):

@@ -225,3 +225,65 @@ def maxpool_forward(x, k, stride):
 def maxpool_backward(grad_out, argmax, x_shape):
     """(N, C, Ho, Wo) -> (N, C, H, W); see ``maxpool_backward_numpy``."""
     return _pick("maxpool_backward")(np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape))
+
+
+# ------------------------------------------------ sparse (CSR) matrix product
+# Appended for nestref.compact: a pruned Dense layer stored as CSR. Layout of the
+# CSR of a matrix W (out, in): row r's nonzeros are data[indptr[r]:indptr[r+1]], in
+# the columns indices[indptr[r]:indptr[r+1]].
+def csr_matmul_numpy(x, data, indices, indptr, n_out):
+    """x (N, in) times the transpose of the CSR matrix W (out, in) -> (N, out) = x @ W.T.
+
+    Rebuilds W densely and multiplies: the readable statement of what is computed.
+    """
+    n_in = x.shape[1]
+    rows = np.repeat(np.arange(n_out), np.diff(indptr))
+    dense = np.zeros((n_out, n_in), dtype=np.result_type(x, data))
+    np.add.at(dense, (rows, indices), data)  # add.at: repeated (row, column) pairs would sum
+    return x @ dense.T
+
+
+_CSR_BLOCK = 64  # examples per block: a block of x^T (in, 64) floats stays in L2 for LeNet widths
+
+
+@njit(cache=True)
+def csr_matmul_numba(x, data, indices, indptr, n_out):
+    # Each nonzero w[r, j] adds w * x[:, j] to out[:, r]. Done over a block of
+    # examples at a time, with the block transposed so that x[:, j] is a contiguous
+    # run: the inner loop is then a vectorisable axpy instead of a scattered gather.
+    n, n_in = x.shape
+    out = np.empty((n, n_out), dtype=x.dtype)
+    block = _CSR_BLOCK
+    xt = np.zeros((n_in, block), dtype=x.dtype)
+    acc = np.empty((n_out, block), dtype=x.dtype)
+    for n0 in range(0, n, block):
+        nb = min(block, n - n0)
+        for b in range(nb):
+            for j in range(n_in):
+                xt[j, b] = x[n0 + b, j]
+        for r in range(n_out):
+            for b in range(block):
+                acc[r, b] = 0.0
+            for k in range(indptr[r], indptr[r + 1]):
+                w = data[k]
+                j = indices[k]
+                for b in range(block):
+                    acc[r, b] += w * xt[j, b]
+        for b in range(nb):
+            for r in range(n_out):
+                out[n0 + b, r] = acc[r, b]
+    return out
+
+
+_TWINS["csr_matmul"] = (csr_matmul_numpy, csr_matmul_numba)
+
+
+def csr_matmul(x, data, indices, indptr, n_out):
+    """x (N, in) @ W.T for W (out, in) given as CSR (data, indices, indptr) -> (N, out).
+
+    Computes in the common dtype of x and data, as ``x @ W.T`` would.
+    """
+    dtype = np.result_type(x, data)
+    return _pick("csr_matmul")(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(data, dtype=dtype),
+                               np.ascontiguousarray(indices, dtype=np.int64),
+                               np.ascontiguousarray(indptr, dtype=np.int64), int(n_out))

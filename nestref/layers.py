@@ -134,7 +134,21 @@ class Conv2d(MaskedLayer):
     Computed as one matrix product on unfolded patches (im2col):
         cols = im2col(x)                  (N*Ho*Wo, in_c*kh*kw)
         u    = cols @ (W*M).reshape(out_c, -1).T + b
+
+    Partial-area convolution (NeST): ``area_mask`` is None (every kernel sees the
+    whole output area, the default) or a 0/1 array of shape (out_c, in_c, Ho, Wo):
+    output position p of map o receives input map i's contribution only where
+    ``area_mask[o, i, p] == 1``. Then the one product splits into one per input map,
+        u[n, p, o] = b[o] + sum_i area_mask[o, i, p] * (cols_i @ K_i^T)[n, p, o]
+    with cols_i the im2col columns of map i and K_i = (W*M)[:, i] flattened, and
+    grad_weight is the gradient w.r.t. the effective kernel given the area mask.
+    With ``area_mask`` None the single-product path above runs, untouched.
     """
+
+    # area_mask has one slice per output map (axis 0) and per input map (axis 1), so
+    # unit surgery (nestref.models.keep_units / add_units) edits it with the weights
+    output_unit_arrays = {**MaskedLayer.output_unit_arrays, "area_mask": 0}
+    input_unit_arrays = {**MaskedLayer.input_unit_arrays, "area_mask": 1}
 
     def __init__(self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32):
         if min(in_c, out_c, kernel_size, stride) < 1 or padding < 0:
@@ -144,6 +158,7 @@ class Conv2d(MaskedLayer):
         self.stride, self.padding = stride, padding
         shape = (out_c, in_c, kernel_size, kernel_size)
         self._init_params(shape, in_c * kernel_size * kernel_size, density, rng, dtype)
+        self.area_mask = None
 
     @property
     def kernel_size(self):
@@ -160,17 +175,60 @@ class Conv2d(MaskedLayer):
             raise ValueError(f"Conv2d with kernel {k} cannot slide over a {h}x{w} input")
         self._x_shape = x.shape
         self._cols = kernels.im2col(x, k, k, self.stride, self.padding)
-        u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T + self.bias
+        if self.area_mask is None:
+            u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T + self.bias
+        else:
+            self._check_area_mask(ho, wo)
+            u = self._area_forward(n, ho * wo) + self.bias
         return np.ascontiguousarray(u.reshape(n, ho, wo, self.n_out).transpose(0, 3, 1, 2))
 
     def backward(self, grad_out):
         n, o, ho, wo = grad_out.shape
         g = grad_out.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)
-        self.grad_weight = (g.T @ self._cols).reshape(self.weight.shape)
         self.grad_bias = g.sum(axis=0)
-        grad_cols = g @ self.effective_weight().reshape(o, -1)
+        if self.area_mask is None:
+            self.grad_weight = (g.T @ self._cols).reshape(self.weight.shape)
+            grad_cols = g @ self.effective_weight().reshape(o, -1)
+        else:
+            grad_cols = self._area_backward(g, n, ho * wo)
         k = self.kernel_size
         return kernels.col2im(grad_cols, self._x_shape, k, k, self.stride, self.padding)
+
+    # ------------------------------------------------------- partial-area path
+    def _check_area_mask(self, ho, wo):
+        expected = (self.n_out, self.n_in, ho, wo)
+        if self.area_mask.shape != expected:
+            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape (out_c, in_c, Ho, Wo) = "
+                             f"{expected} for this input, got {self.area_mask.shape}")
+
+    def _per_input_map(self, n, positions):
+        """Views split by input map: cols (N, P, C, k*k), kernel (O, C, k*k), area (O, C, P)."""
+        c, kk = self.n_in, self.kernel_size ** 2
+        return (self._cols.reshape(n, positions, c, kk),
+                self.effective_weight().reshape(self.n_out, c, kk),
+                self.area_mask.reshape(self.n_out, c, positions))
+
+    def _area_forward(self, n, positions):
+        """(N*P, O) without bias: each input map's contribution, kept only on its area."""
+        cols, kernel, area = self._per_input_map(n, positions)
+        u = np.zeros((n, positions, self.n_out), dtype=np.result_type(cols, kernel))
+        for i in range(self.n_in):
+            u += (cols[:, :, i, :] @ kernel[:, i, :].T) * area[:, i, :].T
+        return u.reshape(n * positions, self.n_out)
+
+    def _area_backward(self, g, n, positions):
+        """g = dL/du (N*P, O) -> dL/dcols (N*P, C*k*k); sets grad_weight (O, C, k, k)."""
+        cols, kernel, area = self._per_input_map(n, positions)
+        o, c, kk = kernel.shape
+        g = g.reshape(n, positions, o)
+        grad_weight = np.empty((o, c, kk), dtype=np.result_type(g, cols))
+        grad_cols = np.empty((n, positions, c, kk), dtype=np.result_type(g, kernel))
+        for i in range(c):
+            g_i = g * area[:, i, :].T  # the gradient reaches map i only where its area is kept
+            grad_weight[:, i, :] = g_i.reshape(-1, o).T @ cols[:, :, i, :].reshape(-1, kk)
+            grad_cols[:, :, i, :] = g_i @ kernel[:, i, :]
+        self.grad_weight = grad_weight.reshape(self.weight.shape)
+        return grad_cols.reshape(n * positions, c * kk)
 
     def output_shape(self, input_shape):
         _, h, w = input_shape

@@ -224,7 +224,9 @@ def add_units(net, position, count, optimizer=None):
 
     New rows (layer ``position``) and columns (next masked layer) have weight 0,
     mask 0, bias 0 and ``grown = True``; the caller then opens connections by
-    writing weights and masks. Returns the new units' indices.
+    writing weights and masks. A partial-area mask, where there is one, starts whole
+    (all ones) for the new units: only pruning restricts areas. Returns the new
+    units' indices.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -237,9 +239,15 @@ def add_units(net, position, count, optimizer=None):
         pad[axis] = (0, n)
         return np.pad(a, pad, constant_values=False if a.dtype == bool else 0)
 
+    old_next_in = net.layers[nxt].n_in
     _apply(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: append(a, ax, count))
-    net.layers[position].grown[old:] = True
     _apply(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: append(a, ax, count * block))
+    layer, nxt_layer = net.layers[position], net.layers[nxt]
+    layer.grown[old:] = True
+    if getattr(layer, "area_mask", None) is not None:
+        layer.area_mask[old:] = 1
+    if getattr(nxt_layer, "area_mask", None) is not None:
+        nxt_layer.area_mask[:, old_next_in:] = 1
     return np.arange(old, old + count)
 
 

@@ -1,0 +1,80 @@
+"""Parameters and FLOPs of a masked network, counted the way NEST.md says.
+
+    params = active weights + one bias per unit of every masked layer
+    FLOPs  = 2 x the multiply-accumulates that touch an active weight:
+             Dense:  2 * active weights
+             Conv2d: 2 * sum over kernels (o, i) of active weights of (o, i) x the
+                     output positions (o, i) is applied at (all Ho*Wo without an
+                     area mask, the kept ones with one)
+             pooling, ReLU and bias additions are not counted
+
+These rules reproduce the paper's dense baselines exactly (``DENSE_BASELINES``;
+the tests recompute them from the dense networks). A kernel whose area is pruned
+everywhere touches nothing, so its weights count neither as params nor as FLOPs
+(``nestref.prune.prune_partial_area`` deactivates such kernels anyway).
+"""
+import numpy as np
+
+from .layers import Conv2d, Dense
+
+DENSE_BASELINES = {
+    "lenet-300-100": {"params": 266610, "flops": 532400},
+    "lenet5": {"params": 431080, "flops": 4586000},
+}
+
+
+def _layer_counts(layer, out_shape):
+    """(active weights that count, FLOPs) of one masked layer; out_shape: its output for one example."""
+    active = layer.mask != 0
+    if isinstance(layer, Dense):
+        n_active = int(active.sum())
+        return n_active, 2 * n_active
+    if isinstance(layer, Conv2d):
+        per_kernel = active.sum(axis=(2, 3))  # (O, C) active weights of kernel (o, i)
+        _, ho, wo = out_shape
+        if layer.area_mask is None:
+            positions = np.full(per_kernel.shape, ho * wo)
+        else:
+            positions = (layer.area_mask != 0).sum(axis=(2, 3))
+        return int(per_kernel[positions > 0].sum()), 2 * int((per_kernel * positions).sum())
+    raise TypeError(f"no counting rule for {layer!r}")
+
+
+def layer_table(net):
+    """One dict per masked layer: position, type, shape (of the weight), width (output
+    units), active, total (connections), density, params, flops; conv layers add
+    area_density (kept fraction of (o, i, p), 1.0 without an area mask)."""
+    shapes = net.shapes()
+    rows = []
+    for position, layer in net.masked_layers():
+        counted, flops = _layer_counts(layer, shapes[position][1])
+        row = {"position": position, "type": type(layer).__name__, "shape": list(layer.weight.shape),
+               "width": layer.n_out, "active": int((layer.mask != 0).sum()), "total": int(layer.mask.size),
+               "density": layer.density(), "params": counted + layer.n_out, "flops": flops}
+        if isinstance(layer, Conv2d):
+            area = layer.area_mask
+            row["area_density"] = 1.0 if area is None else float((area != 0).mean())
+        rows.append(row)
+    return rows
+
+
+def count_params(net):
+    """Active weights + biases of every unit of every masked layer (int)."""
+    return sum(row["params"] for row in layer_table(net))
+
+
+def count_flops(net):
+    """2 x multiply-accumulates that touch an active weight (int); see the module docstring."""
+    return sum(row["flops"] for row in layer_table(net))
+
+
+def compression(net, arch):
+    """How many times smaller than the dense baseline of ``arch``:
+    {"params": .., "flops": .., "params_x": baseline / params, "flops_x": baseline / flops}."""
+    if arch not in DENSE_BASELINES:
+        raise ValueError(f"no dense baseline for {arch!r}; expected one of {sorted(DENSE_BASELINES)}")
+    params, flops = count_params(net), count_flops(net)
+    base = DENSE_BASELINES[arch]
+    return {"params": params, "flops": flops,
+            "params_x": base["params"] / params if params else float("inf"),
+            "flops_x": base["flops"] / flops if flops else float("inf")}

@@ -1,0 +1,170 @@
+"""Every hyperparameter of a synthesis run, in one validated dataclass.
+
+``SynthesisConfig`` has defaults for every field; ``PRESETS`` hold the recipes the
+README's table was measured with. A config can be read from TOML or JSON, and each
+field overridden from the command line (``--set key=value``). Unknown keys and
+out-of-range values fail before any training, with a message that says what to
+change.
+"""
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class SynthesisConfig:
+    # what to synthesise, and how
+    arch: str = "lenet-300-100"
+    mode: str = "nest"                    # "nest" (seed -> grow -> prune) or "prune-only" (dense -> prune)
+    seed: int = 0
+    # data
+    data_dir: str | None = None
+    n_val: int = 5000                     # validation images split off the training set; all decisions use them
+    train_limit: int | None = None        # use only the first N training images (quick runs, tests)
+    growth_batches: int | None = None     # batches of the growth data (None: one pass over the training split)
+    growth_batch_size: int = 1000
+    # seed network
+    width_scale: float = 0.4              # 0.4: LeNet-300-100 -> LeNet-120-40
+    density: float = 0.1
+    # training
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    initial_epochs: int = 3               # seed (or dense, in prune-only mode) training before the first round
+    growth_epochs: int = 2                # training after each growth round
+    prune_epochs: int = 1                 # retraining after each pruning round
+    prune_lr: float = 0.02
+    finetune_epochs: int = 10             # cosine from prune_lr down, after the result is chosen
+    # connection growth
+    growth_ratio: float = 0.1             # fraction of each layer's dormant connections grown per round
+    growth_init: str = "gradient"         # "gradient" (-lr * G) [ours] or "zero"
+    # neuron / feature-map growth
+    neuron_fraction: float = 0.1          # neurons (maps) added per round, as a fraction of the target width
+    birth_ratio: float = 0.05
+    birth_strength_max: float = 0.3
+    birth_strength_min: float = 0.003
+    birth_sign: str = "positive"          # [ours]; "random" is the paper's
+    feature_map_candidates: int = 10
+    max_growth_rounds: int = 6
+    patience: int = 2                     # growth rounds without validation gain before pruning starts
+    # pruning
+    prune_fractions: list[float] = field(default_factory=list)   # per masked layer; empty: the arch's default
+    area_fraction: float = 0.05           # partial-area convolution: fraction of kept (map, map, position) per round
+    prune_floor_params: int = 3000        # prune down to this many params ...
+    max_error_increase: float = 0.01      # ... or until validation error exceeds the grown net's by this much
+    max_prune_rounds: int = 60
+    smoothing: int = 3                    # rounds over which validation error is averaged when choosing
+    param_budget: int | None = None       # choose the best round with at most this many params, or ...
+    tolerance: float = 0.002              # ... the smallest round within this much of the grown net's error
+    augment: bool = False                 # random affine distortions of the training images (reported when on)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raise ValueError naming every field that is out of range."""
+        problems = []
+
+        def need(ok, name, expected):
+            if not ok:
+                problems.append(f"{name}={getattr(self, name)!r}: expected {expected}")
+
+        need(self.arch in ("lenet-300-100", "lenet5"), "arch", "'lenet-300-100' or 'lenet5'")
+        need(self.mode in ("nest", "prune-only"), "mode", "'nest' or 'prune-only'")
+        need(self.growth_init in ("gradient", "zero"), "growth_init", "'gradient' or 'zero'")
+        need(self.birth_sign in ("positive", "random"), "birth_sign", "'positive' or 'random'")
+        for name in ("n_val", "batch_size", "growth_batch_size", "feature_map_candidates", "smoothing"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("initial_epochs", "growth_epochs", "prune_epochs", "finetune_epochs", "max_growth_rounds",
+                     "max_prune_rounds", "patience", "prune_floor_params", "seed"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
+        for name in ("train_limit", "growth_batches", "param_budget"):
+            value = getattr(self, name)
+            need(value is None or (_is_int(value) and value >= 1), name, "null or an integer >= 1")
+        for name in ("lr", "prune_lr", "birth_strength_max", "birth_strength_min"):
+            need(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0")
+        for name in ("width_scale", "density", "growth_ratio", "neuron_fraction", "birth_ratio"):
+            need(_is_number(getattr(self, name)) and 0 < getattr(self, name) <= 1, name, "a number in (0, 1]")
+        for name in ("area_fraction", "momentum"):
+            need(_is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1, name, "a number in [0, 1)")
+        for name in ("weight_decay", "max_error_increase", "tolerance"):
+            need(_is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
+        need(isinstance(self.augment, bool), "augment", "true or false")
+        need(isinstance(self.prune_fractions, (list, tuple)) and all(_is_number(f) and 0 <= f < 1 for f in self.prune_fractions),
+             "prune_fractions", "a list of numbers in [0, 1), one per masked layer")
+        if _is_number(self.birth_strength_min) and _is_number(self.birth_strength_max):
+            need(self.birth_strength_min <= self.birth_strength_max, "birth_strength_min", "<= birth_strength_max")
+        if problems:
+            raise ValueError("invalid synthesis config:\n  " + "\n  ".join(problems))
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Recipes for the paper's rows (README: "Reproducing the paper's table").
+PRESETS = {
+    "lenet-300-100": dict(arch="lenet-300-100", param_budget=3800, prune_floor_params=3000),
+    "lenet-300-100-accurate": dict(arch="lenet-300-100", param_budget=7800, prune_floor_params=6500),
+    "lenet5": dict(arch="lenet5", width_scale=0.5, density=0.3, lr=0.02, prune_lr=0.01, weight_decay=5e-4,
+                   initial_epochs=2, growth_epochs=1, max_growth_rounds=3, growth_batches=10,
+                   param_budget=5800, prune_floor_params=4500, finetune_epochs=5, max_prune_rounds=40),
+}
+
+
+def config_field_names():
+    return [f.name for f in fields(SynthesisConfig)]
+
+
+def make_config(preset=None, file=None, overrides=None):
+    """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict)."""
+    values = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        values.update(PRESETS[preset])
+    if file is not None:
+        values.update(read_config_file(file))
+    values.update(overrides or {})
+    unknown = sorted(set(values) - set(config_field_names()))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(config_field_names())}")
+    return SynthesisConfig(**values)
+
+
+def read_config_file(path):
+    """A dict of config values from a .toml or .json file."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {err}") from err
+
+
+def parse_override(text):
+    """'key=value' -> (key, value), the value parsed as JSON where it can be (numbers, lists, null, true)."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value

@@ -1,0 +1,115 @@
+"""Figures of a synthesis run, from plain data (history records, mask arrays).
+
+Ground floor: nothing here knows about networks, only about lists of dicts and
+arrays, so notebooks and the command line draw the same pictures.
+"""
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # no screen needed; notebooks switch to inline themselves
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+PHASE_COLOURS = {"seed": "#999999", "dense": "#999999", "grow": "#2a9d8f", "prune": "#e76f51", "finetune": "#264653"}
+
+
+def _steps(history):
+    return np.arange(len(history))
+
+
+def _shade_phases(ax, history):
+    for i, rec in enumerate(history):
+        ax.axvspan(i - 0.5, i + 0.5, color=PHASE_COLOURS.get(rec["phase"], "white"), alpha=0.12, lw=0)
+
+
+def grow_prune_curve(history, ax=None):
+    """Params and FLOPs per round on a log scale: the rise of growth and the fall of pruning."""
+    ax = ax or plt.figure(figsize=(7, 4)).gca()
+    x = _steps(history)
+    _shade_phases(ax, history)
+    ax.semilogy(x, [r["params"] for r in history], "o-", label="params")
+    ax.semilogy(x, [r["flops"] for r in history], "s-", label="FLOPs")
+    ax.set_xlabel("round (grey: seed, green: growth, red: pruning, dark: fine-tune)")
+    ax.set_ylabel("count")
+    ax.legend()
+    ax.set_title("grow then prune")
+    return ax
+
+
+def validation_error_curve(history, ax=None):
+    """Validation error (%) per round."""
+    ax = ax or plt.figure(figsize=(7, 4)).gca()
+    x = _steps(history)
+    _shade_phases(ax, history)
+    ax.plot(x, [100 * r["val_error"] for r in history], "o-", color="k")
+    ax.set_xlabel("round")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title("validation error per round")
+    return ax
+
+
+def widths_and_densities(history, fig=None):
+    """Per-layer width and density per round, two panels."""
+    fig = fig or plt.figure(figsize=(10, 4))
+    ax_w, ax_d = fig.subplots(1, 2)
+    x = _steps(history)
+    n_layers = len(history[0]["widths"])
+    for layer in range(n_layers):
+        ax_w.plot(x, [r["widths"][layer] for r in history], "o-", label=f"layer {layer + 1}")
+        ax_d.semilogy(x, [r["densities"][layer] for r in history], "o-", label=f"layer {layer + 1}")
+    for ax in (ax_w, ax_d):
+        _shade_phases(ax, history)
+        ax.set_xlabel("round")
+        ax.legend(fontsize=8)
+    ax_w.set_ylabel("width (units / maps)")
+    ax_d.set_ylabel("density (active / all)")
+    fig.suptitle("per-layer width and density")
+    fig.tight_layout()
+    return fig
+
+
+def first_layer_masks(mask, image_shape=(28, 28), n_units=16, fig=None):
+    """Which pixels each first-layer unit still sees, and how many units see each pixel.
+
+    mask: (units, pixels) 0/1 for a dense first layer, or (maps, 1, k, k) for a conv one.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 4:  # conv kernels: show the kernels' masks themselves
+        mask = mask[:, 0]
+        image_shape = mask.shape[1:]
+        mask = mask.reshape(len(mask), -1)
+    n = min(n_units, len(mask))
+    order = np.argsort(-mask.sum(axis=1), kind="stable")[:n]  # the busiest units first
+    cols = min(8, n + 1)
+    rows = int(np.ceil((n + 1) / cols))
+    fig = fig or plt.figure(figsize=(1.4 * cols, 1.5 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    axes[0].imshow(mask.sum(axis=0).reshape(image_shape), cmap="magma")
+    axes[0].set_title("units per pixel", fontsize=7)
+    for ax, unit in zip(axes[1:], order):
+        ax.imshow(mask[unit].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"unit {unit}: {int(mask[unit].sum())}", fontsize=7)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[n + 1:]:
+        ax.set_visible(False)
+    fig.suptitle("first-layer masks")
+    return fig
+
+
+def save_run_figures(history, first_mask, out_dir):
+    """Write the four figures of a run into out_dir as PNG; returns their paths."""
+    from pathlib import Path
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in (("grow_prune_curve", lambda: grow_prune_curve(history).figure),
+                       ("validation_error", lambda: validation_error_curve(history).figure),
+                       ("widths_densities", lambda: widths_and_densities(history)),
+                       ("first_layer_masks", lambda: first_layer_masks(first_mask))):
+        fig = draw()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,327 @@
+"""NeST end to end: seed -> grow -> prune -> choose -> fine-tune -> compact.
+
+``synthesize(config, out_dir)`` runs the schedule of ``../shared/NEST.md``:
+
+    seed       the target architecture, hidden widths x ``width_scale``, a random
+               ``density`` of connections active; trained for ``initial_epochs``
+    growth     rounds of (connection growth in every layer, neuron growth in the
+               hidden dense layers, feature-map growth in the conv layers, training)
+               until validation error has not improved for ``patience`` rounds
+    pruning    rounds of (magnitude pruning per layer, partial-area pruning of conv
+               layers, dead-neuron removal, retraining) down to a floor
+    choice     the round that meets the target on *smoothed* validation error
+               (``choose_round``), then fine-tuning and compaction
+
+``mode="prune-only"`` replaces seed and growth by the dense network, trained: the
+baseline that NeST's grow-then-prune is compared against on the same budget.
+
+All decisions use the validation split; the test set is evaluated once, at the end.
+The run is a chain of *steps*; after each one, the network, optimizer, random state
+and history are checkpointed atomically, so an interrupted run resumes from its last
+step and reaches the same result as an uninterrupted one.
+"""
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import accounting, grow, prune
+from .compact import compact, save_compact
+from .config import SynthesisConfig
+from .data import load_mnist, train_val_split
+from .layers import Conv2d, Dense
+from .models import Network, build
+from .optim import SGD, cosine
+from .plots import save_run_figures
+from .storage import load_arrays, save_arrays, save_json
+from .train import evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
+
+CHECKPOINT = "checkpoint.npz"
+
+
+# ----------------------------------------------------------------------- data
+def load_data(config):
+    """{"train", "val", "test"}: (x, y) pairs of uint8 images and int64 labels, split by the config."""
+    mnist = load_mnist(config.data_dir)
+    images, labels = mnist.train_images, mnist.train_labels
+    if config.train_limit is not None:
+        images, labels = images[:config.train_limit], labels[:config.train_limit]
+    if config.n_val >= len(images):
+        raise ValueError(f"n_val={config.n_val} leaves no training images out of {len(images)}")
+    tx, ty, vx, vy = train_val_split(images, labels, n_val=config.n_val, seed=config.seed)
+    return {"train": (tx, ty), "val": (vx, vy), "test": (mnist.test_images, mnist.test_labels),
+            "source": mnist.source}
+
+
+# ------------------------------------------------------------------ snapshots
+def hidden_layers(net):
+    """Positions of the masked layers that can change width (every one but the last)."""
+    return [i for i, _ in net.masked_layers()][:-1]
+
+
+def survivors(net):
+    """How many hidden units survive, by provenance: {"seed": n, "grown": n}."""
+    grown = sum(int(net.layers[i].grown.sum()) for i in hidden_layers(net))
+    total = sum(net.layers[i].n_out for i in hidden_layers(net))
+    return {"seed": total - grown, "grown": grown}
+
+
+def snapshot(net):
+    """The numbers every history record carries about the network."""
+    table = accounting.layer_table(net)
+    return {"params": accounting.count_params(net), "flops": accounting.count_flops(net),
+            "widths": net.widths(), "densities": [row["density"] for row in table],
+            "alive": survivors(net)}
+
+
+def choose_round(rounds, smoothing, param_budget=None, target_error=None):
+    """Pick the pruning round to keep, from records with "params" and "val_error".
+
+    Validation error is noisy (~0.2 points on 5k images), so each round is judged by
+    the mean over a centred window of ``smoothing`` rounds **[ours]**. With a
+    ``param_budget``: the lowest smoothed error among rounds within budget. Else the
+    smallest round whose smoothed error is at most ``target_error``. Returns the
+    index into ``rounds`` and the smoothed errors.
+    """
+    errors = np.array([r["val_error"] for r in rounds], dtype=float)
+    half = smoothing // 2
+    smoothed = np.array([errors[max(0, i - half):i + half + 1].mean() for i in range(len(errors))])
+    params = np.array([r["params"] for r in rounds])
+    if param_budget is not None:
+        ok = np.flatnonzero(params <= param_budget)
+        if ok.size == 0:
+            ok = np.array([int(np.argmin(params))])  # nothing within budget: the smallest there is
+        return int(ok[np.argmin(smoothed[ok])]), smoothed.tolist()
+    ok = np.flatnonzero(smoothed <= target_error)
+    if ok.size == 0:
+        return int(np.argmin(smoothed)), smoothed.tolist()
+    return int(ok[np.argmin(params[ok])]), smoothed.tolist()
+
+
+# ---------------------------------------------------------------------- steps
+class Run:
+    """The state of one synthesis: network, optimizer, random generator, history.
+
+    Each ``step_*`` method does one round and appends one record to ``history``;
+    ``state`` holds what decides the next step, and all of it is checkpointed.
+    """
+
+    def __init__(self, config, data, out_dir, on_round=None, on_batch=None):
+        self.config, self.data, self.out = config, data, Path(out_dir)
+        self.on_round, self.on_batch = on_round, on_batch
+        self.rng = np.random.default_rng(config.seed)
+        self.history = []
+        self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
+                      "prune_rounds": [], "chosen": None, "elapsed": 0.0}
+        self.net = self.optimizer = None
+        self.target_widths = build(config.arch).widths()
+
+    # -------------------------------------------------------------- helpers
+    def xy(self, split):
+        x, y = self.data[split]
+        return prepare_inputs(x, self.net), y
+
+    def train(self, epochs, lr, schedule=None):
+        self.optimizer.lr = lr
+        records = fit(self.net, self.optimizer, self.xy("train"), None, epochs, schedule,
+                      self.config.batch_size, self.rng, on_batch=self.on_batch)
+        return records[-1]["train_loss"] if records else None
+
+    def growth_batch(self):
+        """A random batch of the training split: the data neuron and map growth decide on."""
+        x, y = self.data["train"]
+        idx = self.rng.choice(len(x), size=min(self.config.growth_batch_size, len(x)), replace=False)
+        return prepare_inputs(x[idx], self.net), y[idx]
+
+    def record(self, phase, t0, **extra):
+        val = evaluate(self.net, *self.xy("val"))
+        rec = {"phase": phase, "round": self.state["round"], **snapshot(self.net),
+               "val_error": val["error"], "val_loss": val["loss"], "seconds": time.perf_counter() - t0, **extra}
+        self.history.append(rec)
+        if self.on_round is not None:
+            self.on_round(rec)
+        return rec
+
+    # ---------------------------------------------------------------- steps
+    def step_seed(self):
+        c, t0 = self.config, time.perf_counter()
+        if c.mode == "prune-only":
+            self.net = build(c.arch, seed=c.seed)
+        else:
+            self.net = build(c.arch, width_scale=c.width_scale, density=c.density, seed=c.seed)
+        self.optimizer = SGD(self.net, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        loss = self.train(c.initial_epochs, c.lr)
+        rec = self.record("dense" if c.mode == "prune-only" else "seed", t0, train_loss=loss)
+        self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
+                          phase="prune" if c.mode == "prune-only" or c.max_growth_rounds == 0 else "grow")
+
+    def step_grow(self):
+        """One growth round: connections everywhere, then neurons / feature maps, then training."""
+        c, t0, net = self.config, time.perf_counter(), self.net
+        self.state["round"] += 1
+        gradients = grow.growth_gradients(net, *self.xy("train"), batch_size=c.growth_batch_size,
+                                          n_batches=c.growth_batches)
+        connection_reports = grow.grow_network_connections(net, c.growth_ratio, gradients, init=c.growth_init, lr=c.lr)
+        x, y = self.growth_batch()
+        ladder = grow.birth_strength_ladder(c.birth_strength_max, c.birth_strength_min)
+        # every bridging gradient on the pre-growth network: a neuron new in an
+        # adjacent layer this round gets no pairs (NEST.md)
+        dense_hidden = [i for i in hidden_layers(net) if isinstance(net.layers[i], Dense)]
+        bridging = {i: grow.bridging_gradient(net, i, x, y) for i in dense_hidden}
+        unit_reports = []
+        for (i, layer), target in zip(net.masked_layers(), self.target_widths):
+            if i not in hidden_layers(net):
+                continue
+            count = min(max(1, round(c.neuron_fraction * target)), target - layer.n_out)
+            if count < 1:
+                unit_reports.append({"layer": i, "added": 0, "reason": f"at the width cap {target}"})
+            elif isinstance(layer, Conv2d):
+                unit_reports.append(grow.grow_feature_maps(net, i, count, x, y, c.feature_map_candidates,
+                                                           self.optimizer, self.rng).as_dict())
+            else:
+                unit_reports.append(grow.grow_neurons(net, i, count, x, y, c.birth_ratio, ladder, c.birth_sign,
+                                                      self.optimizer, self.rng, bridging=bridging[i]).as_dict())
+        after_growth = snapshot(net)
+        loss = self.train(c.growth_epochs, c.lr)
+        rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
+                          connections=[r.as_dict() for r in connection_reports], units=unit_reports)
+        if rec["val_error"] < self.state["best_val"]:
+            self.state.update(best_val=rec["val_error"], stale=0)
+        else:
+            self.state["stale"] += 1
+        self.state["grown_val"] = rec["val_error"]
+        if self.state["stale"] >= c.patience or self.state["round"] >= c.max_growth_rounds:
+            self.state.update(phase="prune", round=0)
+
+    def prune_fractions(self):
+        c = self.config
+        if c.prune_fractions:
+            if len(c.prune_fractions) != len(self.net.masked_layers()):
+                raise ValueError(f"prune_fractions has {len(c.prune_fractions)} entries; {c.arch} has "
+                                 f"{len(self.net.masked_layers())} masked layers")
+            return list(c.prune_fractions)
+        return list(prune.DEFAULT_PRUNE_FRACTIONS[c.arch])
+
+    def step_prune(self):
+        """One pruning round: magnitude, partial area, dead units, retraining; keep a snapshot."""
+        c, t0, net = self.config, time.perf_counter(), self.net
+        self.state["round"] += 1
+        reports = [r.as_dict() for r in prune.prune_network(net, self.prune_fractions())]
+        area_reports = []
+        if c.area_fraction > 0:
+            x, _ = self.growth_batch()
+            for i, layer in net.masked_layers():
+                if isinstance(layer, Conv2d):
+                    area_reports.append(prune.prune_partial_area(net, i, c.area_fraction, x[:256]).as_dict())
+                x = None if x is None else _forward_to(net, i, x)
+        removal = prune.remove_dead_neurons(net, self.optimizer).as_dict()
+        loss = self.train(c.prune_epochs, c.prune_lr)
+        rec = self.record("prune", t0, train_loss=loss, pruning=reports, partial_area=area_reports, removal=removal)
+        path = self.out / "rounds" / f"prune-{self.state['round']:03d}.npz"
+        save_arrays(path, net.to_arrays())
+        self.state["prune_rounds"].append({"round": self.state["round"], "params": rec["params"],
+                                           "val_error": rec["val_error"], "path": str(path.relative_to(self.out))})
+        floor_reached = rec["params"] <= c.prune_floor_params
+        too_wrong = rec["val_error"] > self.state["grown_val"] + c.max_error_increase
+        if floor_reached or too_wrong or self.state["round"] >= c.max_prune_rounds:
+            self.state["phase"] = "finetune"
+            self.state["stop_reason"] = ("params floor reached" if floor_reached else
+                                         "validation error ceiling exceeded" if too_wrong else "max_prune_rounds")
+
+    def step_finetune(self):
+        """Choose the round (smoothed validation error), fine-tune it with a cosine schedule."""
+        c, t0 = self.config, time.perf_counter()
+        rounds = self.state["prune_rounds"]
+        if rounds:
+            target = self.state["grown_val"] + c.tolerance
+            index, smoothed = choose_round(rounds, c.smoothing, c.param_budget, target)
+            chosen = rounds[index]
+            self.net = Network.from_arrays(load_arrays(self.out / chosen["path"]))
+            self.state["chosen"] = {**chosen, "smoothed_val_error": smoothed[index], "target_val_error": target,
+                                    "param_budget": c.param_budget}
+        self.optimizer = SGD(self.net, lr=c.prune_lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        self.state["round"] = 0
+        loss = self.train(c.finetune_epochs, c.prune_lr, cosine(c.prune_lr, 0.01))
+        self.record("finetune", t0, train_loss=loss, chosen=self.state["chosen"])
+        self.state["phase"] = "done"
+
+    # ---------------------------------------------------------- checkpoints
+    def save(self):
+        self.state["elapsed"] += time.perf_counter() - self._t_resume
+        self._t_resume = time.perf_counter()
+        save_checkpoint(self.out / CHECKPOINT, self.net, self.optimizer,
+                        {"run": self.state, "history": self.history, "rng": self.rng.bit_generator.state,
+                         "config": self.config.to_dict()})
+
+    def restore(self):
+        net, optimizer, saved = load_checkpoint(self.out / CHECKPOINT)
+        if saved["config"] != self.config.to_dict():
+            changed = sorted(k for k, v in saved["config"].items() if self.config.to_dict().get(k) != v)
+            raise ValueError(f"{self.out / CHECKPOINT} was written with a different config (differs in {changed}); "
+                             f"resume with the same config or choose another --out")
+        self.net, self.optimizer = net, optimizer
+        self.state, self.history = saved["run"], saved["history"]
+        self.rng.bit_generator.state = saved["rng"]
+
+    def run(self, resume=False):
+        self._t_resume = time.perf_counter()
+        if resume and (self.out / CHECKPOINT).exists():
+            self.restore()
+        steps = {"seed": self.step_seed, "grow": self.step_grow, "prune": self.step_prune,
+                 "finetune": self.step_finetune}
+        while self.state["phase"] != "done":
+            steps[self.state["phase"]]()
+            self.save()
+        return self.finish()
+
+    def finish(self):
+        """Compact the result, evaluate it once on the test set, write model, history, report."""
+        c = self.config
+        masked_test = evaluate(self.net, *self.xy("test"))
+        small = compact(self.net)
+        x_test, y_test = self.xy("test")
+        compact_error = float((small.predict(x_test).argmax(axis=1) != y_test).mean())
+        save_compact(self.out / "model.npz", small)
+        params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
+        baseline = accounting.DENSE_BASELINES[c.arch]
+        report = {
+            "arch": c.arch, "mode": c.mode, "seed": c.seed, "augment": c.augment,
+            "test_error": masked_test["error"], "compact_test_error": compact_error,
+            "val_error": self.history[-1]["val_error"], "params": params, "flops": flops,
+            "params_compression": baseline["params"] / params, "flops_compression": baseline["flops"] / flops,
+            "dense_baseline": baseline, "widths": self.net.widths(), "alive": survivors(self.net),
+            "layers": accounting.layer_table(self.net), "chosen": self.state["chosen"],
+            "stop_reason": self.state.get("stop_reason"),
+            "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
+            "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
+            "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
+            "config": c.to_dict(),
+        }
+        save_json(self.out / "history.json", self.history)
+        save_json(self.out / "report.json", report)
+        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures")
+        return report
+
+
+def _forward_to(net, position, x):
+    """The input of the next masked layer after ``position``, given the input x of layer ``position``."""
+    later = [i for i, _ in net.masked_layers() if i > position]
+    if not later:
+        return None
+    for layer in net.layers[position:later[0]]:
+        x = layer.forward(x)
+    return x
+
+
+def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None):
+    """Run NeST (or the prune-only baseline) as ``config`` says; returns report.json's dict.
+
+    out_dir receives checkpoint.npz (after every step), rounds/prune-NNN.npz, model.npz
+    (the compact network), history.json and report.json. on_round(record) is called
+    after every round; on_batch(b, n, loss) after every training batch.
+    """
+    if not isinstance(config, SynthesisConfig):
+        raise TypeError(f"config must be a SynthesisConfig, got {type(config).__name__}")
+    data = data if data is not None else load_data(config)
+    return Run(config, data, out_dir, on_round, on_batch).run(resume)

@@ -1,0 +1,134 @@
+"""Tests for nestref.compact and the CSR kernel twins."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nestref import kernels
+from nestref.compact import CompactNetwork, DenseMatrix, SparseDense, compact, load_compact, save_compact
+from nestref.models import lenet5, lenet_300_100
+from nestref.prune import layer_input, prune_network, prune_partial_area, remove_dead_neurons
+from nestref.storage import save_arrays
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def random_csr(rng, n_out, n_in, density, dtype):
+    weight = (rng.standard_normal((n_out, n_in)) * (rng.random((n_out, n_in)) < density)).astype(dtype)
+    layer = SparseDense.from_dense(weight, np.zeros(n_out, dtype))
+    return weight, layer
+
+
+@FAST
+@given(seed=st.integers(0, 2**31), n=st.integers(0, 150), n_in=st.integers(1, 40), n_out=st.integers(1, 30),
+       density=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float32, np.float64]))
+def test_csr_matmul_twins_agree_with_each_other_and_with_a_dense_product(seed, n, n_in, n_out, density, dtype):
+    rng = np.random.default_rng(seed)
+    weight, layer = random_csr(rng, n_out, n_in, density, dtype)
+    x = rng.standard_normal((n, n_in)).astype(dtype)
+    with_numpy = kernels.csr_matmul_numpy(x, layer.data, layer.indices, layer.indptr, n_out)
+    with_numba = kernels.csr_matmul_numba(x, layer.data, layer.indices, layer.indptr, n_out)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    assert with_numba.shape == with_numpy.shape == (n, n_out) and with_numba.dtype == dtype
+    np.testing.assert_allclose(with_numba, with_numpy, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(with_numpy, x @ weight.T, rtol=tolerance, atol=tolerance)
+
+
+def test_csr_from_dense_has_the_row_major_layout():
+    weight = np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 3.0]])
+    layer = SparseDense.from_dense(weight, np.zeros(3))
+    assert layer.data.tolist() == [2.0, 1.0, 3.0]
+    assert layer.indices.tolist() == [1, 0, 2]
+    assert layer.indptr.tolist() == [0, 1, 1, 3]
+
+
+def test_csr_matmul_uses_the_selected_backend_and_the_common_dtype():
+    weight, layer = random_csr(np.random.default_rng(0), 4, 6, 0.5, np.float32)
+    x = np.random.default_rng(1).standard_normal((3, 6))  # float64 input, float32 weights
+    for backend in ("numpy", "numba"):
+        kernels.use_backend(backend)
+        try:
+            out = kernels.csr_matmul(x, layer.data, layer.indices, layer.indptr, 4)
+        finally:
+            kernels.use_backend("numba")
+        assert out.dtype == np.float64
+        np.testing.assert_allclose(out, x @ weight.T.astype(np.float64), rtol=1e-12)
+
+
+def pruned_lenet_300_100(rounds, dtype=np.float64):
+    net = lenet_300_100(width_scale=0.3, seed=3, dtype=dtype)
+    rng = np.random.default_rng(0)
+    for _, layer in net.masked_layers():
+        layer.bias[...] = rng.standard_normal(layer.bias.shape)
+    for _ in range(rounds):
+        prune_network(net, 0.3)
+    return net
+
+
+@pytest.mark.parametrize("sparse_below, kinds", [(0.3, None), (0.0, {DenseMatrix}), (1.0, {SparseDense})])
+def test_compact_gives_the_masked_nets_outputs(sparse_below, kinds):
+    net = pruned_lenet_300_100(rounds=8)
+    x = np.random.default_rng(1).random((300, 784))
+    weights_before = [layer.weight.copy() for _, layer in net.masked_layers()]
+    small = compact(net, sparse_below=sparse_below)
+    np.testing.assert_allclose(small.forward(x), net.forward(x), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(small.predict(x, batch_size=128), net.forward(x), rtol=0, atol=1e-10)
+    assert all(np.array_equal(a, layer.weight) for a, (_, layer) in zip(weights_before, net.masked_layers()))
+    dense_layers = {type(layer) for layer in small.layers if isinstance(layer, (SparseDense, DenseMatrix))}
+    if kinds is not None:
+        assert dense_layers == kinds
+    survivors = net.copy()
+    remove_dead_neurons(survivors)
+    stored = sum(layer.config()["nnz"] for layer in small.layers if "nnz" in layer.config())
+    assert stored == sum(int((layer.weight != 0).sum()) for _, layer in survivors.masked_layers())
+
+
+def test_compact_drops_dead_units():
+    net = pruned_lenet_300_100(rounds=12)
+    small = compact(net)
+    widths = [layer.n_out for layer in small.layers if isinstance(layer, SparseDense)]
+    assert widths[:2] != net.widths()[:2] and widths[-1] == 10
+    assert widths[0] < net.widths()[0]
+
+
+def test_compact_lenet5_with_partial_areas_gives_the_same_outputs():
+    rng = np.random.default_rng(2)
+    net = lenet5(width_scale=0.2, seed=1, dtype=np.float32)
+    for _, layer in net.masked_layers():
+        layer.bias[...] = rng.standard_normal(layer.bias.shape)
+    x = rng.random((64, 1, 28, 28)).astype(np.float32)
+    for _ in range(6):
+        prune_network(net, (0.2, 0.3, 0.4, 0.2))
+    prune_partial_area(net, 2, 0.4, layer_input(net, 2, x[:16]))
+    small = compact(net)
+    np.testing.assert_allclose(small.forward(x), net.forward(x), rtol=1e-4, atol=1e-4)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    net = lenet5(width_scale=0.2, seed=2, dtype=np.float64)
+    x = rng.random((8, 1, 28, 28))
+    for _ in range(4):
+        prune_network(net, 0.4)
+    prune_partial_area(net, 0, 0.3, x)
+    small = compact(net)
+    save_compact(tmp_path / "small.npz", small)
+    again = load_compact(tmp_path / "small.npz")
+    assert isinstance(again, CompactNetwork)
+    assert again.summary() == small.summary() and again.input_shape == small.input_shape and again.name == small.name
+    np.testing.assert_array_equal(again.forward(x), small.forward(x))
+
+
+def test_load_compact_rejects_other_files(tmp_path):
+    save_arrays(tmp_path / "network.npz", lenet_300_100(width_scale=0.1).to_arrays())
+    with pytest.raises(ValueError, match="nestref-compact"):
+        load_compact(tmp_path / "network.npz")
+    save_arrays(tmp_path / "empty.npz", {"x": np.zeros(2)})
+    with pytest.raises(ValueError, match="no spec"):
+        load_compact(tmp_path / "empty.npz")
+
+
+def test_compact_network_checks_the_input_shape():
+    small = compact(lenet_300_100(width_scale=0.1))
+    with pytest.raises(ValueError, match="784"):
+        small.forward(np.zeros((2, 28, 28)))

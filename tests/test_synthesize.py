@@ -1,0 +1,147 @@
+"""A small NeST synthesis on an MNIST subset: growth grows, pruning prunes, resume is exact."""
+import json
+
+import numpy as np
+import pytest
+
+from nestref.cli import main
+from nestref.compact import load_compact
+from nestref.config import PRESETS, SynthesisConfig, make_config, parse_override
+from nestref.models import Network
+from nestref.storage import load_arrays
+from nestref.synthesize import choose_round, load_data, synthesize
+
+TINY = dict(train_limit=3000, n_val=500, initial_epochs=1, growth_epochs=1, max_growth_rounds=2, patience=5,
+            growth_batch_size=256, growth_batches=4, prune_epochs=1, max_prune_rounds=3,
+            prune_fractions=[0.5, 0.4, 0.1], finetune_epochs=1, prune_floor_params=100, batch_size=100)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(mnist_dir):
+    return load_data(SynthesisConfig(data_dir=str(mnist_dir), **TINY))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("run")
+    config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
+    report = synthesize(config, out, data=tiny_data)
+    return out, report
+
+
+def test_growth_grows_and_pruning_prunes(tiny_run):
+    out, report = tiny_run
+    history = json.loads((out / "history.json").read_text())
+    phases = [r["phase"] for r in history]
+    assert phases == ["seed", "grow", "grow", "prune", "prune", "prune", "finetune"]
+    seed, grown = history[0], history[2]
+    assert grown["params"] > seed["params"]
+    assert any(w_g > w_s for w_g, w_s in zip(grown["widths"][:-1], seed["widths"][:-1]))  # neurons were born
+    prune_params = [r["params"] for r in history if r["phase"] == "prune"]
+    assert prune_params[0] < grown["params"] and all(b < a for a, b in zip(prune_params, prune_params[1:]))
+    for rec in history:
+        assert {"phase", "params", "flops", "widths", "densities", "val_error", "seconds", "alive"} <= set(rec)
+    assert all(r["pruning"][0]["threshold"] > 0 for r in history if r["phase"] == "prune")
+
+
+def test_result_is_accurate_compact_and_reported(tiny_run, tiny_data):
+    out, report = tiny_run
+    assert report["test_error"] < 0.2  # chance is 0.9; 2,500 training images, a handful of epochs
+    assert report["compact_test_error"] == pytest.approx(report["test_error"], abs=1e-4)
+    assert report["params"] < report["max_params_during_growth"]
+    assert report["params_compression"] == pytest.approx(266_610 / report["params"])
+    assert json.loads((out / "report.json").read_text())["params"] == report["params"]
+    for name in ("grow_prune_curve", "validation_error", "widths_densities", "first_layer_masks"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    cnet = load_compact(out / "model.npz")
+    x = tiny_data["test"][0][:200].reshape(200, -1).astype(np.float32) / 255
+    assert (cnet.predict(x).argmax(1) != tiny_data["test"][1][:200]).mean() < 0.3
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path, mnist_dir):
+    out, report = tiny_run
+    config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
+    seen = []
+
+    def interrupt_in_pruning(rec):
+        seen.append(rec["phase"])
+        if seen.count("prune") == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(config, tmp_path, on_round=interrupt_in_pruning, data=tiny_data)
+    assert not (tmp_path / "report.json").exists()
+    resumed = synthesize(config, tmp_path, resume=True, data=tiny_data)
+    assert resumed["params"] == report["params"] and resumed["test_error"] == report["test_error"]
+    a = Network.from_arrays(load_arrays(out / "checkpoint.npz"))
+    b = Network.from_arrays(load_arrays(tmp_path / "checkpoint.npz"))
+    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers()):
+        np.testing.assert_array_equal(la.weight, lb.weight)
+        np.testing.assert_array_equal(la.mask, lb.mask)
+
+
+def test_resume_with_another_config_is_refused(tiny_run, tiny_data, mnist_dir):
+    out, _ = tiny_run
+    other = SynthesisConfig(data_dir=str(mnist_dir), **{**TINY, "growth_ratio": 0.2})
+    with pytest.raises(ValueError, match="different config.*growth_ratio"):
+        synthesize(other, out, resume=True, data=tiny_data)
+
+
+def test_prune_only_mode_starts_dense(tiny_data, tmp_path, mnist_dir):
+    config = SynthesisConfig(data_dir=str(mnist_dir), mode="prune-only", **{**TINY, "max_prune_rounds": 1})
+    report = synthesize(config, tmp_path, data=tiny_data)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["phase"] for r in history] == ["dense", "prune", "finetune"]
+    assert history[0]["params"] == 266_610
+    assert report["params"] < 266_610
+
+
+def test_choose_round_uses_smoothed_error():
+    rounds = [{"params": p, "val_error": e} for p, e in
+              [(1000, 0.020), (800, 0.021), (600, 0.019), (400, 0.030), (300, 0.026), (200, 0.040)]]
+    # a lucky dip at 600 params is averaged with its neighbours, and no longer meets the target
+    index, smoothed = choose_round(rounds, 3, target_error=0.022)
+    assert index == 1 and smoothed[2] == pytest.approx((0.021 + 0.019 + 0.030) / 3)
+    index, _ = choose_round(rounds, 1, target_error=0.022)  # unsmoothed, the dip wins
+    assert index == 2
+    index, _ = choose_round(rounds, 3, param_budget=450)
+    assert rounds[index]["params"] <= 450
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"growth_ratio": 1.5}, "growth_ratio=1.5: expected a number in \\(0, 1\\]"),
+    ({"lr": -1}, "lr=-1: expected a number > 0"),
+    ({"mode": "grow-only"}, "mode='grow-only'"),
+    ({"max_prune_rounds": 2.5}, "max_prune_rounds=2.5: expected an integer"),
+    ({"learning_rate": 0.1}, "unknown config key.*learning_rate"),
+])
+def test_bad_configs_fail_with_a_message(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_config("lenet-300-100", overrides=overrides)
+
+
+def test_config_files_and_overrides(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('arch = "lenet5"\nlr = 0.03\nprune_fractions = [0.1, 0.1, 0.05, 0.02]\n')
+    config = make_config(None, toml, dict([parse_override("seed=3")]))
+    assert (config.arch, config.lr, config.seed) == ("lenet5", 0.03, 3)
+    bad = tmp_path / "c.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        make_config(None, bad)
+    assert set(PRESETS) >= {"lenet-300-100", "lenet5"}
+
+
+def test_synthesize_command_fails_before_training_without_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NESTREF_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def offline(url, timeout=None):
+        raise __import__("urllib.error").error.URLError("network is unreachable")
+
+    monkeypatch.setattr("nestref.data.urllib.request.urlopen", offline)
+    code = main(["synthesize", "--arch", "lenet-300-100", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and "MNIST not found" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+    assert main(["synthesize", "--set", "lr=-3", "--out", str(tmp_path / "run")]) == 2
+    assert "lr=-3" in capsys.readouterr().err
