@@ -155,7 +155,7 @@ def make_batches(arch, batch_size, n_distinct, data_dir=None, seed=0):
     pixels and labels of the same shapes: the speed does not depend on the values.
     returns ([(x (B, *input_shape) float32, y (B,) int64)], source string)
     """
-    input_shape = (784,) if arch == "lenet-300-100" else (1, 28, 28)
+    input_shape = build(arch).input_shape
     n = batch_size * n_distinct
     rng = np.random.default_rng(seed)
     try:
@@ -259,7 +259,7 @@ def run_benchmark(networks=NETWORKS, batches=None, batch_size=64, repeats=3, war
                              "nestref": timing, "torch": timing or None,
                              "ratio": nestref / torch median or None, "target", "meets_target"}}}
     where timing = {"seconds" (each repeat), "median_seconds", "ms_per_batch",
-    "gflops", "fraction_of_peak"}.
+    "seconds_per_epoch" (of ``EPOCH_IMAGES`` images), "gflops", "fraction_of_peak"}.
     """
     networks = tuple(networks)
     unknown = [n for n in networks if n not in NETWORKS]

@@ -39,6 +39,7 @@ class SynthesisConfig:
     weight_decay: float = 1e-4
     initial_epochs: int = 3               # seed (or dense, in prune-only mode) training before the first round
     growth_epochs: int = 2                # training after each growth round
+    settle_epochs: int = 5                # cosine from lr after growth (or after the dense start), before pruning
     prune_epochs: int = 1                 # retraining after each pruning round
     prune_lr: float = 0.02
     finetune_epochs: int = 10             # cosine from prune_lr down, after the result is chosen
@@ -82,7 +83,7 @@ class SynthesisConfig:
         need(self.birth_sign in ("positive", "random"), "birth_sign", "'positive' or 'random'")
         for name in ("n_val", "batch_size", "growth_batch_size", "feature_map_candidates", "smoothing"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("initial_epochs", "growth_epochs", "prune_epochs", "finetune_epochs", "max_growth_rounds",
+        for name in ("initial_epochs", "growth_epochs", "settle_epochs", "prune_epochs", "finetune_epochs", "max_growth_rounds",
                      "max_prune_rounds", "patience", "prune_floor_params", "seed"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         for name in ("train_limit", "growth_batches", "param_budget"):

@@ -9,7 +9,7 @@ matplotlib.use("Agg", force=False)  # no screen needed; notebooks switch to inli
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-PHASE_COLOURS = {"seed": "#999999", "dense": "#999999", "grow": "#2a9d8f", "prune": "#e76f51", "finetune": "#264653"}
+PHASE_COLOURS = {"seed": "#999999", "dense": "#999999", "grow": "#2a9d8f", "settle": "#8ab17d", "prune": "#e76f51", "finetune": "#264653"}
 
 
 def _steps(history):

@@ -7,12 +7,14 @@
     growth     rounds of (connection growth in every layer, neuron growth in the
                hidden dense layers, feature-map growth in the conv layers, training)
                until validation error has not improved for ``patience`` rounds
+    settle     training to convergence (cosine schedule) before pruning starts
     pruning    rounds of (magnitude pruning per layer, partial-area pruning of conv
                layers, dead-neuron removal, retraining) down to a floor
     choice     the round that meets the target on *smoothed* validation error
                (``choose_round``), then fine-tuning and compaction
 
-``mode="prune-only"`` replaces seed and growth by the dense network, trained: the
+``mode="prune-only"`` replaces seed and growth by the dense network (trained for
+``initial_epochs`` + ``settle_epochs``, as the grown network is before pruning): the
 baseline that NeST's grow-then-prune is compared against on the same budget.
 
 All decisions use the validation split; the test set is evaluated once, at the end.
@@ -154,7 +156,7 @@ class Run:
         loss = self.train(c.initial_epochs, c.lr)
         rec = self.record("dense" if c.mode == "prune-only" else "seed", t0, train_loss=loss)
         self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
-                          phase="prune" if c.mode == "prune-only" or c.max_growth_rounds == 0 else "grow")
+                          phase="settle" if c.mode == "prune-only" or c.max_growth_rounds == 0 else "grow")
 
     def step_grow(self):
         """One growth round: connections everywhere, then neurons / feature maps, then training."""
@@ -192,7 +194,14 @@ class Run:
             self.state["stale"] += 1
         self.state["grown_val"] = rec["val_error"]
         if self.state["stale"] >= c.patience or self.state["round"] >= c.max_growth_rounds:
-            self.state.update(phase="prune", round=0)
+            self.state.update(phase="settle", round=0)
+
+    def step_settle(self):
+        """Train the grown (or dense) network to convergence before pruning: a cosine schedule."""
+        c, t0 = self.config, time.perf_counter()
+        loss = self.train(c.settle_epochs, c.lr, cosine(c.lr, 0.01))
+        rec = self.record("settle", t0, train_loss=loss)
+        self.state.update(phase="prune", round=0, grown_val=rec["val_error"])
 
     def prune_fractions(self):
         c = self.config
@@ -268,7 +277,7 @@ class Run:
         self._t_resume = time.perf_counter()
         if resume and (self.out / CHECKPOINT).exists():
             self.restore()
-        steps = {"seed": self.step_seed, "grow": self.step_grow, "prune": self.step_prune,
+        steps = {"seed": self.step_seed, "grow": self.step_grow, "settle": self.step_settle, "prune": self.step_prune,
                  "finetune": self.step_finetune}
         while self.state["phase"] != "done":
             steps[self.state["phase"]]()

@@ -13,7 +13,7 @@ from nestref.synthesize import choose_round, load_data, synthesize
 
 TINY = dict(train_limit=3000, n_val=500, initial_epochs=1, growth_epochs=1, max_growth_rounds=2, patience=5,
             growth_batch_size=256, growth_batches=4, prune_epochs=1, max_prune_rounds=3,
-            prune_fractions=[0.5, 0.4, 0.1], finetune_epochs=1, prune_floor_params=100, batch_size=100)
+            prune_fractions=[0.5, 0.4, 0.1], finetune_epochs=1, settle_epochs=1, max_error_increase=1.0, prune_floor_params=100, batch_size=100)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_growth_grows_and_pruning_prunes(tiny_run):
     out, report = tiny_run
     history = json.loads((out / "history.json").read_text())
     phases = [r["phase"] for r in history]
-    assert phases == ["seed", "grow", "grow", "prune", "prune", "prune", "finetune"]
+    assert phases == ["seed", "grow", "grow", "settle", "prune", "prune", "prune", "finetune"]
     seed, grown = history[0], history[2]
     assert grown["params"] > seed["params"]
     assert any(w_g > w_s for w_g, w_s in zip(grown["widths"][:-1], seed["widths"][:-1]))  # neurons were born
@@ -91,7 +91,7 @@ def test_prune_only_mode_starts_dense(tiny_data, tmp_path, mnist_dir):
     config = SynthesisConfig(data_dir=str(mnist_dir), mode="prune-only", **{**TINY, "max_prune_rounds": 1})
     report = synthesize(config, tmp_path, data=tiny_data)
     history = json.loads((tmp_path / "history.json").read_text())
-    assert [r["phase"] for r in history] == ["dense", "prune", "finetune"]
+    assert [r["phase"] for r in history] == ["dense", "settle", "prune", "finetune"]
     assert history[0]["params"] == 266_610
     assert report["params"] < 266_610
 
