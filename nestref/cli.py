@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data
+from .augment import random_affine
 from .models import ARCHITECTURES, build
 from .optim import SCHEDULES, SGD
 from .train import TrainingDiverged, evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
@@ -66,7 +67,7 @@ def cmd_train(args):
         optimizer = SGD(net, lr=lr, momentum=args.momentum, weight_decay=weight_decay)
     print(f"{net.name}: data from {source}; {len(train[0])} train / {len(val[0])} validation / "
           f"{len(test[0])} test images; epochs={epochs} lr={lr} batch={batch_size} "
-          f"schedule={args.schedule} weight_decay={weight_decay}")
+          f"schedule={args.schedule} weight_decay={weight_decay} augment={args.augment}")
 
     to_xy = lambda split: (prepare_inputs(split[0], net), split[1])  # noqa: E731
     current = {"epoch": start_epoch}
@@ -83,7 +84,7 @@ def cmd_train(args):
     schedule = SCHEDULES[args.schedule](lr)
     try:
         fit(net, optimizer, to_xy(train), to_xy(val), epochs, schedule, batch_size, rng, start_epoch,
-            on_epoch=on_epoch, on_batch=on_batch)
+            on_epoch=on_epoch, on_batch=on_batch, augment=random_affine if args.augment else None)
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}. The last good checkpoint is {out}.", file=sys.stderr)
         return 2
@@ -177,6 +178,7 @@ def build_parser():
     p.add_argument("--data-dir", help="directory with the MNIST IDX files (else $NESTREF_DATA_DIR, the cache, a download)")
     p.add_argument("--out", help="checkpoint path (default runs/<arch>/model.npz)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--augment", action="store_true", help="random affine distortions of the training images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -287,3 +287,66 @@ def csr_matmul(x, data, indices, indptr, n_out):
     return _pick("csr_matmul")(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(data, dtype=dtype),
                                np.ascontiguousarray(indices, dtype=np.int64),
                                np.ascontiguousarray(indptr, dtype=np.int64), int(n_out))
+
+
+# ------------------------------------------------------------- affine warp
+def affine_warp_numpy(images, matrices):
+    """Resample each image through its own affine map, bilinear, zeros outside.
+
+    images: (N, H, W) float; matrices: (N, 2, 3) mapping *output* pixel (y, x, 1) to
+    the input position it reads from. Returns (N, H, W).
+    """
+    n, h, w = images.shape
+    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    grid = np.stack([ys.ravel(), xs.ravel(), np.ones(h * w)])              # (3, H*W)
+    src = matrices.astype(np.float64) @ grid                                 # (N, 2, H*W)
+    y0, x0 = np.floor(src[:, 0]).astype(np.int64), np.floor(src[:, 1]).astype(np.int64)
+    fy, fx = src[:, 0] - y0, src[:, 1] - x0
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))                        # reads outside land on zeros
+    rows = np.arange(n)[:, None]
+
+    def at(yy, xx):
+        inside = (yy >= -1) & (yy <= h) & (xx >= -1) & (xx <= w)
+        return np.where(inside, padded[rows, np.clip(yy + 1, 0, h + 1), np.clip(xx + 1, 0, w + 1)], 0.0)
+
+    out = ((1 - fy) * (1 - fx) * at(y0, x0) + (1 - fy) * fx * at(y0, x0 + 1)
+           + fy * (1 - fx) * at(y0 + 1, x0) + fy * fx * at(y0 + 1, x0 + 1))
+    return out.reshape(n, h, w).astype(images.dtype)
+
+
+@njit(cache=True)
+def affine_warp_numba(images, matrices):
+    n, h, w = images.shape
+    out = np.zeros_like(images)
+    for b in range(n):
+        m = matrices[b]
+        for y in range(h):
+            for x in range(w):
+                sy = m[0, 0] * y + m[0, 1] * x + m[0, 2]
+                sx = m[1, 0] * y + m[1, 1] * x + m[1, 2]
+                y0 = int(np.floor(sy))
+                x0 = int(np.floor(sx))
+                fy = sy - y0
+                fx = sx - x0
+                acc = 0.0
+                for dy in range(2):
+                    yy = y0 + dy
+                    if yy < 0 or yy >= h:
+                        continue
+                    wy = fy if dy == 1 else 1.0 - fy
+                    for dx in range(2):
+                        xx = x0 + dx
+                        if xx < 0 or xx >= w:
+                            continue
+                        wx = fx if dx == 1 else 1.0 - fx
+                        acc += wy * wx * images[b, yy, xx]
+                out[b, y, x] = acc
+    return out
+
+
+_TWINS["affine_warp"] = (affine_warp_numpy, affine_warp_numba)
+
+
+def affine_warp(images, matrices):
+    """(N, H, W), (N, 2, 3) -> (N, H, W); see ``affine_warp_numpy``."""
+    return _pick("affine_warp")(np.ascontiguousarray(images), np.ascontiguousarray(matrices, dtype=np.float64))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import accounting, grow, prune
+from .augment import random_affine
 from .compact import compact, save_compact
 from .config import SynthesisConfig
 from .data import load_mnist, train_val_split
@@ -127,7 +128,8 @@ class Run:
     def train(self, epochs, lr, schedule=None):
         self.optimizer.lr = lr
         records = fit(self.net, self.optimizer, self.xy("train"), None, epochs, schedule,
-                      self.config.batch_size, self.rng, on_batch=self.on_batch)
+                      self.config.batch_size, self.rng, on_batch=self.on_batch,
+                      augment=random_affine if self.config.augment else None)
         return records[-1]["train_loss"] if records else None
 
     def growth_batch(self):

@@ -33,16 +33,18 @@ def minibatches(n, batch_size, rng):
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def train_epoch(net, optimizer, x, y, batch_size, rng, on_batch=None, epoch=0):
+def train_epoch(net, optimizer, x, y, batch_size, rng, on_batch=None, epoch=0, augment=None):
     """One pass over (x, y) in random minibatches.
 
     x: (N, *net.input_shape) float; y: (N,) int. Returns {"loss", "error"} averaged
     over the epoch's examples. on_batch(batch_index, n_batches, loss) after every step.
+    augment(x_batch, rng) -> x_batch, if given, distorts each batch (see nestref.augment).
     """
     batches = minibatches(len(x), batch_size, rng)
     total_loss = total_wrong = 0.0
     for b, idx in enumerate(batches):
-        loss, logits = loss_and_grads(net, x[idx], y[idx])
+        xb = x[idx] if augment is None else augment(x[idx], rng)
+        loss, logits = loss_and_grads(net, xb, y[idx])
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{len(batches)} with lr={optimizer.lr:g}: "
@@ -63,13 +65,14 @@ def evaluate(net, x, y, batch_size=1000):
 
 
 def fit(net, optimizer, train, val, epochs, schedule=None, batch_size=64, rng=0, start_epoch=0,
-        on_epoch=None, on_batch=None):
+        on_epoch=None, on_batch=None, augment=None):
     """Train for epochs ``start_epoch .. epochs-1``; returns one record per epoch.
 
     train, val: (x, y) pairs already shaped for the network. schedule(epoch, epochs)
     sets the learning rate at the start of each epoch (None keeps optimizer.lr).
     rng: a seed or a np.random.Generator (pass the same Generator to resume exactly).
     on_epoch(record) is called after each epoch (e.g. to write a checkpoint).
+    augment(x_batch, rng): optional distortion of every training batch.
     """
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
@@ -79,7 +82,7 @@ def fit(net, optimizer, train, val, epochs, schedule=None, batch_size=64, rng=0,
         if schedule is not None:
             optimizer.lr = schedule(epoch, epochs)
         t0 = time.perf_counter()
-        stats = train_epoch(net, optimizer, *train, batch_size, rng, on_batch, epoch)
+        stats = train_epoch(net, optimizer, *train, batch_size, rng, on_batch, epoch, augment)
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": stats["loss"],
                   "train_error": stats["error"], "seconds": seconds}

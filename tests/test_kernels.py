@@ -86,3 +86,35 @@ def test_backend_name_is_validated():
         kernels.use_backend("cuda")
     assert kernels.backend() == "numba"
     assert isinstance(Conv2d(1, 1, 1), Conv2d)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), side=st.integers(3, 12), seed=st.integers(0, 2**16))
+def test_affine_warp_twins_agree(n, side, seed):
+    from nestref.augment import random_affine_matrices
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, side, side)).astype(np.float32)
+    matrices = random_affine_matrices(n, (side, side), rng, max_shift=3.0)
+    np.testing.assert_allclose(kernels.affine_warp_numpy(images, matrices),
+                               kernels.affine_warp_numba(images, matrices), rtol=1e-5, atol=1e-6)
+
+
+def test_affine_warp_identity_and_shift():
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 6, 7))
+    identity = np.tile([[1.0, 0, 0], [0, 1, 0]], (2, 1, 1))
+    np.testing.assert_array_equal(kernels.affine_warp_numba(images, identity), images)
+    down = np.tile([[1.0, 0, 1], [0, 1, 0]], (2, 1, 1))  # output row y reads input row y + 1
+    shifted = kernels.affine_warp_numba(images, down)
+    np.testing.assert_array_equal(shifted[:, :-1], images[:, 1:])
+    assert np.all(shifted[:, -1] == 0)  # outside the image reads zeros
+
+
+def test_random_affine_keeps_shape_range_and_mass():
+    from nestref.augment import random_affine
+    x = np.zeros((50, 784), np.float32)
+    x[:, 14 * 28 + 14] = 1.0  # one bright pixel in the centre
+    out = random_affine(x, np.random.default_rng(1))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert np.all(np.abs(out.sum(1) - 1) < 0.35)  # small distortions move, not destroy, the ink
+    assert not np.array_equal(out, x)
