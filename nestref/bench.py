@@ -487,6 +487,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # ``nestref bench -- --quick``: argparse.REMAINDER keeps the separator
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     batches = args.batches if args.batches is not None else (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
     try:

@@ -154,11 +154,6 @@ def cmd_report(args):
     return 0
 
 
-def cmd_bench(args):
-    from .bench import main as bench_main
-    return bench_main(args.bench_args)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog="nestref", description="NeST grow-and-prune synthesis, reference implementation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,13 +193,16 @@ def build_parser():
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="time training against PyTorch (arguments go to nestref.bench)")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
+    # `nestref bench ...` is handed to nestref.bench before parsing (see main); listed here for --help
+    sub.add_parser("bench", help="time training against PyTorch (nestref bench --help for its options)")
     return parser
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

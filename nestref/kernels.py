@@ -49,7 +49,27 @@ def im2col_numpy(x, kh, kw, stride=1, padding=0):
 
 
 @njit(cache=True)
+def _im2col_valid_numba(x, kh, kw):
+    # stride 1, no padding (every LeNet conv): no bounds checks, contiguous row copies
+    n, c, h, w = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    cols = np.empty((n * ho * wo, c * kh * kw), dtype=x.dtype)
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for ch in range(c):
+                    for i in range(kh):
+                        base = (ch * kh + i) * kw
+                        for j in range(kw):
+                            cols[row, base + j] = x[b, ch, oy + i, ox + j]
+    return cols
+
+
+@njit(cache=True)
 def im2col_numba(x, kh, kw, stride=1, padding=0):
+    if stride == 1 and padding == 0:
+        return _im2col_valid_numba(x, kh, kw)
     n, c, h, w = x.shape
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
@@ -89,7 +109,26 @@ def col2im_numpy(cols, x_shape, kh, kw, stride=1, padding=0):
 
 
 @njit(cache=True)
+def _col2im_valid_numba(cols, x_shape, kh, kw):
+    n, c, h, w = x_shape
+    ho, wo = h - kh + 1, w - kw + 1
+    x = np.zeros((n, c, h, w), dtype=cols.dtype)
+    for b in range(n):
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for ch in range(c):
+                    for i in range(kh):
+                        base = (ch * kh + i) * kw
+                        for j in range(kw):
+                            x[b, ch, oy + i, ox + j] += cols[row, base + j]
+    return x
+
+
+@njit(cache=True)
 def col2im_numba(cols, x_shape, kh, kw, stride=1, padding=0):
+    if stride == 1 and padding == 0:
+        return _col2im_valid_numba(cols, x_shape, kh, kw)
     n, c, h, w = x_shape
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
@@ -129,7 +168,38 @@ def maxpool_forward_numpy(x, k, stride):
 
 
 @njit(cache=True)
+def _maxpool2x2_numba(x):
+    # the LeNet case, unrolled: 4x faster than the general loop
+    n, c, h, w = x.shape
+    ho, wo = h // 2, w // 2
+    out = np.empty((n, c, ho, wo), dtype=x.dtype)
+    argmax = np.empty((n, c, ho, wo), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for oy in range(ho):
+                y0 = 2 * oy
+                for ox in range(wo):
+                    x0 = 2 * ox
+                    best = x[b, ch, y0, x0]
+                    where = y0 * w + x0
+                    v = x[b, ch, y0, x0 + 1]
+                    if v > best:
+                        best, where = v, y0 * w + x0 + 1
+                    v = x[b, ch, y0 + 1, x0]
+                    if v > best:
+                        best, where = v, (y0 + 1) * w + x0
+                    v = x[b, ch, y0 + 1, x0 + 1]
+                    if v > best:
+                        best, where = v, (y0 + 1) * w + x0 + 1
+                    out[b, ch, oy, ox] = best
+                    argmax[b, ch, oy, ox] = where
+    return out, argmax
+
+
+@njit(cache=True)
 def maxpool_forward_numba(x, k, stride):
+    if k == 2 and stride == 2:
+        return _maxpool2x2_numba(x)
     n, c, h, w = x.shape
     ho = (h - k) // stride + 1
     wo = (w - k) // stride + 1

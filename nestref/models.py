@@ -38,10 +38,16 @@ class Network:
             x = layer.forward(x)
         return x
 
-    def backward(self, grad):
-        for layer in reversed(self.layers):
+    def backward(self, grad, input_grad=True):
+        """Backpropagate dL/dlogits; returns dL/dx, or None with input_grad=False
+        (training needs only the weights' gradients, and the first layer's input
+        gradient is a whole GEMM, plus a col2im for a conv)."""
+        *rest, first = reversed(self.layers)
+        for layer in rest:
             grad = layer.backward(grad)
-        return grad
+        if hasattr(first, "mask"):
+            return first.backward(grad, input_grad=input_grad)
+        return first.backward(grad)
 
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
@@ -113,7 +119,7 @@ def loss_and_grads(net, x, y):
     """
     logits = net.forward(x)
     loss, grad = softmax_cross_entropy(logits, y)
-    net.backward(grad)
+    net.backward(grad, input_grad=False)
     return loss, logits
 
 

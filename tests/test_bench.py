@@ -119,6 +119,8 @@ def test_bad_settings_are_refused(kwargs, message):
         bench.run_benchmark(**{**TINY, **kwargs})
 
 
-def test_main_reports_bad_settings(capsys):
-    assert bench.main(["--batches", "0", "--no-torch"]) == 2
+@pytest.mark.parametrize("argv", [["--batches", "0", "--no-torch"],
+                                  ["--", "--batches", "0", "--no-torch"]])  # as `nestref bench -- ...` passes it
+def test_main_reports_bad_settings(argv, capsys):
+    assert bench.main(argv) == 2
     assert "batches" in capsys.readouterr().err

@@ -118,3 +118,16 @@ def test_random_affine_keeps_shape_range_and_mass():
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert np.all(np.abs(out.sum(1) - 1) < 0.35)  # small distortions move, not destroy, the ink
     assert not np.array_equal(out, x)
+
+
+def test_lenet_fast_paths_equal_the_twins():
+    """Stride-1 valid im2col/col2im and the unrolled 2x2 pool are separate loops: check them at LeNet's shapes."""
+    rng = np.random.default_rng(5)
+    for shape in [(3, 1, 28, 28), (2, 20, 12, 12), (1, 3, 6, 9)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        cols = kernels.im2col_numba(x, 5, 5, 1, 0)
+        np.testing.assert_array_equal(cols, kernels.im2col_numpy(x, 5, 5, 1, 0))
+        np.testing.assert_allclose(kernels.col2im_numba(cols, shape, 5, 5, 1, 0),
+                                   kernels.col2im_numpy(cols, shape, 5, 5, 1, 0), rtol=1e-5, atol=1e-5)
+        for a, b in zip(kernels.maxpool_forward_numba(x, 2, 2), kernels.maxpool_forward_numpy(x, 2, 2)):
+            np.testing.assert_array_equal(a, b)
