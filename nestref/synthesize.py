@@ -224,8 +224,8 @@ class Run:
             x, _ = self.growth_batch()
             for i, layer in net.masked_layers():
                 if isinstance(layer, Conv2d):
-                    area_reports.append(prune.prune_partial_area(net, i, c.area_fraction, x[:256]).as_dict())
-                x = None if x is None else _forward_to(net, i, x)
+                    x_i = prune.layer_input(net, i, x[:256])
+                    area_reports.append(prune.prune_partial_area(net, i, c.area_fraction, x_i).as_dict())
         removal = prune.remove_dead_neurons(net, self.optimizer).as_dict()
         loss = self.train(c.prune_epochs, c.prune_lr)
         rec = self.record("prune", t0, train_loss=loss, pruning=reports, partial_area=area_reports, removal=removal)
@@ -313,16 +313,6 @@ class Run:
         save_json(self.out / "report.json", report)
         save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures")
         return report
-
-
-def _forward_to(net, position, x):
-    """The input of the next masked layer after ``position``, given the input x of layer ``position``."""
-    later = [i for i, _ in net.masked_layers() if i > position]
-    if not later:
-        return None
-    for layer in net.layers[position:later[0]]:
-        x = layer.forward(x)
-    return x
 
 
 def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None):

@@ -145,3 +145,19 @@ def test_synthesize_command_fails_before_training_without_data(tmp_path, monkeyp
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
     assert main(["synthesize", "--set", "lr=-3", "--out", str(tmp_path / "run")]) == 2
     assert "lr=-3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_small_lenet5_synthesis_grows_maps_and_prunes_areas(tmp_path, mnist_dir):
+    config = SynthesisConfig(data_dir=str(mnist_dir), arch="lenet5", width_scale=0.3, density=0.3, lr=0.02,
+                             prune_lr=0.01, **{**TINY, "train_limit": 1500, "n_val": 300, "max_growth_rounds": 1,
+                                               "max_prune_rounds": 2, "prune_fractions": [0.1, 0.3, 0.4, 0.1],
+                                               "area_fraction": 0.2, "growth_batches": 2})
+    report = synthesize(config, tmp_path)
+    history = json.loads((tmp_path / "history.json").read_text())
+    grow_round = next(r for r in history if r["phase"] == "grow")
+    assert grow_round["widths"][:2] > history[0]["widths"][:2]  # feature maps were born
+    area = [a for r in history if r["phase"] == "prune" for a in r["partial_area"]]
+    assert len(area) == 4 and all(a["removed"] > 0 for a in area)
+    assert report["flops"] < grow_round["flops"]
+    assert report["compact_test_error"] == pytest.approx(report["test_error"], abs=1e-4)
