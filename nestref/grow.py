@@ -323,10 +323,11 @@ def birth_strength_ladder(alpha_max=0.3, alpha_min=0.003, factor=3):
         raise ValueError(f"need 0 < alpha_min <= alpha_max < inf, got {alpha_min!r}, {alpha_max!r}")
     if not factor > 1:
         raise ValueError(f"factor must be > 1, got {factor!r}")
-    ladder, alpha = [], float(alpha_max)
-    while alpha >= alpha_min * (1 - 1e-9):
-        ladder.append(alpha)
-        alpha /= factor
+    # alpha_max / factor**k, not repeated division: 0.3/3 is 0.1, not 0.09999999999999999
+    ladder, k = [], 0
+    while alpha_max / factor ** k >= alpha_min * (1 - 1e-9):
+        ladder.append(float(alpha_max / factor ** k))
+        k += 1
     return tuple(ladder)
 
 

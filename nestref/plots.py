@@ -3,11 +3,10 @@
 Ground floor: nothing here knows about networks, only about lists of dicts and
 arrays, so notebooks and the command line draw the same pictures.
 """
-import matplotlib
+from pathlib import Path
 
-matplotlib.use("Agg", force=False)  # no screen needed; notebooks switch to inline themselves
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 PHASE_COLOURS = {"seed": "#999999", "dense": "#999999", "grow": "#2a9d8f", "settle": "#8ab17d", "prune": "#e76f51", "finetune": "#264653"}
 
@@ -99,7 +98,6 @@ def first_layer_masks(mask, image_shape=(28, 28), n_units=16, fig=None):
 
 def save_run_figures(history, first_mask, out_dir):
     """Write the four figures of a run into out_dir as PNG; returns their paths."""
-    from pathlib import Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -22,7 +22,7 @@ The run is a chain of *steps*; after each one, the network, optimizer, random st
 and history are checkpointed atomically, so an interrupted run resumes from its last
 step and reaches the same result as an uninterrupted one.
 """
-import math
+import json
 import time
 from pathlib import Path
 
@@ -64,10 +64,11 @@ def hidden_layers(net):
 
 
 def survivors(net):
-    """How many hidden units survive, by provenance: {"seed": n, "grown": n}."""
-    grown = sum(int(net.layers[i].grown.sum()) for i in hidden_layers(net))
-    total = sum(net.layers[i].n_out for i in hidden_layers(net))
-    return {"seed": total - grown, "grown": grown}
+    """How many hidden units are alive, by provenance: {"seed": n, "grown": n, "per_layer": [...]}."""
+    per_layer = [{"layer": i, "seed": int((~net.layers[i].grown).sum()), "grown": int(net.layers[i].grown.sum())}
+                 for i in hidden_layers(net)]
+    return {"seed": sum(p["seed"] for p in per_layer), "grown": sum(p["grown"] for p in per_layer),
+            "per_layer": per_layer}
 
 
 def snapshot(net):
@@ -267,8 +268,11 @@ class Run:
 
     def restore(self):
         net, optimizer, saved = load_checkpoint(self.out / CHECKPOINT)
-        if saved["config"] != self.config.to_dict():
-            changed = sorted(k for k, v in saved["config"].items() if self.config.to_dict().get(k) != v)
+        # where the data lives is not part of what the run is
+        ours = {k: v for k, v in self.config.to_dict().items() if k != "data_dir"}
+        theirs = {k: v for k, v in saved["config"].items() if k != "data_dir"}
+        if ours != theirs:
+            changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
             raise ValueError(f"{self.out / CHECKPOINT} was written with a different config (differs in {changed}); "
                              f"resume with the same config or choose another --out")
         self.net, self.optimizer = net, optimizer
@@ -313,6 +317,16 @@ class Run:
         save_json(self.out / "report.json", report)
         save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures")
         return report
+
+
+def load_run(out_dir):
+    """A finished run's (report dict, history list, final masked network) from its directory."""
+    out = Path(out_dir)
+    for name in ("report.json", "history.json", CHECKPOINT):
+        if not (out / name).exists():
+            raise FileNotFoundError(f"{out / name} not found: is {out} a finished nestref synthesize run?")
+    net, _, _ = load_checkpoint(out / CHECKPOINT)
+    return json.loads((out / "report.json").read_text()), json.loads((out / "history.json").read_text()), net
 
 
 def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None):

@@ -161,3 +161,14 @@ def test_small_lenet5_synthesis_grows_maps_and_prunes_areas(tmp_path, mnist_dir)
     assert len(area) == 4 and all(a["removed"] > 0 for a in area)
     assert report["flops"] < grow_round["flops"]
     assert report["compact_test_error"] == pytest.approx(report["test_error"], abs=1e-4)
+
+
+def test_load_run_returns_what_the_run_wrote(tiny_run):
+    from nestref.synthesize import load_run
+    out, report = tiny_run
+    loaded, history, net = load_run(out)
+    assert loaded["params"] == report["params"] and history[-1]["phase"] == "finetune"
+    assert net.widths() == report["widths"]
+    assert sum(p["grown"] for p in report["alive"]["per_layer"]) == report["alive"]["grown"]
+    with pytest.raises(FileNotFoundError, match="finished nestref synthesize run"):
+        load_run(out / "rounds")

@@ -1,0 +1,87 @@
+"""Execute the notebooks in place, saving their outputs into the .ipynb files.
+
+    python scripts/run_notebooks.py               # full mode: the outputs to commit
+    python scripts/run_notebooks.py --quick       # NESTREF_QUICK=1: small data, a minute each at most
+    python scripts/run_notebooks.py --only 05 06  # only the notebooks whose names start so
+
+Each notebook runs in a fresh ``python3`` kernel with notebooks/ as its working
+directory, as Jupyter would run it. A notebook whose execution fails is left as it
+was on disk (the error is printed) and the script exits with status 1.
+
+Notebooks 05 and 06 in full mode run (or, with ``resume=True``, load) the complete
+syntheses in runs/<preset> and runs/<preset>-prune-only: run
+``nestref synthesize --arch lenet-300-100`` (and ``--mode prune-only``, and the same
+for ``lenet5``) first, or expect the notebook to run them itself.
+
+MNIST: ``$NESTREF_DATA_DIR`` if set, else ../shared/data/mnist beside the repository
+when it holds the files, else the loader's cache and download.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+
+
+def notebook_paths(only=None):
+    """notebooks/NN_*.ipynb in order; ``only``: name prefixes such as ["05", "06"]."""
+    paths = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
+    return paths
+
+
+def execute(path, quick, timeout):
+    """Run the notebook at ``path`` in a fresh kernel; returns the executed notebook (not written).
+
+    Raises nbclient's CellExecutionError if a cell fails.
+    """
+    os.environ["NESTREF_QUICK"] = "1" if quick else "0"   # the kernel inherits this process's environment
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    return nb
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="NESTREF_QUICK=1 (small data, few epochs)")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="notebook name prefixes, e.g. --only 05 06")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds per cell (default: 600 quick, none in full mode)")
+    args = parser.parse_args(argv)
+
+    paths = notebook_paths(args.only)
+    if not paths:
+        print(f"no notebook in {NOTEBOOK_DIR} matches {args.only}", file=sys.stderr)
+        return 2
+    shared = REPO.parent / "shared" / "data" / "mnist"
+    if "NESTREF_DATA_DIR" not in os.environ and shared.is_dir():
+        os.environ["NESTREF_DATA_DIR"] = str(shared)
+    timeout = args.timeout if args.timeout is not None else (600 if args.quick else -1)
+
+    failed = []
+    for path in paths:
+        t0 = time.perf_counter()
+        try:
+            nb = execute(path, args.quick, timeout)
+        except CellExecutionError as err:
+            print(f"FAILED {path.name} after {time.perf_counter() - t0:.0f} s (file left unchanged):\n{err}",
+                  file=sys.stderr)
+            failed.append(path.name)
+            continue
+        nbformat.write(nb, path)
+        print(f"{path.name}: {time.perf_counter() - t0:.1f} s ({'quick' if args.quick else 'full'} mode)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
