@@ -119,8 +119,10 @@ def _is_number(value):
 
 # Recipes for the paper's rows (README: "Reproducing the paper's table").
 PRESETS = {
-    "lenet-300-100": dict(arch="lenet-300-100", param_budget=3800, prune_floor_params=3000),
-    "lenet-300-100-accurate": dict(arch="lenet-300-100", param_budget=7800, prune_floor_params=6500),
+    "lenet-300-100": dict(arch="lenet-300-100", augment=True, growth_epochs=3, settle_epochs=20, prune_epochs=2,
+                          finetune_epochs=30, param_budget=3800, prune_floor_params=3000),
+    "lenet-300-100-accurate": dict(arch="lenet-300-100", augment=True, growth_epochs=3, settle_epochs=20,
+                                   prune_epochs=2, finetune_epochs=30, param_budget=7800, prune_floor_params=6500),
     "lenet5": dict(arch="lenet5", width_scale=0.5, density=0.3, lr=0.02, prune_lr=0.01, weight_decay=5e-4,
                    initial_epochs=2, growth_epochs=1, max_growth_rounds=3, growth_batches=10, settle_epochs=5,
                    prune_fractions=[0.03, 0.15, 0.2, 0.08], param_budget=5800, prune_floor_params=4500,

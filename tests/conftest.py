@@ -41,3 +41,17 @@ def mnist_dir() -> Path:
 def mnist(mnist_dir):
     """The real MNIST (an `nestref.data.MNIST`, read-only arrays), verified against its checksums."""
     return load_mnist(mnist_dir, download=False)
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No MNIST anywhere and no network: every download attempt fails at once."""
+    import urllib.error
+
+    monkeypatch.setenv("NESTREF_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def refuse(url, timeout=None):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr("nestref.data.urllib.request.urlopen", refuse)

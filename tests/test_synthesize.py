@@ -132,14 +132,7 @@ def test_config_files_and_overrides(tmp_path):
     assert set(PRESETS) >= {"lenet-300-100", "lenet5"}
 
 
-def test_synthesize_command_fails_before_training_without_data(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("NESTREF_DATA_DIR", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-    def offline(url, timeout=None):
-        raise __import__("urllib.error").error.URLError("network is unreachable")
-
-    monkeypatch.setattr("nestref.data.urllib.request.urlopen", offline)
+def test_synthesize_command_fails_before_training_without_data(tmp_path, offline, capsys):
     code = main(["synthesize", "--arch", "lenet-300-100", "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 2 and "MNIST not found" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()

@@ -108,14 +108,7 @@ def test_train_command_end_to_end(tmp_path, mnist_dir, capsys):
     assert state["epoch"] == 2
 
 
-def test_train_command_without_data_says_where_it_looked(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("NESTREF_DATA_DIR", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-    def offline(url, timeout=None):
-        raise __import__("urllib.error").error.URLError("network is unreachable")
-
-    monkeypatch.setattr("nestref.data.urllib.request.urlopen", offline)
+def test_train_command_without_data_says_where_it_looked(tmp_path, offline, capsys):
     code = main(["train", "--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "empty" in err and "NESTREF_DATA_DIR" in err
