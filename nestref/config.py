@@ -123,10 +123,10 @@ PRESETS = {
                           finetune_epochs=30, param_budget=3800, prune_floor_params=3000),
     "lenet-300-100-accurate": dict(arch="lenet-300-100", augment=True, growth_epochs=3, settle_epochs=20,
                                    prune_epochs=2, finetune_epochs=30, param_budget=7800, prune_floor_params=6500),
-    "lenet5": dict(arch="lenet5", width_scale=0.5, density=0.3, lr=0.02, prune_lr=0.01, weight_decay=5e-4,
-                   initial_epochs=2, growth_epochs=1, max_growth_rounds=3, growth_batches=10, settle_epochs=5,
-                   prune_fractions=[0.03, 0.15, 0.2, 0.08], param_budget=5800, prune_floor_params=4500,
-                   finetune_epochs=5, max_prune_rounds=25),
+    "lenet5": dict(arch="lenet5", augment=True, width_scale=0.5, density=0.3, lr=0.02, prune_lr=0.01,
+                   weight_decay=5e-4, initial_epochs=2, growth_epochs=1, max_growth_rounds=3, growth_batches=10,
+                   settle_epochs=8, prune_epochs=2, prune_fractions=[0.03, 0.12, 0.15, 0.06], param_budget=5800,
+                   prune_floor_params=4500, finetune_epochs=10, max_prune_rounds=30),
 }
 
 
