@@ -123,7 +123,7 @@ def cmd_synthesize(args):
     try:
         report = synthesize(config, out, resume=args.resume, on_round=on_round, on_batch=on_batch)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
+        print("\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
               file=sys.stderr)
         return 130
     except TrainingDiverged as err:

@@ -11,7 +11,6 @@ which growth never saw. Takes well under a minute.
 import os
 import time
 
-import numpy as np
 
 from nestref.data import load_mnist, train_val_split
 from nestref.grow import (birth_strength_ladder, bridging_gradient, grow_network_connections, grow_neurons,

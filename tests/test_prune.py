@@ -274,7 +274,7 @@ def assert_optimizer_fits(net, optimizer):
 def test_remove_dead_neurons_folds_constant_units_and_preserves_the_function():
     rng = np.random.default_rng(3)
     net = dense_net([6, 5, 4, 3], rng, 0.8)
-    first, second, third = net.layers[0], net.layers[2], net.layers[4]
+    first, second = net.layers[0], net.layers[2]
     first.mask[1] = first.weight[1] = 0  # no inputs, outputs relu(+1.5) to layer 2
     first.bias[1] = 1.5
     first.mask[2] = first.weight[2] = 0  # no inputs, relu(-1) = 0
