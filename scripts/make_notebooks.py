@@ -1234,13 +1234,7 @@ def end_to_end(number, preset, title, intro, extra_cells):
         out_dirs = {{"nest": RUNS / PRESET, "prune-only": RUNS / f"{{PRESET}}-prune-only"}}
         configs = {{mode: make_config(PRESET, overrides={{**overrides, "mode": mode}}) for mode in out_dirs}}
 
-        # resume needs the very config a run started with, and data_dir is part of it: if the
-        # command line was given --data-dir, use the same value here
-        for mode, out in out_dirs.items():
-            if (out / "checkpoint.npz").exists():
-                started_with = load_checkpoint(out / "checkpoint.npz")[2]["config"]["data_dir"]
-                if started_with != configs[mode].data_dir:
-                    configs[mode] = make_config(PRESET, overrides={{**overrides, "mode": mode, "data_dir": started_with}})
+        # resume needs the config a run started with (where the data lives does not count)
         for mode, out in out_dirs.items():
             state = "finished: will be loaded" if (out / "report.json").exists() else (
                 "interrupted: resumable" if (out / "checkpoint.npz").exists() else "not there")
