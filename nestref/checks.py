@@ -1,0 +1,76 @@
+"""Argument checks for nestref's doors: public drivers, the config and the command line.
+
+The paper's rules themselves check nothing; the functions that call them check their
+arguments here, once, so that every message has the same shape:
+``"<name> must be <what was expected>, got <value>"``.
+"""
+import math
+
+import numpy as np
+
+from nestref.errors import InvalidArgumentError
+
+_INTEGER = (int, np.integer)
+_NUMBER = (int, float, np.integer, np.floating)
+
+
+def is_int(value):
+    """True for a Python or NumPy integer (``bool`` is not an integer here)."""
+    return isinstance(value, _INTEGER) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value):
+    """True for a finite int or float (``bool`` is not a number here)."""
+    return (isinstance(value, _NUMBER) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(float(value)))
+
+
+def check_int(name, value, minimum=1):
+    """``value`` as an ``int`` >= ``minimum``, or InvalidArgumentError."""
+    if not is_int(value) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(name, value):
+    """``value`` as an ``int`` >= 1."""
+    return check_int(name, value, minimum=1)
+
+
+def check_number(name, value, minimum=None, maximum=None):
+    """``value`` as a finite ``float`` in [minimum, maximum] (either bound optional)."""
+    ok = is_number(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        low = "-inf" if minimum is None else f"{minimum:g}"
+        high = "inf" if maximum is None else f"{maximum:g}"
+        raise InvalidArgumentError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def check_positive_number(name, value):
+    """``value`` as a finite ``float`` > 0."""
+    if not is_number(value) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def check_fraction(name, value, include_zero=False, include_one=True):
+    """``value`` as a ``float`` in (0, 1] by default; the ends are opened or closed by the flags.
+
+    Growth ratios live in (0, 1] (growing nothing is not a round); pruning fractions in
+    [0, 1) (pruning every connection leaves no network).
+    """
+    low_ok = value >= 0 if include_zero else value > 0
+    ok = is_number(value) and low_ok and (value <= 1 if include_one else value < 1)
+    if not ok:
+        interval = ("[0" if include_zero else "(0") + ", " + ("1]" if include_one else "1)")
+        raise InvalidArgumentError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name, value, choices):
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        expected = ", ".join(repr(c) for c in choices)
+        raise InvalidArgumentError(f"{name} must be one of {expected}, got {value!r}")
+    return value

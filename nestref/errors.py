@@ -1,0 +1,39 @@
+"""The errors nestref raises for a user's mistake or a bad file: one type per kind of problem.
+
+Each derives from :class:`NestrefError`, which the command line prints as one line (the
+problem and the fix) instead of a traceback, and also from the built-in type a Python caller
+would expect (``ValueError``, ``FileExistsError``), so ``except ValueError`` keeps working.
+Messages name the file or argument, what was expected, and how to fix it.
+"""
+
+
+class NestrefError(Exception):
+    """Base of every error that is the user's to fix (bad argument, file, config, data)."""
+
+
+class InvalidArgumentError(NestrefError, ValueError):
+    """A function argument or hyperparameter is out of range or of the wrong type."""
+
+
+class ConfigError(NestrefError, ValueError):
+    """A config file, preset or ``--set key=value`` is unreadable or invalid."""
+
+
+class DataError(NestrefError, ValueError):
+    """A data set (IDX or npz) is missing, unreadable, corrupt or inconsistent."""
+
+
+class ModelFileError(NestrefError, ValueError):
+    """A saved model (``model.npz``) is unreadable, incomplete or inconsistent."""
+
+
+class CheckpointError(NestrefError, ValueError):
+    """A checkpoint is unreadable, incomplete, or does not match the run it should resume."""
+
+
+class ReportError(NestrefError, ValueError):
+    """A run's ``report.json`` or ``history.json`` is unreadable or lacks a field."""
+
+
+class OutputExistsError(NestrefError, FileExistsError):
+    """An output path already holds files the user did not ask to overwrite."""
