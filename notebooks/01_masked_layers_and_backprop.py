@@ -20,8 +20,8 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 import nestref
 from nestref.layers import Conv2d, Dense, ReLU
@@ -33,9 +33,10 @@ np.set_printoptions(precision=3, suppress=True, linewidth=110)
 print("nestref", nestref.__version__)
 
 # %%
-QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"   # 1: small data, few epochs, nothing written to the repo
+# NESTREF_QUICK=1: small data, few epochs, nothing written to the repository
+QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").exists())
-FIGURES = REPO / "figures" / "notebooks"               # full mode saves the figures the README links here
+FIGURES = REPO / "figures" / "notebooks"   # full mode saves the figures the README links here
 if not QUICK:
     FIGURES.mkdir(parents=True, exist_ok=True)
 print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
@@ -90,7 +91,8 @@ u = dense.forward(x)
 delta = rng.standard_normal(u.shape)      # stands in for dL/du, sent down by the layers above
 grad_x = dense.backward(delta)
 
-print("shapes: x", x.shape, "-> u", u.shape, "| grad_weight", dense.grad_weight.shape, "| grad_x", grad_x.shape)
+print("shapes: x", x.shape, "-> u", u.shape, "| grad_weight", dense.grad_weight.shape,
+      "| grad_x", grad_x.shape)
 print("u           == x (W*M)^T + b :", np.allclose(u, x @ dense.effective_weight().T + dense.bias))
 print("grad_weight == delta^T x     :", np.allclose(dense.grad_weight, delta.T @ x))
 print("grad_bias   == sum_n delta_n :", np.allclose(dense.grad_bias, delta.sum(axis=0)))
@@ -103,8 +105,8 @@ print("grad_x      == delta (W*M)   :", np.allclose(grad_x, delta @ dense.effect
 # Take the scalar $L = \sum_{n,j} u_{nj}\,\delta_{nj}$: its gradient with respect to $u$ is
 # exactly $\delta$, so the backward pass above computed $\partial L/\partial(W\odot M)$,
 # $\partial L/\partial b$ and $\partial L/\partial x$ of this $L$. Central differences,
-# $\big(L(\theta+\varepsilon) - L(\theta-\varepsilon)\big)/2\varepsilon$, give the same numbers
-# without calculus.
+# $\big(L(\theta+\varepsilon) - L(\theta-\varepsilon)\big)/2\varepsilon$, give the same
+# numbers without calculus.
 #
 # To nudge a *dormant* entry of $W \odot M$ we need a layer in which it can move: a copy
 # with the mask opened everywhere (`mask[...] = 1`). Because $W$ is zero at the dormant
@@ -113,7 +115,9 @@ print("grad_x      == delta (W*M)   :", np.allclose(grad_x, delta @ dense.effect
 
 # %%
 def numerical_gradient(f, array, eps=1e-6):
-    """Central differences of the scalar f() with respect to every entry of `array` (edited in place, restored)."""
+    """Central differences of the scalar f() with respect to every entry of `array`.
+
+    `array` is edited in place and restored."""
     grad = np.zeros_like(array)
     for idx in np.ndindex(*array.shape):
         old = array[idx]
@@ -144,7 +148,8 @@ def loss_masked():
 
 
 checks = {
-    "d L / d(W*M)  (every position)": (dense.grad_weight, numerical_gradient(loss_opened, opened.weight)),
+    "d L / d(W*M)  (every position)":
+        (dense.grad_weight, numerical_gradient(loss_opened, opened.weight)),
     "d L / d b": (dense.grad_bias, numerical_gradient(loss_masked, dense.bias)),
     "d L / d x": (grad_x, numerical_gradient(loss_masked, x)),
 }
@@ -166,27 +171,32 @@ for name, (analytic, numeric) in checks.items():
 #
 # | step | formula | shape |
 # |---|---|---|
-# | unfold | `cols = im2col(x)`: row $(n,i,j)$ = patch $x_{n,:,i:i+k,j:j+k}$ flattened | $(N H_o W_o, C k k) = (18, 18)$ |
+# | unfold | `cols = im2col(x)`: one row per patch | $(N H_o W_o, C k k) = (18, 18)$ |
 # | product | `cols @ (W*M).reshape(O, C*k*k).T + b` | $(N H_o W_o, O) = (18, 3)$ |
 # | fold back | reshape to $(N, H_o, W_o, O)$, transpose | $(N, O, H_o, W_o) = (2, 3, 3, 3)$ |
 #
-# Backward, from $\delta$ of shape $(N, O, H_o, W_o)$, transposed to $g$ of shape $(N H_o W_o, O)$:
+# Row $(n, i, j)$ of `cols` is the patch $x_{n,:,i:i+k,j:j+k}$, flattened.
+#
+# Backward, from $\delta$ of shape $(N, O, H_o, W_o)$, transposed to $g$ of shape
+# $(N H_o W_o, O)$:
 #
 # | quantity | formula | shape |
 # |---|---|---|
-# | `grad_weight` $=\partial L/\partial(W\odot M)$ | $(g^\top\,\text{cols})$ reshaped | $(O, C, k, k) = (3, 2, 3, 3)$ |
+# | `grad_weight` | $(g^\top\,\text{cols})$ reshaped | $(O, C, k, k) = (3, 2, 3, 3)$ |
 # | `grad_bias` | $\sum$ of $g$ over rows | $(O,)$ |
 # | $\partial L/\partial\,\text{cols}$ | $g\,(W\odot M)$ reshaped $(O, Ckk)$ | $(18, 18)$ |
-# | $\partial L/\partial x$ | `col2im`: each patch's gradient added back where the patch came from | $(2, 2, 5, 5)$ |
+# | $\partial L/\partial x$ | `col2im`: each patch's gradient added back in place | $(2, 2, 5, 5)$ |
 #
-# As for `Dense`, `grad_weight` does not look at the mask.
+# As for `Dense`, `grad_weight` is $\partial L/\partial(W\odot M)$ and does not look at the
+# mask.
 
 # %%
 conv = Conv2d(2, 3, 3, density=0.5, rng=0, dtype=np.float64)
 xc = rng.standard_normal((2, 2, 5, 5))
 uc = conv.forward(xc)
 print("x", xc.shape, "-> cols", conv._cols.shape, "-> u", uc.shape)
-print("row 0 of cols is the patch x[0, :, 0:3, 0:3]:", np.array_equal(conv._cols[0], xc[0, :, 0:3, 0:3].ravel()))
+print("row 0 of cols is the patch x[0, :, 0:3, 0:3]:",
+      np.array_equal(conv._cols[0], xc[0, :, 0:3, 0:3].ravel()))
 
 # the definition, one output at a time, against the layer's single matrix product
 V = conv.effective_weight()
@@ -198,7 +208,8 @@ print("max |im2col product - direct loop| =", np.abs(uc - direct).max())
 # %%
 delta_c = rng.standard_normal(uc.shape)
 grad_xc = conv.backward(delta_c)
-print("grad_weight", conv.grad_weight.shape, "| grad_bias", conv.grad_bias.shape, "| grad_x", grad_xc.shape)
+print("grad_weight", conv.grad_weight.shape, "| grad_bias", conv.grad_bias.shape,
+      "| grad_x", grad_xc.shape)
 
 opened_conv = Conv2d(2, 3, 3, dtype=np.float64)
 opened_conv.weight[...] = conv.effective_weight()
@@ -212,7 +223,8 @@ def loss_masked():
 
 
 checks = {
-    "d L / d(W*M)  (every position)": (conv.grad_weight, numerical_gradient(loss_opened, opened_conv.weight)),
+    "d L / d(W*M)  (every position)":
+        (conv.grad_weight, numerical_gradient(loss_opened, opened_conv.weight)),
     "d L / d b": (conv.grad_bias, numerical_gradient(loss_masked, conv.bias)),
     "d L / d x": (grad_xc, numerical_gradient(loss_masked, xc)),
 }
@@ -239,8 +251,10 @@ analytic = net.layers[0].grad_weight.copy()
 
 opened_net = net.copy()
 opened_net.layers[0].mask[...] = 1                 # same function: W is 0 where M was 0
-numeric = numerical_gradient(lambda: loss_and_grads(opened_net, xn, yn)[0], opened_net.layers[0].weight)
-print(f"loss {loss:.4f}; first layer dL/d(W*M): relative error {relative_error(analytic, numeric):.1e}")
+numeric = numerical_gradient(lambda: loss_and_grads(opened_net, xn, yn)[0],
+                             opened_net.layers[0].weight)
+print(f"loss {loss:.4f}; first layer dL/d(W*M): "
+      f"relative error {relative_error(analytic, numeric):.1e}")
 assert relative_error(analytic, numeric) < 1e-6
 
 # %% [markdown]
@@ -254,8 +268,8 @@ assert relative_error(analytic, numeric) < 1e-6
 # %% [markdown]
 # ## Why a dormant connection still has a gradient
 #
-# $\partial L/\partial(W\odot M)_{ji} = \sum_n \delta_{nj}\,x_{ni}$ is how fast the loss would
-# fall if the connection $i \to j$ existed and its weight moved. It only needs the input
+# $\partial L/\partial(W\odot M)_{ji} = \sum_n \delta_{nj}\,x_{ni}$ is how fast the loss
+# would fall if the connection $i \to j$ existed and its weight moved. It only needs the input
 # $x_i$ and the error signal $\delta_j$, and both are there whether or not $i \to j$ is
 # active. That number is NeST's **growth gradient**: connection growth (notebook 2) opens
 # the dormant connections where it is largest.
@@ -273,7 +287,8 @@ layer.backward(rng.standard_normal((32, 8)))
 
 dormant = layer.mask == 0
 g = layer.grad_weight
-print(f"{dormant.sum()} dormant connections; nonzero gradient at {np.count_nonzero(g[dormant])} of them")
+print(f"{dormant.sum()} dormant connections; "
+      f"nonzero gradient at {np.count_nonzero(g[dormant])} of them")
 print(f"the {np.count_nonzero(dormant[:, 3])} dormant connections from input 3 (always 0):",
       "gradient", np.unique(g[:, 3][dormant[:, 3]]))
 
@@ -301,23 +316,27 @@ plt.show()
 # weights stay exactly zero.
 
 # %%
-net = Network([Dense(10, 8, density=0.3, rng=5), ReLU(), Dense(8, 4, density=0.3, rng=6)], (10,), name="toy")
+net = Network([Dense(10, 8, density=0.3, rng=5), ReLU(), Dense(8, 4, density=0.3, rng=6)], (10,),
+              name="toy")
 masks_at_start = [layer.mask.copy() for _, layer in net.masked_layers()]
 opt = SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-3)
 xt = np.abs(rng.standard_normal((64, 10))).astype(np.float32)
 yt = rng.integers(0, 4, size=64)
 
 losses, dormant_weight, dormant_grad = [], [], []
-for step in range(100):
+for _step in range(100):
     loss, _ = loss_and_grads(net, xt, yt)
     opt.step()
     losses.append(loss)
-    dormant_weight.append(max(np.abs(lay.weight[lay.mask == 0]).max() for _, lay in net.masked_layers()))
-    dormant_grad.append(max(np.abs(lay.grad_weight[lay.mask == 0]).max() for _, lay in net.masked_layers()))
+    dormant_weight.append(max(np.abs(lay.weight[lay.mask == 0]).max()
+                              for _, lay in net.masked_layers()))
+    dormant_grad.append(max(np.abs(lay.grad_weight[lay.mask == 0]).max()
+                            for _, lay in net.masked_layers()))
 
 assert max(dormant_weight) == 0.0
 assert all(np.array_equal(m, lay.mask) for m, (_, lay) in zip(masks_at_start, net.masked_layers()))
-print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; max |W| at dormant positions over all steps: {max(dormant_weight)}")
+print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+      f"max |W| at dormant positions over all steps: {max(dormant_weight)}")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 axes[0].plot(losses)
@@ -332,4 +351,5 @@ plt.show()
 
 # %% [markdown]
 # **Next:** notebook 2 uses this gradient on a real seed network: it averages
-# `grad_weight` over the training data and opens the dormant connections where it is largest.
+# `grad_weight` over the training data and opens the dormant connections where it is
+# largest.

@@ -3,8 +3,8 @@
 #
 # NeST starts from a small, sparse **seed**: here LeNet-300-100 with every hidden width
 # scaled by 0.4 (LeNet-120-40) and only 10% of the connections active. The first growth
-# operator opens dormant connections, guided by the loss (`nestref.grow`, NEST.md
-# "Connection growth"):
+# operator opens dormant connections, guided by the loss (`nestref.grow`;
+# [docs/nest.md](../docs/nest.md), "Connection growth"):
 #
 # 1. **Growth gradient.** For every masked layer, $G = \partial L/\partial (W \odot M)$,
 #    computed at every position (notebook 1) and averaged over the growth data: by
@@ -22,8 +22,8 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 from nestref.data import load_mnist, train_val_split
 from nestref.grow import grow_network_connections, growth_gradients
@@ -35,9 +35,10 @@ from nestref.train import evaluate, fit, prepare_inputs
 print("imported nestref.grow:", growth_gradients.__name__, grow_network_connections.__name__)
 
 # %%
-QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"   # 1: small data, few epochs, nothing written to the repo
+# NESTREF_QUICK=1: small data, few epochs, nothing written to the repository
+QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").exists())
-FIGURES = REPO / "figures" / "notebooks"               # full mode saves the figures the README links here
+FIGURES = REPO / "figures" / "notebooks"   # full mode saves the figures the README links here
 if not QUICK:
     FIGURES.mkdir(parents=True, exist_ok=True)
 print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
@@ -47,8 +48,10 @@ mnist = load_mnist()   # looks in $NESTREF_DATA_DIR, then ~/.cache/nestref/mnist
 images, labels = mnist.train_images, mnist.train_labels
 if QUICK:
     images, labels = images[:3000], labels[:3000]
-train_images, train_labels, val_images, val_labels = train_val_split(images, labels, n_val=500 if QUICK else 5000, seed=0)
-print(f"{len(train_images)} training / {len(val_images)} validation images (split off MNIST's training set)")
+train_images, train_labels, val_images, val_labels = train_val_split(
+    images, labels, n_val=500 if QUICK else 5000, seed=0)
+print(f"{len(train_images)} training / {len(val_images)} validation images "
+      "(split off MNIST's training set)")
 
 # %% [markdown]
 # ## The seed, briefly trained
@@ -61,9 +64,12 @@ print(f"{len(train_images)} training / {len(val_images)} validation images (spli
 net = lenet_300_100(width_scale=0.4, density=0.1, seed=0)
 opt = SGD(net, lr=0.05, momentum=0.9, weight_decay=1e-4)
 x_train, x_val = prepare_inputs(train_images, net), prepare_inputs(val_images, net)
-record = fit(net, opt, (x_train, train_labels), (x_val, val_labels), epochs=1, batch_size=64, rng=0)[-1]
-print(f"{net.name}: widths {net.widths()}, densities {[round(layer.density(), 3) for _, layer in net.masked_layers()]}")
-print(f"after 1 epoch: train loss {record['train_loss']:.3f}, validation error {100 * record['val_error']:.2f}%")
+record = fit(net, opt, (x_train, train_labels), (x_val, val_labels), epochs=1, batch_size=64,
+             rng=0)[-1]
+densities = [round(layer.density(), 3) for _, layer in net.masked_layers()]
+print(f"{net.name}: widths {net.widths()}, densities {densities}")
+print(f"after 1 epoch: train loss {record['train_loss']:.3f}, "
+      f"validation error {100 * record['val_error']:.2f}%")
 
 # %% [markdown]
 # ## The growth gradient
@@ -74,28 +80,33 @@ print(f"after 1 epoch: train loss {record['train_loss']:.3f}, validation error {
 # pixel → hidden unit $j$. Reshaped to 28×28, each row is a picture.
 
 # %%
-gradients = growth_gradients(net, x_train, train_labels, batch_size=1000)   # one pass over the training split
-for position, layer in net.masked_layers():
-    print(f"layer {position}: G {gradients[position].shape}, max |G| {np.abs(gradients[position]).max():.2e}")
+# one pass over the training split
+gradients = growth_gradients(net, x_train, train_labels, batch_size=1000)
+for position, _ in net.masked_layers():
+    print(f"layer {position}: G {gradients[position].shape}, "
+          f"max |G| {np.abs(gradients[position]).max():.2e}")
 
 before = {position: layer.mask.copy() for position, layer in net.masked_layers()}
-G0 = np.abs(gradients[0]) * (before[0] == 0)             # |G| over the first layer's dormant connections
+G0 = np.abs(gradients[0]) * (before[0] == 0)             # |G| over the first layer's dormant ones
 units = np.argsort(-G0.sum(axis=1), kind="stable")[:5]   # the units growth cares about most
 print("first-layer units with the largest total dormant |G|:", units)
 
 # %%
 control = net.copy()                    # the same network, not grown, for a comparison below
-loss_before = {"growth data": evaluate(net, x_train, train_labels)["loss"], "validation": evaluate(net, x_val, val_labels)["loss"]}
+loss_before = {"growth data": evaluate(net, x_train, train_labels)["loss"],
+               "validation": evaluate(net, x_val, val_labels)["loss"]}
 
 reports = grow_network_connections(net, ratio=0.1, gradients=gradients, init="gradient", lr=opt.lr)
 
-loss_after = {"growth data": evaluate(net, x_train, train_labels)["loss"], "validation": evaluate(net, x_val, val_labels)["loss"]}
-print(f"{'layer':>5} {'dormant':>8} {'|G|>0':>8} {'grown':>7} {'threshold |G|':>14} {'density':>16}")
+loss_after = {"growth data": evaluate(net, x_train, train_labels)["loss"],
+              "validation": evaluate(net, x_val, val_labels)["loss"]}
+print(f"{'layer':>5} {'dormant':>8} {'|G|>0':>8} {'grown':>7} {'threshold |G|':>14} "
+      f"{'density':>16}")
 for r, (position, layer) in zip(reports, net.masked_layers()):
     print(f"{r.layer:>5} {r.dormant_before:>8} {r.candidates:>8} {r.added:>7} {r.threshold:>14.2e} "
           f"{before[position].mean():>7.3f} -> {layer.density():.3f}")
-for name in loss_before:
-    print(f"loss on {name:12s}: {loss_before[name]:.5f} -> {loss_after[name]:.5f} (just after growth)")
+for name, value in loss_before.items():
+    print(f"loss on {name:12s}: {value:.5f} -> {loss_after[name]:.5f} (just after growth)")
 
 # %% [markdown]
 # Each layer grew 10% of its dormant connections, the ones above its **threshold**: the
@@ -113,7 +124,8 @@ grown_weights = net.layers[0].weight.flat[r.indices]
 print("first layer: new weights == -lr * G at the grown positions:",
       np.allclose(grown_weights, -opt.lr * gradients[0].flat[r.indices]))
 print(f"their sizes: median |w| {np.median(np.abs(grown_weights)):.1e}, "
-      f"against {np.median(np.abs(net.layers[0].weight[before[0] == 1])):.1e} for the weights already there")
+      f"against {np.median(np.abs(net.layers[0].weight[before[0] == 1])):.1e} "
+      "for the weights already there")
 
 # %% [markdown]
 # ## Where the gradient points, and what grew
@@ -179,7 +191,8 @@ for ax, (position, layer) in zip(axes, net.masked_layers()[1:]):
     rgb[before[position] == 1] = 0.0
     rgb[(layer.mask == 1) & (before[position] == 0)] = (0.85, 0.1, 0.1)
     ax.imshow(rgb, aspect="auto", interpolation="nearest")
-    ax.set_title(f"layer {position} mask {layer.mask.shape}: {int(before[position].sum())} active "
+    ax.set_title(f"layer {position} mask {layer.mask.shape}: "
+                 f"{int(before[position].sum())} active "
                  f"+ {int(layer.mask.sum() - before[position].sum())} grown", fontsize=9)
     ax.set_xlabel("input unit")
     ax.set_ylabel("output unit")
@@ -200,7 +213,8 @@ for name, model in (("grown", net), ("not grown", control)):
     fit(model, model_opt, (x_train, train_labels), None, epochs=1, batch_size=64, rng=1)
     results[name] = evaluate(model, x_val, val_labels)
     active = sum(int(layer.mask.sum()) for _, layer in model.masked_layers())
-    print(f"{name:>9}: {active:6d} active connections, validation loss {results[name]['loss']:.4f}, "
+    print(f"{name:>9}: {active:6d} active connections, "
+          f"validation loss {results[name]['loss']:.4f}, "
           f"error {100 * results[name]['error']:.2f}%")
 
 # %% [markdown]

@@ -2,14 +2,14 @@
 # # 4. Pruning
 #
 # The second half of NeST removes what the grown network does not need
-# (`nestref.prune`, NEST.md "Pruning"):
+# (`nestref.prune`; [docs/nest.md](../docs/nest.md), "Pruning"):
 #
 # * **connections**, by magnitude: per layer, deactivate the `fraction` $\gamma$ of the
 #   active connections with the smallest $|w|$, retrain, repeat (`prune_network`);
 # * **neurons** left with no active inputs or no active outputs, without changing what
 #   the network computes (`remove_dead_neurons`);
-# * **areas** of convolutions: each kernel (input map $i$ → output map $o$) is applied only
-#   at the output positions where it contributes most (`area_contributions`,
+# * **areas** of convolutions: each kernel (input map $i$ → output map $o$) is applied
+#   only at the output positions where it contributes most (`area_contributions`,
 #   `prune_partial_area`): *partial-area convolution*.
 #
 # And then count what is left: parameters and FLOPs per layer (`nestref.accounting`).
@@ -18,24 +18,31 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 from nestref.accounting import count_flops, count_params, layer_table
 from nestref.data import load_mnist, train_val_split
 from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD
-from nestref.prune import (DEFAULT_PRUNE_FRACTIONS, area_contributions, layer_input, prune_network,
-                           prune_partial_area, remove_dead_neurons)
+from nestref.prune import (
+    DEFAULT_PRUNE_FRACTIONS,
+    area_contributions,
+    layer_input,
+    prune_network,
+    prune_partial_area,
+    remove_dead_neurons,
+)
 from nestref.train import evaluate, fit, prepare_inputs
 
 # %matplotlib inline
 print("default pruning fractions per round:", DEFAULT_PRUNE_FRACTIONS)
 
 # %%
-QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"   # 1: small data, few epochs, nothing written to the repo
+# NESTREF_QUICK=1: small data, few epochs, nothing written to the repository
+QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").exists())
-FIGURES = REPO / "figures" / "notebooks"               # full mode saves the figures the README links here
+FIGURES = REPO / "figures" / "notebooks"   # full mode saves the figures the README links here
 if not QUICK:
     FIGURES.mkdir(parents=True, exist_ok=True)
 print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
@@ -45,8 +52,10 @@ mnist = load_mnist()   # looks in $NESTREF_DATA_DIR, then ~/.cache/nestref/mnist
 images, labels = mnist.train_images, mnist.train_labels
 if QUICK:
     images, labels = images[:3000], labels[:3000]
-train_images, train_labels, val_images, val_labels = train_val_split(images, labels, n_val=500 if QUICK else 5000, seed=0)
-print(f"{len(train_images)} training / {len(val_images)} validation images (split off MNIST's training set)")
+train_images, train_labels, val_images, val_labels = train_val_split(
+    images, labels, n_val=500 if QUICK else 5000, seed=0)
+print(f"{len(train_images)} training / {len(val_images)} validation images "
+      "(split off MNIST's training set)")
 
 # %% [markdown]
 # ## A network to prune
@@ -58,8 +67,8 @@ print(f"{len(train_images)} training / {len(val_images)} validation images (spli
 net = lenet_300_100(seed=0)
 x_train, x_val = prepare_inputs(train_images, net), prepare_inputs(val_images, net)
 n_fit = len(x_train) if QUICK else 20000
-fit(net, SGD(net, lr=0.05, momentum=0.9, weight_decay=1e-4), (x_train[:n_fit], train_labels[:n_fit]), None,
-    epochs=1, batch_size=64, rng=0)
+fit(net, SGD(net, lr=0.05, momentum=0.9, weight_decay=1e-4),
+    (x_train[:n_fit], train_labels[:n_fit]), None, epochs=1, batch_size=64, rng=0)
 print(f"{net.name}: {count_params(net):,} params, {count_flops(net):,} FLOPs, "
       f"validation error {100 * evaluate(net, x_val, val_labels)['error']:.2f}%")
 
@@ -71,12 +80,12 @@ print(f"{net.name}: {count_params(net):,} params, {count_flops(net):,} FLOPs, "
 # **threshold** in its report is the largest $|w|$ removed. Two guards: each output unit
 # keeps its strongest input, and no output unit may be cut off from the input.
 #
-# NEST.md's default fractions for LeNet-300-100 are $(0.1, 0.08, 0.04)$ per round: one
-# uniform fraction starves the 10-unit output layer (**[ours]**, measured). To see a lot
-# happen in four rounds, we prune five times harder here, $(0.5, 0.4, 0.2)$, with a short
-# retraining after each round. The histograms show $|w|$ over each layer's active weights
-# *before* each round's pruning, and the round's threshold in red: the gap that pruning
-# cuts at zero is refilled by retraining.
+# The default fractions for LeNet-300-100 ([docs/nest.md](../docs/nest.md)) are
+# $(0.1, 0.08, 0.04)$ per round: one uniform fraction starves the 10-unit output layer
+# (**[ours]**, measured). To see a lot happen in four rounds, we prune five times harder
+# here, $(0.5, 0.4, 0.2)$, with a short retraining after each round. The histograms show
+# $|w|$ over each layer's active weights *before* each round's pruning, and the round's
+# threshold in red: the gap that pruning cuts at zero is refilled by retraining.
 
 # %%
 fractions = [5 * f for f in DEFAULT_PRUNE_FRACTIONS["lenet-300-100"]]
@@ -86,15 +95,18 @@ for round_ in range(4):
     magnitudes = [np.abs(layer.weight[layer.mask != 0]) for _, layer in net.masked_layers()]
     reports = prune_network(net, fractions)
     error_pruned = evaluate(net, x_val, val_labels)["error"]
-    fit(net, SGD(net, lr=0.02, momentum=0.9, weight_decay=1e-4), (x_train[:n_retrain], train_labels[:n_retrain]),
-        None, epochs=1, batch_size=64, rng=round_)
+    fit(net, SGD(net, lr=0.02, momentum=0.9, weight_decay=1e-4),
+        (x_train[:n_retrain], train_labels[:n_retrain]), None, epochs=1, batch_size=64, rng=round_)
     rounds.append({"magnitudes": magnitudes, "reports": reports, "params": count_params(net),
-                   "error_pruned": error_pruned, "error_retrained": evaluate(net, x_val, val_labels)["error"]})
+                   "error_pruned": error_pruned,
+                   "error_retrained": evaluate(net, x_val, val_labels)["error"]})
 
-print(f"{'round':>5} {'params':>8} {'val error pruned':>17} {'retrained':>10}   per layer: removed (threshold |w|)")
+print(f"{'round':>5} {'params':>8} {'val error pruned':>17} {'retrained':>10}   "
+      "per layer: removed (threshold |w|)")
 for i, r in enumerate(rounds, 1):
     per_layer = "  ".join(f"{p.removed:6d} ({p.threshold:.3f})" for p in r["reports"])
-    print(f"{i:>5} {r['params']:>8,} {100 * r['error_pruned']:>16.2f}% {100 * r['error_retrained']:>9.2f}%   {per_layer}")
+    print(f"{i:>5} {r['params']:>8,} {100 * r['error_pruned']:>16.2f}% "
+          f"{100 * r['error_retrained']:>9.2f}%   {per_layer}")
 
 # %%
 fig, axes = plt.subplots(len(rounds), 3, figsize=(12, 2.1 * len(rounds)), sharex="col")
@@ -138,7 +150,8 @@ hidden = net.layers[2]
 cut = int(np.argmax(hidden.bias))
 hidden.weight[cut] = 0
 hidden.mask[cut] = 0
-print(f"cut every input of layer-2 unit {cut}; it now outputs relu({hidden.bias[cut]:.4f}) on every image")
+print(f"cut every input of layer-2 unit {cut}; "
+      f"it now outputs relu({hidden.bias[cut]:.4f}) on every image")
 
 logits_before = net.predict(x_val)
 widths_before = net.widths()
@@ -152,9 +165,10 @@ for entry in removal.as_dict()["layers"]:
           f"{entry['removed_no_output']} without outputs)")
 print(f"max |logits before - logits after| over {len(x_val)} validation images: "
       f"{np.abs(logits_before - logits_after).max():.2e}")
-print(f"validation error {100 * evaluate(net, x_val, val_labels)['error']:.2f}% before the round's retraining, ", end="")
-fit(net, SGD(net, lr=0.02, momentum=0.9, weight_decay=1e-4), (x_train[:n_retrain], train_labels[:n_retrain]),
-    None, epochs=1, batch_size=64, rng=5)
+print(f"validation error {100 * evaluate(net, x_val, val_labels)['error']:.2f}% "
+      "before the round's retraining, ", end="")
+fit(net, SGD(net, lr=0.02, momentum=0.9, weight_decay=1e-4),
+    (x_train[:n_retrain], train_labels[:n_retrain]), None, epochs=1, batch_size=64, rng=5)
 print(f"{100 * evaluate(net, x_val, val_labels)['error']:.2f}% after")
 
 # %% [markdown]
@@ -164,9 +178,9 @@ print(f"{100 * evaluate(net, x_val, val_labels)['error']:.2f}% after")
 # the middle of the image: near the border many kernels add almost nothing. For every
 # (output map $o$, input map $i$, output position $p$), `area_contributions` measures the
 # mean over the data of $|(I_i \star K_{oi})(p)|$; `prune_partial_area` switches off the
-# `fraction` of the $(o, i, p)$ with the smallest values. The result is an `area_mask` of
-# shape $(O, C, H_o, W_o)$ on the `Conv2d`: kernel $(o, i)$ is applied only where it is 1,
-# and FLOPs count only those positions.
+# `fraction` of the $(o, i, p)$ with the smallest values. The result is an `area_mask`
+# of shape $(O, C, H_o, W_o)$ on the `Conv2d`: kernel $(o, i)$ is applied only where it
+# is 1, and FLOPs count only those positions.
 #
 # A half-width dense LeNet-5 (conv 10, conv 25, dense 250), trained briefly:
 
@@ -179,13 +193,15 @@ fit(net5, SGD(net5, lr=0.02, momentum=0.9, weight_decay=5e-4), (x5, train_labels
 x_area = x5[:256]                   # the data the contributions are measured on
 conv1 = net5.layers[0]
 contributions = area_contributions(conv1, x_area)          # (O, C, Ho, Wo) = (10, 1, 24, 24)
-print(f"{net5.name}: validation error {100 * evaluate(net5, x5_val, val_labels)['error']:.2f}%; "
+print(f"{net5.name}: "
+      f"validation error {100 * evaluate(net5, x5_val, val_labels)['error']:.2f}%; "
       f"conv 1 contributions {contributions.shape}")
 
 # %%
 before5 = net5.copy()
 area_report = prune_partial_area(net5, 0, 0.6, x_area)          # conv 1: 60% of (o, i, p)
-area_report2 = prune_partial_area(net5, 2, 0.6, layer_input(net5, 2, x_area))   # conv 2, on its own input
+# conv 2, on its own input
+area_report2 = prune_partial_area(net5, 2, 0.6, layer_input(net5, 2, x_area))
 for r in (area_report, area_report2):
     print(f"conv layer {r.layer}: {r.removed:,} of {r.active_before:,} (o, i, p) pruned, "
           f"threshold {r.threshold:.3g}, kernels with no area left: {r.kernels_deactivated}")
@@ -198,8 +214,8 @@ print(f"after one epoch of retraining: {100 * evaluate(net5, x5_val, val_labels)
 # %% [markdown]
 # On a validation digit: the top row shows where each conv-1 kernel contributes (the
 # mean $|I \star K|$ per output position); the bottom row shows the digit with the kept
-# area of each kernel in colour. Output position $(i, j)$ of a 5×5 kernel reads the window
-# centred on pixel $(i{+}2, j{+}2)$, so the 24×24 mask is drawn inset by 2 pixels.
+# area of each kernel in colour. Output position $(i, j)$ of a 5×5 kernel reads the
+# window centred on pixel $(i{+}2, j{+}2)$, so the 24×24 mask is drawn inset by 2 pixels.
 
 # %%
 digit = x5_val[0, 0]
@@ -229,19 +245,21 @@ plt.show()
 #
 # `layer_table(net)` gives one row per masked layer. **params** = active weights + one
 # bias per unit; **FLOPs** = 2 × the multiply-accumulates that touch an active weight,
-# and for a convolution only at the positions its area keeps (`area_density` is the kept
-# fraction of $(o, i, p)$). These rules reproduce the paper's dense baselines exactly
-# (266,610 / 532.4K for LeNet-300-100; 431,080 / 4,586K for LeNet-5).
+# and for a convolution only at the positions its area keeps (`area_density` is the
+# kept fraction of $(o, i, p)$). These rules reproduce the paper's dense baselines
+# exactly (266,610 / 532.4K for LeNet-300-100; 431,080 / 4,586K for LeNet-5).
 
 # %%
 def print_table(title, rows):
     print(title)
-    print(f"  {'layer':>5} {'type':>6} {'weight shape':>18} {'density':>8} {'area':>6} {'params':>9} {'FLOPs':>11}")
+    print(f"  {'layer':>5} {'type':>6} {'weight shape':>18} {'density':>8} {'area':>6} "
+          f"{'params':>9} {'FLOPs':>11}")
     for row in rows:
         area = f"{row['area_density']:.2f}" if "area_density" in row else "-"
-        print(f"  {row['position']:>5} {row['type']:>6} {str(tuple(row['shape'])):>18} {row['density']:>8.3f} "
-              f"{area:>6} {row['params']:>9,} {row['flops']:>11,}")
-    print(f"  {'total':>5} {'':>6} {'':>18} {'':>8} {'':>6} {sum(r['params'] for r in rows):>9,} "
+        print(f"  {row['position']:>5} {row['type']:>6} {tuple(row['shape'])!s:>18} "
+              f"{row['density']:>8.3f} {area:>6} {row['params']:>9,} {row['flops']:>11,}")
+    print(f"  {'total':>5} {'':>6} {'':>18} {'':>8} {'':>6} "
+          f"{sum(r['params'] for r in rows):>9,} "
           f"{sum(r['flops'] for r in rows):>11,}")
 
 

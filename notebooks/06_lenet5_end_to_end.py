@@ -7,20 +7,21 @@
 # network with at most 5,800 parameters, the paper's NeST row. The first "mask" figure below
 # shows conv-1 kernels, and a section shows the partial areas the convolutions kept.
 #
-# `nestref.synthesize.synthesize(config, out_dir)` runs NeST's whole schedule (NEST.md
-# "Schedule"): **seed** (the target architecture, narrower and sparse) → rounds of
-# **growth** (connections, neurons, feature maps; training after each) until validation
-# error stops improving → **settle** (train to convergence) → rounds of **pruning**
-# (magnitude, partial areas, dead units; retraining after each) down to a floor → **choose**
-# the round that meets the target on smoothed validation error → **fine-tune** → **compact**.
+# `nestref.synthesize.synthesize(config, out_dir)` runs NeST's whole schedule
+# ([docs/nest.md](../docs/nest.md), "Schedule"): **seed** (the target architecture, narrower
+# and sparse) → rounds of **growth** (connections, neurons, feature maps; training after
+# each) until validation error stops improving → **settle** (train to convergence) → rounds
+# of **pruning** (magnitude, partial areas, dead units; retraining after each) down to a
+# floor → **choose** the round that meets the target on smoothed validation error →
+# **fine-tune** → **compact**.
 # Every decision uses a validation split of the training set; the test set is evaluated
 # once, at the end. `mode="prune-only"` is the baseline: the dense network, trained
 # and then pruned by the same rules.
 #
 # **Full mode** calls `synthesize(..., resume=True)` on `runs/lenet5` and
 # `runs/lenet5-prune-only` in the repository: the directories that
-# `nestref synthesize --arch lenet5` (and `--mode prune-only`) write. If those runs have
-# finished, `synthesize` loads their last checkpoint and goes straight to compaction and
+# `nestref synthesize --arch lenet5` (and `--mode prune-only`) write. If those runs
+# have finished, `synthesize` loads their last checkpoint and goes straight to compaction and
 # reporting: nothing is retrained. If one was interrupted, it continues from its last
 # finished round; if it does not exist, this notebook runs it in full, which takes as
 # long as the command line would. **Quick mode** (`NESTREF_QUICK=1`) runs a miniature
@@ -34,8 +35,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 from IPython.display import Markdown, display
 
 from nestref import plots
@@ -47,37 +48,39 @@ from nestref.synthesize import hidden_layers, load_data, synthesize
 from nestref.train import load_checkpoint, prepare_inputs
 
 # %matplotlib inline
-print("the preset, on top of SynthesisConfig's defaults:", PRESETS['lenet5'])
+print("the preset, on top of SynthesisConfig's defaults:", PRESETS["lenet5"])
 
 # %%
-QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"   # 1: small data, few epochs, nothing written to the repo
+# NESTREF_QUICK=1: small data, few epochs, nothing written to the repository
+QUICK = os.environ.get("NESTREF_QUICK", "0") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").exists())
-FIGURES = REPO / "figures" / "notebooks"               # full mode saves the figures the README links here
+FIGURES = REPO / "figures" / "notebooks"   # full mode saves the figures the README links here
 if not QUICK:
     FIGURES.mkdir(parents=True, exist_ok=True)
 print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
 
 # %%
-PRESET = 'lenet5'
+PRESET = "lenet5"
 if QUICK:
-    RUNS = Path(tempfile.gettempdir()) / "nestref-quick" / "nb06"   # never the full runs' directories
-    shutil.rmtree(RUNS, ignore_errors=True)                                # a fresh miniature run each time
-    overrides = dict(
-        train_limit=800,
-        n_val=200,
-        initial_epochs=1,
-        growth_epochs=1,
-        settle_epochs=0,
-        max_growth_rounds=1,
-        growth_batches=2,
-        growth_batch_size=200,
-        feature_map_candidates=3,
-        prune_epochs=1,
-        max_prune_rounds=2,
-        finetune_epochs=1,
-        prune_fractions=[0.1, 0.2, 0.3, 0.1],
-        max_error_increase=1.0,
-    )
+    # never the full runs' directories; a fresh miniature run each time
+    RUNS = Path(tempfile.gettempdir()) / "nestref-quick" / "nb06"
+    shutil.rmtree(RUNS, ignore_errors=True)
+    overrides = {
+        "train_limit": 800,
+        "n_val": 200,
+        "initial_epochs": 1,
+        "growth_epochs": 1,
+        "settle_epochs": 0,
+        "max_growth_rounds": 1,
+        "growth_batches": 2,
+        "growth_batch_size": 200,
+        "feature_map_candidates": 3,
+        "prune_epochs": 1,
+        "max_prune_rounds": 2,
+        "finetune_epochs": 1,
+        "prune_fractions": [0.1, 0.2, 0.3, 0.1],
+        "max_error_increase": 1.0,
+    }
 else:
     RUNS = REPO / "runs"
     overrides = {}
@@ -100,8 +103,8 @@ for mode, out in out_dirs.items():
 
 # %%
 def print_round(record):
-    print(f"{record['phase']:>8} {record['round']:3d}  params {record['params']:8,}  widths {record['widths']}  "
-          f"val error {100 * record['val_error']:.2f}%", flush=True)
+    print(f"{record['phase']:>8} {record['round']:3d}  params {record['params']:8,}  "
+          f"widths {record['widths']}  val error {100 * record['val_error']:.2f}%", flush=True)
 
 
 data = None
@@ -110,10 +113,12 @@ if QUICK:
     data["test"] = tuple(part[:500] for part in data["test"])
 report = synthesize(configs["nest"], out_dirs["nest"], resume=True, on_round=print_round, data=data)
 history = json.loads((out_dirs["nest"] / "history.json").read_text())
-print(f"\ntest error {100 * report['test_error']:.2f}% (compact model: {100 * report['compact_test_error']:.2f}%), "
+print(f"\ntest error {100 * report['test_error']:.2f}% "
+      f"(compact model: {100 * report['compact_test_error']:.2f}%), "
       f"{report['params']:,} params ({report['params_compression']:.1f}x smaller than dense), "
       f"{report['flops']:,} FLOPs ({report['flops_compression']:.1f}x)")
-print(f"widths {report['widths']}; largest network during growth: {report['max_params_during_growth']:,} params")
+print(f"widths {report['widths']}; "
+      f"largest network during growth: {report['max_params_during_growth']:,} params")
 print(f"pruning stopped: {report['stop_reason']}; chosen: {report['chosen']}")
 
 # %% [markdown]
@@ -129,7 +134,8 @@ plots.grow_prune_curve(history, ax=axes[0])
 plots.validation_error_curve(history, ax=axes[1])
 chosen = report["chosen"]
 if chosen is not None:
-    index = next(i for i, r in enumerate(history) if r["phase"] == "prune" and r["round"] == chosen["round"])
+    index = next(i for i, r in enumerate(history)
+                 if r["phase"] == "prune" and r["round"] == chosen["round"])
     axes[1].axvline(index, color="red", ls=":", label=f"chosen: prune round {chosen['round']}")
     axes[1].legend()
 fig.tight_layout()
@@ -162,9 +168,10 @@ for record in history:
 # %%
 net, _, _ = load_checkpoint(out_dirs["nest"] / "checkpoint.npz")
 rows = layer_table(net)
-print(f"{'layer':>5} {'type':>6} {'weight shape':>18} {'active':>8} {'density':>8} {'params':>8} {'FLOPs':>9}")
+print(f"{'layer':>5} {'type':>6} {'weight shape':>18} {'active':>8} {'density':>8} "
+      f"{'params':>8} {'FLOPs':>9}")
 for row in rows:
-    print(f"{row['position']:>5} {row['type']:>6} {str(tuple(row['shape'])):>18} {row['active']:>8,} "
+    print(f"{row['position']:>5} {row['type']:>6} {tuple(row['shape'])!s:>18} {row['active']:>8,} "
           f"{row['density']:>8.3f} {row['params']:>8,} {row['flops']:>9,}"
           + (f"   area kept {row['area_density']:.2f}" if "area_density" in row else ""))
 print(f"{'total':>5} {'':>6} {'':>18} {sum(r['active'] for r in rows):>8,} {'':>8} "
@@ -172,9 +179,11 @@ print(f"{'total':>5} {'':>6} {'':>18} {sum(r['active'] for r in rows):>8,} {'':>
 assert rows == report["layers"]
 
 compact_net = load_compact(out_dirs["nest"] / "model.npz")
-x_test = prepare_inputs(load_data(configs["nest"])["test"][0][:500], net)   # the first 500 test images
+# the first 500 test images
+x_test = prepare_inputs(load_data(configs["nest"])["test"][0][:500], net)
 print("\ncompact model:", [(layer["type"], layer.get("nnz")) for layer in compact_net.summary()])
-print(f"max |masked - compact| logits on {len(x_test)} test images: {np.abs(net.predict(x_test) - compact_net.predict(x_test)).max():.1e}")
+gap = np.abs(net.predict(x_test) - compact_net.predict(x_test)).max()
+print(f"max |masked - compact| logits on {len(x_test)} test images: {gap:.1e}")
 
 # %%
 plots.first_layer_masks(net.layers[0].mask, fig=plt.figure(figsize=(12, 3.4)))
@@ -227,11 +236,15 @@ else:
 RUN_MISSING_BASELINE = False
 runs = [("NeST", report, history)]
 if QUICK or RUN_MISSING_BASELINE or (out_dirs["prune-only"] / "report.json").exists():
-    baseline = synthesize(configs["prune-only"], out_dirs["prune-only"], resume=True, on_round=print_round, data=data)
-    runs.append(("pruning only", baseline, json.loads((out_dirs["prune-only"] / "history.json").read_text())))
+    baseline = synthesize(configs["prune-only"], out_dirs["prune-only"], resume=True,
+                          on_round=print_round, data=data)
+    baseline_history = json.loads((out_dirs["prune-only"] / "history.json").read_text())
+    runs.append(("pruning only", baseline, baseline_history))
 else:
-    print(f"no finished pruning-only run in runs/{PRESET}-prune-only: the table shows NeST alone. Add it with")
-    print(f"  nestref synthesize --arch {report['arch']} --mode prune-only --out runs/{PRESET}-prune-only")
+    print(f"no finished pruning-only run in runs/{PRESET}-prune-only: "
+          "the table shows NeST alone. Add it with")
+    print(f"  nestref synthesize --arch {report['arch']} --mode prune-only "
+          f"--out runs/{PRESET}-prune-only")
 display(Markdown(comparison_table([(label, run) for label, run, _ in runs])))
 
 # %% [markdown]
@@ -242,8 +255,8 @@ display(Markdown(comparison_table([(label, run) for label, run, _ in runs])))
 fig, ax = plt.subplots(figsize=(8, 4.5))
 for (label, run, hist), colour in zip(runs, ("#2a9d8f", "#e76f51")):
     pruned = [r for r in hist if r["phase"] == "prune"]
-    ax.semilogx([r["params"] for r in pruned], [100 * r["val_error"] for r in pruned], "o-", ms=3,
-                color=colour, label=f"{label}: pruning rounds (validation)")
+    ax.semilogx([r["params"] for r in pruned], [100 * r["val_error"] for r in pruned], "o-",
+                ms=3, color=colour, label=f"{label}: pruning rounds (validation)")
     ax.semilogx([run["params"]], [100 * run["test_error"]], "*", ms=14, color=colour,
                 label=f"{label}: final, fine-tuned (test)")
 ax.set_xlabel("params (log scale; pruning goes from right to left)")
@@ -259,8 +272,8 @@ plt.show()
 #
 # Every unit carries its provenance (`grown`: False for seed units, True for units
 # born during growth). How many of each were there when pruning started, and how
-# many survive to the final network? (NEST.md, "Provenance": a prototype found
-# that on short budgets magnitude pruning removes grown neurons first.)
+# many survive to the final network? ([docs/nest.md](../docs/nest.md), "Provenance": a
+# prototype found that on short budgets magnitude pruning removes grown neurons first.)
 
 # %%
 first_prune = next(i for i, r in enumerate(history) if r["phase"] == "prune")
@@ -272,7 +285,8 @@ alive_seed = np.array([int((~net.layers[p].grown).sum()) for p in positions])
 alive_grown = np.array([int(net.layers[p].grown.sum()) for p in positions])
 print("report['alive']:", report["alive"])
 for k, p in enumerate(positions):
-    print(f"hidden layer {p}: seed {alive_seed[k]}/{born_seed[k]} survive, grown {alive_grown[k]}/{born_grown[k]}")
+    print(f"hidden layer {p}: seed {alive_seed[k]}/{born_seed[k]} survive, "
+          f"grown {alive_grown[k]}/{born_grown[k]}")
 print(f"overall: {alive_seed.sum()} of {born_seed.sum()} seed units and {alive_grown.sum()} of "
       f"{born_grown.sum()} grown units survive")
 
