@@ -13,7 +13,7 @@ import time
 
 
 from nestref.data import load_mnist, train_val_split
-from nestref.grow import (birth_strength_ladder, bridging_gradient, grow_network_connections, grow_neurons,
+from nestref.grow import (birth_strength_ladder, network_bridging_gradient, grow_network_connections, grow_neurons,
                           growth_gradients)
 from nestref.models import lenet_300_100
 from nestref.optim import SGD
@@ -55,9 +55,9 @@ def main():
     conn = grow_network_connections(net, 0.1, gradients, init="gradient", lr=opt.lr)
     row("+ connections (10%/layer)")
 
-    # every bridging gradient on the pre-growth network (NEST.md): a neuron new in
+    # every bridging gradient on the pre-growth network (docs/nest.md): a neuron new in
     # layer 0 gets no part in layer 2's new neurons
-    bridges = {p: bridging_gradient(net, p, xg, yg) for p in (0, 2)}
+    bridges = {p: network_bridging_gradient(net, p, xg, yg) for p in (0, 2)}
     neurons = [grow_neurons(net, p, 10, xg, yg, birth_ratio=0.05, birth_strength=birth_strength_ladder(),
                             optimizer=opt, bridging=bridges[p]) for p in (0, 2)]
     row("+ 10 neurons/hidden layer")
