@@ -105,20 +105,16 @@ def pairs_per_neuron(birth_ratio, n_pairs):
 
 
 def neuron_weights(G, count, birth_ratio, signs):
-    r"""Neuron growth: the in/out weights of up to ``count`` new neurons, before rescaling.
+    r"""Neuron growth: in/out weights of up to ``count`` new neurons, before rescaling.
 
-    Neuron j takes the j-th chunk of ``pairs_per_neuron(birth_ratio, M*I)`` pairs of
-    ``rank_pairs(G)`` **[ours]** (docs/nest.md#ours-neuron-chunks); for each pair
-    (m, n) it takes, with :math:`d = \sqrt{|G_{mn}|}` and s = signs[m, n],
+    Neuron j takes the j-th chunk of ``pairs_per_neuron`` pairs of ``rank_pairs(G)``
+    **[ours]** (docs/nest.md#ours-neuron-chunks); per pair (m, n), with s = signs[m, n],
+    :math:`d = \sqrt{|G_{mn}|}`:  :math:`w^{in}_j[n] \mathrel{+}= s d,\
+    w^{out}_j[m] \mathrel{+}= -s\,\mathrm{sign}(G_{mn})\, d`, so w_out[m] w_in[n] points down
+    the gradient. signs = +1 keep w_in >= 0 **[ours]** (docs/nest.md#ours-positive-sign).
 
-    .. math::
-        w^{in}_j[n] \mathrel{+}= s\,d, \qquad w^{out}_j[m] \mathrel{+}= -s\,\mathrm{sign}(G_{mn})\,d
-
-    so that w_out[m] * w_in[n] = -|G_mn| points down the gradient. signs all +1 keep
-    w_in >= 0 **[ours]** (docs/nest.md#ours-positive-sign); random +-1 is the paper's.
-
-    G: (M, I); signs: (M, I) of +-1. returns w_in (k, I), w_out (M, k): one neuron per
-    non-empty chunk (k <= count); a neuron whose weights cancel has a zero row/column.
+    G, signs: (M, I). returns w_in (k, I), w_out (M, k), k <= count: one neuron per
+    non-empty chunk (a neuron whose weights cancel has a zero row / column).
     """
     order, chunk = rank_pairs(G), pairs_per_neuron(birth_ratio, G.size)
     g, s_all = G.reshape(-1), signs.reshape(-1)
