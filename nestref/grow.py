@@ -535,8 +535,9 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
 
     1. G = ``network_bridging_gradient(net, position, x, y)``, or ``bridging`` computed
        earlier on the pre-growth network (units added since then get no pairs).
-    2. ``neuron_weights`` (signs +1 for sign="positive" **[ours]**, a random +-1 per
-       pair for sign="random", the paper's), then ``match_layer_scale``.
+    2. ``neuron_weights`` (signs +1 for sign="positive" **[ours]**,
+       docs/nest.md#ours-positive-sign; a random +-1 per pair for sign="random", the
+       paper's), then ``match_layer_scale``.
     3. Choosing alpha **[ours]** (docs/nest.md#ours-birth-strength-ladder): the first of
        ``birth_strength`` (one alpha or a ladder, tried largest first) whose loss on
        (x, y) is below the loss without new neurons. If none is, nothing is added and

@@ -5,7 +5,7 @@ and docs/nest.md ("Pruning"). The rules first, as pure functions on arrays:
 
     ``smallest_first``       the removal order: ascending score, ties to the lowest index
     ``magnitude_prune``      connection pruning: the ``fraction`` of active |w| that is smallest
-    ``strongest_input_per_unit``  what an output unit keeps **[ours]**
+    ``strongest_input_per_unit``  what an output unit keeps **[ours]** (docs/nest.md#ours-connectivity-guard)
     ``area_contributions``   partial-area convolution: mean |(I_i * K_oi)(p)|
     ``area_prune``           partial-area convolution: the smallest contributions go
 
@@ -391,10 +391,10 @@ def prune_neurons_by_activation(net, x, threshold, optimizer=None, batch_size=10
     x: (N, *net.input_shape), the data to measure on. The output measured is what the
     next layer reads (after the ReLU). Layers are done in order, each measured after
     the previous one shrank. A removed unit's mean output over x is folded into the
-    next layer's bias: the best constant stand-in for it **[ours]**, exact when its
-    output never varies. If every unit of a layer falls below, the one with the largest
-    mean |output| stays **[ours]** (docs/nest.md#ours-activation-pruning). Per-layer
-    report keys add threshold and removed_low_activation.
+    next layer's bias: the best constant stand-in for it, exact when its output never
+    varies; if every unit of a layer falls below, the one with the largest mean
+    |output| stays **[ours]** (docs/nest.md#ours-activation-pruning). Per-layer report
+    keys add threshold and removed_low_activation.
     """
     threshold = check_number("threshold", threshold, minimum=0)
     if len(x) == 0:
@@ -454,7 +454,8 @@ class AreaPruneReport(PruneReport):
     """A ``PruneReport`` of partial-area pruning; kind == "area".
 
     kernels_deactivated: kernels (o, i) whose whole area is now pruned, so their
-    weights were deactivated too (they touch no output any more) **[ours]**.
+    weights were deactivated too (they touch no output any more) **[ours]**
+    (docs/nest.md#ours-area-candidates).
     """
     kind: str = "area"
     kernels_deactivated: int = 0

@@ -1,17 +1,20 @@
 """NeST end to end: seed -> grow -> prune -> choose -> fine-tune -> compact.
 
-``synthesize(config, out_dir)`` runs the schedule of ``../shared/NEST.md``:
+``synthesize(config, out_dir)`` runs the schedule of docs/nest.md ("Schedule"):
 
     seed       the target architecture, hidden widths x ``width_scale``, a random
                ``density`` of connections active; trained for ``initial_epochs``
     growth     rounds of (connection growth in every layer, neuron growth in the
                hidden dense layers, feature-map growth in the conv layers, training)
                until validation error has not improved for ``patience`` rounds
-    settle     training to convergence (cosine schedule) before pruning starts
+    settle     training to convergence (cosine schedule) before pruning starts **[ours]**
+               (docs/nest.md#ours-settle)
     pruning    rounds of (magnitude pruning per layer, partial-area pruning of conv
-               layers, dead-neuron removal, retraining) down to a floor
-    choice     the round that meets the target on *smoothed* validation error
-               (``choose_round``), then fine-tuning and compaction
+               layers, dead-neuron removal, retraining) down to a floor **[ours]**
+               (docs/nest.md#ours-prune-stopping)
+    choice     the round that meets the target on *smoothed* validation error, or the
+               best one under a parameter budget (``choose_round``) **[ours]**
+               (docs/nest.md#ours-choice), then fine-tuning and compaction
 
 ``mode="prune-only"`` replaces seed and growth by the dense network (trained for
 ``initial_epochs`` + ``settle_epochs``, as the grown network is before pruning): the
@@ -83,7 +86,8 @@ def choose_round(rounds, smoothing, param_budget=None, target_error=None):
     """Pick the pruning round to keep, from records with "params" and "val_error".
 
     Validation error is noisy (~0.2 points on 5k images), so each round is judged by
-    the mean over a centred window of ``smoothing`` rounds **[ours]**. With a
+    the mean over a centred window of ``smoothing`` rounds **[ours]**
+    (docs/nest.md#ours-choice). With a
     ``param_budget``: the lowest smoothed error among rounds within budget. Else the
     smallest round whose smoothed error is at most ``target_error``. Returns the
     index into ``rounds`` and the smoothed errors.
@@ -171,7 +175,7 @@ class Run:
         x, y = self.growth_batch()
         ladder = grow.birth_strength_ladder(config.birth_strength_max, config.birth_strength_min)
         # every bridging gradient on the pre-growth network: a neuron new in an
-        # adjacent layer this round gets no pairs (NEST.md)
+        # adjacent layer this round gets no pairs (docs/nest.md#ours-neuron-chunks)
         dense_hidden = [i for i in hidden_layers(net) if isinstance(net.layers[i], Dense)]
         bridging = {i: grow.network_bridging_gradient(net, i, x, y) for i in dense_hidden}
         unit_reports = []
@@ -200,7 +204,8 @@ class Run:
             self.state.update(phase="settle", round=0)
 
     def step_settle(self):
-        """Train the grown (or dense) network to convergence before pruning: a cosine schedule."""
+        """Train the grown (or dense) network to convergence before pruning: a cosine schedule
+        **[ours]** (docs/nest.md#ours-settle)."""
         config, t0 = self.config, time.perf_counter()
         loss = self.train(config.settle_epochs, config.lr, cosine(config.lr, 0.01))
         rec = self.record("settle", t0, train_loss=loss)

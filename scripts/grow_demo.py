@@ -1,6 +1,6 @@
 """NeST growth on a real MNIST seed: connection growth, then neuron growth.
 
-    NESTREF_DATA_DIR=../shared/data/mnist python scripts/grow_demo.py
+    NESTREF_DATA_DIR=/path/to/mnist python scripts/grow_demo.py
 
 Builds the LeNet-120-40 seed (lenet_300_100 with width_scale 0.4, 10% of connections
 active), trains it for one epoch, then grows it on a batch held out from training
