@@ -158,7 +158,7 @@ def strength_ladder(alpha_max, alpha_min, factor):
     :math:`(\alpha_{max}, \alpha_{max}/f, \alpha_{max}/f^2, \dots)` down to the last value
     >= alpha_min (with a relative slack of 1e-9). Floats in; a tuple of floats out.
     """
-    # alpha_max / factor**k, not repeated division: 0.3/3 is 0.1, not 0.09999999999999999
+    # alpha_max / factor**k, not repeated division, so that rounding errors do not add up
     ladder, k = [], 0
     while alpha_max / factor ** k >= alpha_min * (1 - 1e-9):
         ladder.append(float(alpha_max / factor ** k))
