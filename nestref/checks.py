@@ -80,10 +80,11 @@ def check_examples(net, x, y, what="the data"):
     """(x, y) as arrays: x (N, *net.input_shape), y (N,) labels, N >= 1."""
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim < 1 or tuple(x.shape[1:]) != net.input_shape:
-        raise InvalidArgumentError(f"{net.name} expects x of shape (N, {', '.join(map(str, net.input_shape))}), "
-                                   f"got {x.shape}")
+        expected = ", ".join(map(str, net.input_shape))
+        raise InvalidArgumentError(f"{net.name} expects x of shape (N, {expected}), got {x.shape}")
     if y.shape != (len(x),):
-        raise InvalidArgumentError(f"y must hold one label per example, shape ({len(x)},), got {y.shape}")
+        raise InvalidArgumentError(f"y must hold one label per example, shape ({len(x)},), "
+                                   f"got {y.shape}")
     if len(x) == 0:
         raise InvalidArgumentError(f"{what} (x, y) is empty")
     return x, y

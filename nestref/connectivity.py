@@ -48,7 +48,8 @@ def reachable_units(net, masks=None, area_masks=None):
             area = area_masks.get(position, layer.area_mask)
             reach = _conv_reach(layer, reach, masks.get(position, layer.mask), area)
         elif isinstance(layer, MaxPool2d):
-            pooled, _ = kernels.maxpool_forward_numpy(reach[None].astype(np.float64), layer.kernel_size, layer.stride)
+            as_float = reach[None].astype(np.float64)
+            pooled, _ = kernels.maxpool_forward_numpy(as_float, layer.kernel_size, layer.stride)
             reach = pooled[0] > 0
         elif isinstance(layer, (ReLU, Flatten)):
             reach = reach.reshape(layer.output_shape(reach.shape))
@@ -62,7 +63,9 @@ def _conv_reach(layer, reach_in, mask, area):
     """reach_in (C, H, W) bool -> (O, Ho, Wo) bool; a convolution of booleans (as counts > 0)."""
     o, c, k = layer.n_out, layer.n_in, layer.kernel_size
     _, ho, wo = layer.output_shape(reach_in.shape)
-    cols = kernels.im2col_numpy(reach_in[None].astype(np.float64), k, k, layer.stride, layer.padding)  # (P, C*k*k)
+    # (P, C*k*k)
+    cols = kernels.im2col_numpy(reach_in[None].astype(np.float64), k, k, layer.stride,
+                                layer.padding)
     active = (mask != 0).astype(np.float64).reshape(o, c, k * k)
     if area is None:
         hits = (cols @ active.reshape(o, -1).T) > 0  # (P, O)
@@ -123,7 +126,7 @@ def has_input(layer):
 
 
 def has_output(net, position):
-    """Bool per output unit of layer ``position``: some active connection of the next masked layer reads it."""
+    """Bool per unit of layer ``position``: some active connection of the next layer reads it."""
     nxt, block = next_masked(net, position)
     following = net.layers[nxt]
     if isinstance(following, Conv2d):
@@ -132,7 +135,8 @@ def has_output(net, position):
 
 
 def as_seen_by_next(net, position, values):
-    """The constant outputs ``values`` (one per unit) after the layers between ``position`` and the next masked layer."""
+    """The constant outputs ``values`` (one per unit of layer ``position``) as the next masked
+    layer sees them, after the layers in between."""
     nxt, _ = next_masked(net, position)
     for layer in net.layers[position + 1:nxt]:
         if isinstance(layer, ReLU):
@@ -143,7 +147,7 @@ def as_seen_by_next(net, position, values):
 
 
 def bias_shift(net, position, units, constants):
-    """What units ``units`` of layer ``position``, each outputting a constant, add to the next layer.
+    """What ``units`` of layer ``position``, each outputting a constant, add to the next layer.
 
     Returns (shift of the next layer's bias (n_out,), bool per unit: foldable exactly).
     Dense next: constant * the unit's outgoing weights (all H*W of them after a Flatten).
@@ -161,7 +165,8 @@ def bias_shift(net, position, units, constants):
     weight = following.effective_weight().astype(np.float64)
     constants = np.asarray(constants, dtype=np.float64)
     if isinstance(following, Dense):
-        outgoing = weight.reshape(following.n_out, -1, block)[:, units, :].sum(axis=2)  # (n_out, len(units))
+        # (n_out, len(units))
+        outgoing = weight.reshape(following.n_out, -1, block)[:, units, :].sum(axis=2)
         return outgoing @ constants, np.ones(len(units), dtype=bool)
     kernel_sums = weight[:, units].sum(axis=(2, 3))  # (n_out, len(units))
     if following.area_mask is None:

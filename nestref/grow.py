@@ -28,8 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checks import (check_choice, check_examples, check_fraction, check_positive_int,
-                     check_positive_number, is_number)
+from .checks import (
+    check_choice,
+    check_examples,
+    check_fraction,
+    check_positive_int,
+    check_positive_number,
+    is_number,
+)
 from .errors import InvalidArgumentError
 from .layers import Conv2d, Dense, MaskedLayer
 from .losses import softmax_cross_entropy
@@ -74,7 +80,7 @@ def select_growth(mask, G, ratio):
     return grown.reshape(mask.shape)
 
 
-def bridging_gradient(x_prev, delta_next):
+def bridging_gradient(x_prev, delta_next, *network_form):
     r"""The bridging gradient: the slope of the loss along a direct weight n -> m.
 
     .. math::
@@ -87,6 +93,8 @@ def bridging_gradient(x_prev, delta_next):
     x_prev: (B, I), the input of hidden layer l; delta_next: (B, M), dL/du of layer l+1.
     returns G: (M, I).
     """
+    if network_form:  # transitional: the old call (net, position, x, y) until the notebooks move
+        return network_bridging_gradient(x_prev, delta_next, *network_form)
     return delta_next.T @ x_prev
 
 
@@ -153,7 +161,8 @@ def match_layer_scale(w_in, w_out, scale_in, scale_out):
 
 
 def strength_ladder(alpha_max, alpha_min, factor):
-    r"""The birth strengths to try, largest first **[ours]** (docs/nest.md#ours-birth-strength-ladder).
+    r"""The birth strengths to try, largest first **[ours]**
+    (docs/nest.md#ours-birth-strength-ladder).
 
     :math:`(\alpha_{max}, \alpha_{max}/f, \alpha_{max}/f^2, \dots)` down to the last value
     >= alpha_min (with a relative slack of 1e-9). Floats in; a tuple of floats out.
@@ -171,7 +180,8 @@ def random_sparse_kernels(shape, density, scale, rng):
 
     Gaussian on a random mask of the layer's density (at least one active entry),
     rescaled to the layer's mean |active weight|:
-    :math:`w = z \odot m \cdot s / \operatorname{mean}_{m_j=1}|z_j|`, z ~ N(0, 1), m_j ~ Bernoulli(density).
+    :math:`w = z \odot m \cdot s / \operatorname{mean}_{m_j=1}|z_j|`, with z ~ N(0, 1) and
+    m_j ~ Bernoulli(density).
     shape: e.g. (C, k, k); returns a float64 array of that shape.
     """
     mask = rng.random(shape) < density
@@ -195,8 +205,8 @@ def choose_candidate(losses, loss_before):
 def _masked_layer(net, position):
     layers = dict(net.masked_layers())
     if position not in layers:
-        raise InvalidArgumentError(f"layer {position} of {net.name} is not a Dense or Conv2d layer; "
-                                   f"masked layers are at positions {sorted(layers)}")
+        raise InvalidArgumentError(f"layer {position} of {net.name} is not a Dense or Conv2d "
+                                   f"layer; masked layers are at positions {sorted(layers)}")
     return layers[position]
 
 
@@ -211,7 +221,8 @@ def _batch_loss(net, x, y):
 def _weight_scale(layer, what):
     """``mean_active_magnitude`` of a layer, or an error if it has no active connection."""
     if not (layer.mask != 0).any():
-        raise InvalidArgumentError(f"{what} has no active connection, so there is no weight scale to copy")
+        raise InvalidArgumentError(f"{what} has no active connection, so there is no weight "
+                                   f"scale to copy")
     return mean_active_magnitude(layer.weight, layer.mask)
 
 
@@ -282,8 +293,8 @@ def _layer_gradient(layer, gradient):
     if gradient is None:
         gradient = layer.grad_weight
         if gradient is None:
-            raise InvalidArgumentError("the layer holds no gradient: run a backward pass first, or pass "
-                                       "gradient= (e.g. from growth_gradients)")
+            raise InvalidArgumentError("the layer holds no gradient: run a backward pass first, "
+                                       "or pass gradient= (e.g. from growth_gradients)")
     gradient = np.asarray(gradient)
     if gradient.shape != layer.weight.shape:
         raise InvalidArgumentError(f"gradient must have the weight's shape {layer.weight.shape}, "
@@ -308,7 +319,8 @@ def grow_connections(layer, ratio, gradient=None, init="gradient", lr=0.01, posi
     Returns a ``ConnectionGrowthReport``.
     """
     if not isinstance(layer, MaskedLayer):
-        raise InvalidArgumentError(f"grow_connections needs a Dense or Conv2d layer, got {type(layer).__name__}")
+        raise InvalidArgumentError(f"grow_connections needs a Dense or Conv2d layer, "
+                                   f"got {type(layer).__name__}")
     ratio = check_fraction("ratio", ratio)
     check_choice("init", init, INITS)
     lr = check_positive_number("lr", lr)
@@ -322,12 +334,13 @@ def grow_connections(layer, ratio, gradient=None, init="gradient", lr=0.01, posi
 
     g_abs = np.abs(gradient.reshape(-1)[dormant])
     indices = np.flatnonzero(grown)
-    indices = indices[np.argsort(-np.abs(gradient.reshape(-1)[indices]), kind="stable")]
+    grown_abs = np.abs(gradient.reshape(-1)[indices])
+    indices = indices[np.argsort(-grown_abs, kind="stable")]
     return ConnectionGrowthReport(
         layer=position, ratio=ratio, n_connections=int(layer.weight.size),
         active_before=int(layer.weight.size - len(dormant)), dormant_before=int(len(dormant)),
         candidates=int(np.count_nonzero(g_abs > 0)), requested=floor_count(ratio, len(dormant)),
-        added=int(len(indices)), threshold=float(np.abs(gradient.reshape(-1)[indices[-1]])) if len(indices) else 0.0,
+        added=int(len(indices)), threshold=float(grown_abs.min()) if len(indices) else 0.0,
         init=init, lr=lr, indices=indices, gradient_abs=g_abs)
 
 
@@ -345,15 +358,16 @@ def grow_network_connections(net, ratio, gradients, init="gradient", lr=0.01, la
     if isinstance(ratio, (list, tuple, np.ndarray)):
         ratios = list(ratio)
         if len(ratios) != len(positions):
-            raise InvalidArgumentError(f"ratio has {len(ratios)} entries but {len(positions)} layers grow "
-                                       f"({positions})")
+            raise InvalidArgumentError(f"ratio has {len(ratios)} entries but {len(positions)} "
+                                       f"layers grow ({positions})")
     else:
         ratios = [ratio] * len(positions)
     for p in positions:
         if gradients is not None and p not in gradients:
-            raise InvalidArgumentError(f"gradients has no entry for layer {p} (has {sorted(gradients)})")
-    return [grow_connections(net.layers[p], r, None if gradients is None else gradients[p], init=init, lr=lr,
-                             position=p) for p, r in zip(positions, ratios)]
+            raise InvalidArgumentError(f"gradients has no entry for layer {p} "
+                                       f"(has {sorted(gradients)})")
+    return [grow_connections(net.layers[p], r, None if gradients is None else gradients[p],
+                             init=init, lr=lr, position=p) for p, r in zip(positions, ratios)]
 
 
 # ============================================================== neuron growth
@@ -361,16 +375,17 @@ def _check_bridgeable(net, position):
     """Neuron growth needs Dense layer l followed by a Dense layer l+1. Returns l+1's position."""
     layer = _masked_layer(net, position)
     if not isinstance(layer, Dense):
-        raise InvalidArgumentError(f"layer {position} of {net.name} is a {type(layer).__name__}: neuron growth "
-                                   f"(bridging gradient) is for hidden Dense layers; use grow_feature_maps "
-                                   f"for conv layers")
+        raise InvalidArgumentError(f"layer {position} of {net.name} is a {type(layer).__name__}: "
+                                   f"neuron growth (bridging gradient) is for hidden Dense "
+                                   f"layers; use grow_feature_maps for conv layers")
     if position == net.masked_layers()[-1][0]:
-        raise InvalidArgumentError(f"layer {position} of {net.name} is the output layer; neurons grow in "
-                                   f"hidden layers only")
+        raise InvalidArgumentError(f"layer {position} of {net.name} is the output layer; neurons "
+                                   f"grow in hidden layers only")
     nxt, block = next_masked(net, position)
     if not isinstance(net.layers[nxt], Dense) or block != 1:
-        raise InvalidArgumentError(f"layer {position} of {net.name} feeds a {type(net.layers[nxt]).__name__}; "
-                                   f"the bridging gradient is defined for Dense -> Dense only")
+        raise InvalidArgumentError(f"layer {position} of {net.name} feeds a "
+                                   f"{type(net.layers[nxt]).__name__}; the bridging gradient is "
+                                   f"defined for Dense -> Dense only")
     return nxt
 
 
@@ -396,7 +411,7 @@ def network_bridging_gradient(net, position, x, y):
         logits = layer.forward(logits)
     _, delta = softmax_cross_entropy(logits, y)                    # carries the 1/N of the mean
     for layer in reversed(net.layers[nxt + 1:]):
-        delta = layer.backward(delta)                              # ends as dL/du^(l+1): (N, n_out of l+1)
+        delta = layer.backward(delta)                              # ends as dL/du^(l+1): (N, M)
     for i, layer in net.masked_layers():
         layer.grad_weight, layer.grad_bias = saved[i]
     return bridging_gradient(x_prev, delta)
@@ -406,8 +421,8 @@ def _check_ladder(birth_strength):
     """A positive float or a sequence of them -> a tuple, largest first, no repeats."""
     values = [birth_strength] if np.isscalar(birth_strength) else list(birth_strength)
     if not values or not all(is_number(a) and a > 0 for a in values):
-        raise InvalidArgumentError(f"birth_strength must be a positive number or a non-empty sequence of them, "
-                                   f"got {birth_strength!r}")
+        raise InvalidArgumentError(f"birth_strength must be a positive number or a non-empty "
+                                   f"sequence of them, got {birth_strength!r}")
     return tuple(sorted({float(a) for a in values}, reverse=True))
 
 
@@ -417,7 +432,8 @@ def birth_strength_ladder(alpha_max=0.3, alpha_min=0.003, factor=3):
     birth_strength_ladder() == (0.3, 0.1, 0.0333.., 0.0111.., 0.0037..)
     """
     if not (is_number(alpha_min) and is_number(alpha_max) and 0 < alpha_min <= alpha_max):
-        raise InvalidArgumentError(f"need 0 < alpha_min <= alpha_max < inf, got {alpha_min!r}, {alpha_max!r}")
+        raise InvalidArgumentError(f"need 0 < alpha_min <= alpha_max < inf, "
+                                   f"got {alpha_min!r}, {alpha_max!r}")
     if not (is_number(factor) and factor > 1):
         raise InvalidArgumentError(f"factor must be a number > 1, got {factor!r}")
     return strength_ladder(alpha_max, alpha_min, factor)
@@ -430,8 +446,8 @@ def _check_bridging(net, position, nxt, bridging, x, y):
     bridging = np.asarray(bridging)
     n_out, n_in = net.layers[nxt].n_out, net.layers[position].n_in
     if bridging.ndim != 2 or bridging.shape[0] > n_out or bridging.shape[1] > n_in:
-        raise InvalidArgumentError(f"bridging must be (m <= {n_out}, n <= {n_in}) for layer {position}, "
-                                   f"got shape {bridging.shape}")
+        raise InvalidArgumentError(f"bridging must be (m <= {n_out}, n <= {n_in}) for layer "
+                                   f"{position}, got shape {bridging.shape}")
     if not np.all(np.isfinite(bridging)):
         raise InvalidArgumentError("bridging holds NaN or inf")
     return bridging
@@ -464,7 +480,8 @@ class NeuronGrowthReport:
     def as_dict(self):
         return {"layer": self.layer, "requested": self.requested, "added": self.added,
                 "birth_ratio": self.birth_ratio, "pairs_per_chunk": self.pairs_per_chunk,
-                "pairs_per_neuron": list(self.pairs_per_neuron), "birth_strength": self.birth_strength,
+                "pairs_per_neuron": list(self.pairs_per_neuron),
+                "birth_strength": self.birth_strength,
                 "ladder": list(self.ladder), "ladder_losses": list(self.ladder_losses),
                 "loss_before": self.loss_before, "loss_after": self.loss_after, "sign": self.sign,
                 "units": list(self.units), "reason": self.reason}
@@ -498,8 +515,9 @@ def _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs):
     if not pairs:
         return w_in[keep], w_out[:, keep], pairs
     layer, nxt_layer = net.layers[position], net.layers[nxt]
-    w_in, w_out = match_layer_scale(w_in[keep], w_out[:, keep], _weight_scale(layer, f"layer {position}"),
-                                    _weight_scale(nxt_layer, f"layer {nxt}"))
+    scale_in = _weight_scale(layer, f"layer {position}")
+    scale_out = _weight_scale(nxt_layer, f"layer {nxt}")
+    w_in, w_out = match_layer_scale(w_in[keep], w_out[:, keep], scale_in, scale_out)
     w_in = np.pad(w_in, ((0, 0), (0, layer.n_in - w_in.shape[1])))
     w_out = np.pad(w_out, ((0, nxt_layer.n_out - w_out.shape[0]), (0, 0)))
     return w_in, w_out, pairs
@@ -529,8 +547,8 @@ def _try_birth_strengths(net, position, nxt, w_in, w_out, ladder, x, y, loss_bef
     return None, losses
 
 
-def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0.01,), sign="positive",
-                 optimizer=None, rng=None, bridging=None):
+def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0.01,),
+                 sign="positive", optimizer=None, rng=None, bridging=None):
     """Neuron growth: add up to ``count`` neurons to hidden Dense layer ``position`` (layer l).
 
     1. G = ``network_bridging_gradient(net, position, x, y)``, or ``bridging`` computed
@@ -561,23 +579,26 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
     w_in, w_out, pairs = _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs)
     report = NeuronGrowthReport(
         layer=position, requested=count, added=0, birth_ratio=birth_ratio,
-        pairs_per_chunk=pairs_per_neuron(birth_ratio, bridging.size), pairs_per_neuron=[], birth_strength=None,
-        ladder=[], ladder_losses=[], loss_before=loss_before, loss_after=loss_before, sign=sign, units=[],
-        bridging=bridging)
+        pairs_per_chunk=pairs_per_neuron(birth_ratio, bridging.size), pairs_per_neuron=[],
+        birth_strength=None, ladder=[], ladder_losses=[], loss_before=loss_before,
+        loss_after=loss_before, sign=sign, units=[], bridging=bridging)
     if not pairs:
         report.reason = "no pair (m, n) has a nonzero bridging gradient: no neuron to grow"
         return report
-    alpha, report.ladder_losses = _try_birth_strengths(net, position, nxt, w_in, w_out, ladder, x, y, loss_before)
+    alpha, report.ladder_losses = _try_birth_strengths(net, position, nxt, w_in, w_out, ladder,
+                                                       x, y, loss_before)
     report.ladder = list(ladder[:len(report.ladder_losses)])
     if alpha is None:
-        report.reason = f"no birth strength in {list(ladder)} lowered the loss below {loss_before:.6g}: no neuron added"
+        report.reason = (f"no birth strength in {list(ladder)} lowered the loss below "
+                         f"{loss_before:.6g}: no neuron added")
         return report
     units = add_units(net, position, len(pairs), optimizer)
     _set_neurons(net, position, nxt, units, alpha * w_in, alpha * w_out)
     report.added, report.units, report.pairs_per_neuron = len(pairs), [int(u) for u in units], pairs
     report.birth_strength, report.loss_after = alpha, report.ladder_losses[-1]
     if len(pairs) < count:
-        report.reason = f"only {len(pairs)} of {count} neurons got pairs with a nonzero bridging gradient"
+        report.reason = (f"only {len(pairs)} of {count} neurons got pairs with a nonzero "
+                         f"bridging gradient")
     return report
 
 
@@ -600,9 +621,10 @@ class FeatureMapGrowthReport:
 
     def as_dict(self):
         return {"layer": self.layer, "requested": self.requested, "added": self.added,
-                "candidates": self.candidates, "loss_before": self.loss_before, "loss_after": self.loss_after,
-                "candidate_losses": [list(c) for c in self.candidate_losses], "units": list(self.units),
-                "reason": self.reason}
+                "candidates": self.candidates, "loss_before": self.loss_before,
+                "loss_after": self.loss_after,
+                "candidate_losses": [list(c) for c in self.candidate_losses],
+                "units": list(self.units), "reason": self.reason}
 
 
 def _outgoing_index(nxt_layer, unit, block):
@@ -644,7 +666,7 @@ def _feature_map_candidates(net, position, nxt, block, candidates, rng, x, y):
 
 
 def grow_feature_maps(net, position, count, x, y, candidates=10, optimizer=None, rng=None):
-    """Feature-map growth: add up to ``count`` output maps to conv layer ``position``, one at a time.
+    """Feature-map growth: add up to ``count`` output maps to conv layer ``position``, one by one.
 
     For each new map (the paper: "randomly generate sets of kernels and pick the set
     that reduces the loss the most"): ``candidates`` draws of ``random_sparse_kernels``
@@ -659,8 +681,9 @@ def grow_feature_maps(net, position, count, x, y, candidates=10, optimizer=None,
     """
     layer = _masked_layer(net, position)
     if not isinstance(layer, Conv2d):
-        raise InvalidArgumentError(f"layer {position} of {net.name} is a {type(layer).__name__}: feature maps "
-                                   f"grow in Conv2d layers; use grow_neurons for Dense layers")
+        raise InvalidArgumentError(f"layer {position} of {net.name} is a {type(layer).__name__}: "
+                                   f"feature maps grow in Conv2d layers; use grow_neurons for "
+                                   f"Dense layers")
     count = check_positive_int("count", count)
     candidates = check_positive_int("candidates", candidates)
     x, y = check_examples(net, x, y, "the growth data")
@@ -668,15 +691,16 @@ def grow_feature_maps(net, position, count, x, y, candidates=10, optimizer=None,
     rng = np.random.default_rng(rng)
 
     loss = _batch_loss(net, x, y)
-    report = FeatureMapGrowthReport(layer=position, requested=count, added=0, candidates=candidates,
-                                    loss_before=loss, loss_after=loss, candidate_losses=[], units=[])
+    report = FeatureMapGrowthReport(layer=position, requested=count, added=0,
+                                    candidates=candidates, loss_before=loss, loss_after=loss,
+                                    candidate_losses=[], units=[])
     for j in range(count):
         draws, losses = _feature_map_candidates(net, position, nxt, block, candidates, rng, x, y)
         report.candidate_losses.append(losses)
         best = choose_candidate(losses, loss)
         if best is None:
-            report.reason = (f"none of {candidates} random candidates for map {j + 1} lowered the loss below "
-                             f"{loss:.6g}: added {report.added} of {count}")
+            report.reason = (f"none of {candidates} random candidates for map {j + 1} lowered "
+                             f"the loss below {loss:.6g}: added {report.added} of {count}")
             break
         (unit,) = add_units(net, position, 1, optimizer)
         _set_feature_map(net, position, nxt, block, unit, *draws[best])

@@ -221,7 +221,8 @@ def _unit_index(n_units, block):
 
 def _resized(arrays, axis_of, resize):
     """``resize(array, axis)`` of every named array that exists, as a new dict."""
-    return {name: resize(arrays[name], axis) for name, axis in axis_of.items() if arrays.get(name) is not None}
+    return {name: resize(arrays[name], axis) for name, axis in axis_of.items()
+            if arrays.get(name) is not None}
 
 
 def keep_units(net, position, keep, optimizer=None):
@@ -238,8 +239,10 @@ def keep_units(net, position, keep, optimizer=None):
         raise ValueError(f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}")
     nxt, block = next_masked(net, position)
     cols = _unit_index(layer.n_out, block)[keep].reshape(-1)
-    _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: np.take(a, keep, axis=ax))
-    _resize_unit_arrays(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: np.take(a, cols, axis=ax))
+    _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays,
+                        lambda a, ax: np.take(a, keep, axis=ax))
+    _resize_unit_arrays(net, optimizer, nxt, net.layers[nxt].input_unit_arrays,
+                        lambda a, ax: np.take(a, cols, axis=ax))
 
 
 def add_units(net, position, count, optimizer=None):
@@ -263,8 +266,10 @@ def add_units(net, position, count, optimizer=None):
         return np.pad(a, pad, constant_values=False if a.dtype == bool else 0)
 
     old_next_in = net.layers[nxt].n_in
-    _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: append(a, ax, count))
-    _resize_unit_arrays(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: append(a, ax, count * block))
+    _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays,
+                        lambda a, ax: append(a, ax, count))
+    _resize_unit_arrays(net, optimizer, nxt, net.layers[nxt].input_unit_arrays,
+                        lambda a, ax: append(a, ax, count * block))
     layer, nxt_layer = net.layers[position], net.layers[nxt]
     layer.grown[old:] = True
     if getattr(layer, "area_mask", None) is not None:

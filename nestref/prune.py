@@ -5,7 +5,8 @@ and docs/nest.md ("Pruning"). The rules first, as pure functions on arrays:
 
     ``smallest_first``       the removal order: ascending score, ties to the lowest index
     ``magnitude_prune``      connection pruning: the ``fraction`` of active |w| that is smallest
-    ``strongest_input_per_unit``  what an output unit keeps **[ours]** (docs/nest.md#ours-connectivity-guard)
+    ``strongest_input_per_unit``  what an output unit keeps **[ours]**
+                             (docs/nest.md#ours-connectivity-guard)
     ``area_contributions``   partial-area convolution: mean |(I_i * K_oi)(p)|
     ``area_prune``           partial-area convolution: the smallest contributions go
 
@@ -26,8 +27,15 @@ import numpy as np
 
 from . import kernels
 from .checks import check_fraction, check_number, is_number
-from .connectivity import (as_seen_by_next, bias_shift, has_input, has_output, hidden_positions,
-                           longest_safe_prefix, reachable_units)
+from .connectivity import (
+    as_seen_by_next,
+    bias_shift,
+    has_input,
+    has_output,
+    hidden_positions,
+    longest_safe_prefix,
+    reachable_units,
+)
 from .errors import InvalidArgumentError
 from .layers import Conv2d, Dense, MaskedLayer
 from .models import keep_units, next_masked
@@ -35,7 +43,8 @@ from .rounding import floor_count
 
 __all__ = [
     "DEFAULT_PRUNE_FRACTIONS", "smallest_first", "magnitude_prune", "strongest_input_per_unit",
-    "area_contributions", "area_prune", "prune_by_magnitude", "prune_network", "layer_area_contributions",
+    "area_contributions", "area_prune", "prune_by_magnitude", "prune_network",
+    "layer_area_contributions",
     "prune_partial_area", "remove_dead_neurons", "layer_input", "prune_neurons_by_activation",
     "reachable_units", "PruneReport", "AreaPruneReport", "NeuronRemovalReport",
 ]
@@ -109,6 +118,8 @@ def area_contributions(kernel, x, stride=1, padding=0, batch_size=256):
     kernel would add there); x: (N, C, H, W), the layer's input.
     returns S: (O, C, Ho, Wo), float64.
     """
+    if isinstance(kernel, Conv2d):  # transitional: the old call (layer, x) until the notebooks move
+        return layer_area_contributions(kernel, x)
     o, c, k, _ = kernel.shape
     ho, wo = (kernels.output_size(size, k, stride, padding) for size in x.shape[2:])
     kernel = kernel.reshape(o, c, k * k)
@@ -149,8 +160,8 @@ def _check_layer_fraction(layer, fraction, protect=None):
     if protect is not None:
         protect = np.asarray(protect)
         if protect.dtype != bool or protect.shape != layer.mask.shape:
-            raise InvalidArgumentError(f"protect must be a bool array of the weight's shape {layer.mask.shape}, "
-                                       f"got {protect.dtype} {protect.shape}")
+            raise InvalidArgumentError(f"protect must be a bool array of the weight's shape "
+                                       f"{layer.mask.shape}, got {protect.dtype} {protect.shape}")
     return fraction, protect
 
 
@@ -171,15 +182,17 @@ def prune_by_magnitude(layer, fraction, protect=None, position=-1):
     """
     fraction, protect = _check_layer_fraction(layer, fraction, protect)
     active = layer.mask != 0
-    n_active, n_prunable = int(active.sum()), int((active if protect is None else active & ~protect).sum())
+    prunable = active if protect is None else active & ~protect
+    n_active, n_prunable = int(active.sum()), int(prunable.sum())
     mask_after, threshold = magnitude_prune(layer.weight, layer.mask, fraction, protect)
     removed = active & (mask_after == 0)
     layer.mask[removed] = 0
     layer.weight[removed] = 0
     k, requested = int(removed.sum()), floor_count(fraction, n_active)
-    return PruneReport(layer=position, fraction=fraction, active_before=n_active, removed=k, threshold=threshold,
-                       stopped_short=k < requested, requested=requested,
-                       reason="" if k == requested else f"only {n_prunable} unprotected active connections")
+    reason = "" if k == requested else f"only {n_prunable} unprotected active connections"
+    return PruneReport(layer=position, fraction=fraction, active_before=n_active, removed=k,
+                       threshold=threshold, stopped_short=k < requested, reason=reason,
+                       requested=requested)
 
 
 def _per_layer_fractions(fractions, n_layers):
@@ -187,8 +200,8 @@ def _per_layer_fractions(fractions, n_layers):
         fractions = [fractions] * n_layers
     fractions = list(fractions)
     if len(fractions) != n_layers:
-        raise InvalidArgumentError(f"fractions must be a number or one per masked layer ({n_layers}), "
-                                   f"got {len(fractions)}")
+        raise InvalidArgumentError(f"fractions must be a number or one per masked layer "
+                                   f"({n_layers}), got {len(fractions)}")
     return [check_fraction("fraction", f, include_zero=True, include_one=False) for f in fractions]
 
 
@@ -204,8 +217,13 @@ def _guarded_magnitude_prune(net, position, layer, fraction, protect):
         return reachable_units(net, masks={position: mask})[-1]
 
     k, lost = longest_safe_prefix(net, removals.size, reach_after)
-    reason = f"pruning more than {k} would disconnect output unit(s) {lost} from the input" if lost else ""
-    return removals[:k], reason
+    return removals[:k], _disconnect_reason(k, lost)
+
+
+def _disconnect_reason(k, lost):
+    if not lost:
+        return ""
+    return f"pruning more than {k} would disconnect output unit(s) {lost} from the input"
 
 
 def prune_network(net, fractions):
@@ -228,30 +246,34 @@ def prune_network(net, fractions):
     per_layer = _per_layer_fractions(fractions, len(layers))
     reports = []
     for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer)):
-        protect = strongest_input_per_unit(layer.weight, layer.mask) if index == len(layers) - 1 else None
+        is_output = index == len(layers) - 1
+        protect = strongest_input_per_unit(layer.weight, layer.mask) if is_output else None
         active = layer.mask != 0
         n_active, requested = int(active.sum()), floor_count(fraction, int(active.sum()))
         removed, cut = _guarded_magnitude_prune(net, position, layer, fraction, protect)
         reasons = [cut] if cut else []
         n_prunable = int((active if protect is None else active & ~protect).sum())
         if n_prunable < requested:
-            reasons.insert(0, f"each output unit keeps its strongest input: only {n_prunable} prunable")
+            reasons.insert(0, f"each output unit keeps its strongest input: only {n_prunable} "
+                              f"prunable")
         threshold = float(np.abs(layer.weight).reshape(-1)[removed[-1]]) if removed.size else None
         _deactivate(layer, removed)
         reports.append(PruneReport(layer=position, fraction=float(fraction), active_before=n_active,
                                    removed=int(removed.size), threshold=threshold,
-                                   stopped_short=removed.size < requested, reason="; ".join(reasons),
-                                   requested=requested))
+                                   stopped_short=removed.size < requested,
+                                   reason="; ".join(reasons), requested=requested))
     return reports
 
 
 def layer_area_contributions(layer, x, batch_size=256):
-    """``area_contributions`` of a Conv2d layer on its input x (N, in_c, H, W) -> (out_c, in_c, Ho, Wo)."""
+    """``area_contributions`` of a Conv2d layer on its input.
+
+    x: (N, in_c, H, W) -> (out_c, in_c, Ho, Wo)."""
     if not isinstance(layer, Conv2d):
         raise TypeError(f"area_contributions needs a Conv2d layer, got {layer!r}")
     if x.ndim != 4 or x.shape[1] != layer.n_in or len(x) == 0:
-        raise InvalidArgumentError(f"x must be a non-empty batch (N, {layer.n_in}, H, W) for {layer!r}, "
-                                   f"got {x.shape}")
+        raise InvalidArgumentError(f"x must be a non-empty batch (N, {layer.n_in}, H, W) for "
+                                   f"{layer!r}, got {x.shape}")
     return area_contributions(layer.effective_weight(), x, layer.stride, layer.padding, batch_size)
 
 
@@ -277,7 +299,10 @@ def prune_partial_area(net, position, fraction, x, batch_size=256):
         raise InvalidArgumentError(f"x must be a non-empty batch of layer {position}'s input "
                                    f"(N, {', '.join(map(str, expected))}), got {x.shape}")
     scores = layer_area_contributions(layer, x, batch_size)
-    area = np.ones(scores.shape, layer.weight.dtype) if layer.area_mask is None else layer.area_mask.copy()
+    if layer.area_mask is None:
+        area = np.ones(scores.shape, layer.weight.dtype)
+    else:
+        area = layer.area_mask.copy()
     kernel_active = (layer.mask != 0).any(axis=(2, 3))
     n_kept = int(((area != 0) & kernel_active[:, :, None, None]).sum())
     area_after, _ = area_prune(scores, area, layer.mask, fraction)
@@ -297,8 +322,8 @@ def prune_partial_area(net, position, fraction, x, batch_size=256):
     return AreaPruneReport(layer=position, fraction=fraction, active_before=n_kept, removed=int(k),
                            threshold=float(scores.reshape(-1)[removals[k - 1]]) if k else None,
                            stopped_short=k < removals.size, requested=int(removals.size),
-                           reason=f"pruning more than {k} would disconnect output unit(s) {lost} from the input"
-                           if lost else "", kernels_deactivated=int(emptied.sum()))
+                           reason=_disconnect_reason(k, lost),
+                           kernels_deactivated=int(emptied.sum()))
 
 
 # ============================================================ neuron removal
@@ -407,7 +432,8 @@ def prune_neurons_by_activation(net, x, threshold, optimizer=None, batch_size=10
         nxt, block = next_masked(net, position)
         entry = _removal_entry(layer, position)
         entry.update(threshold=float(threshold), removed_low_activation=0)
-        seen = net.forward_until(nxt, x, batch_size).reshape(len(x), layer.n_out, block).astype(np.float64)
+        seen = net.forward_until(nxt, x, batch_size).reshape(len(x), layer.n_out, block)
+        seen = seen.astype(np.float64)
         magnitude = np.abs(seen).mean(axis=(0, 2))
         remove = magnitude < threshold
         if remove.all():
@@ -415,7 +441,8 @@ def prune_neurons_by_activation(net, x, threshold, optimizer=None, batch_size=10
         if remove.any():
             following = net.layers[nxt]
             mean_seen = seen.mean(axis=0)[remove]  # (removed, block)
-            weight = following.effective_weight().astype(np.float64).reshape(following.n_out, -1, block)
+            weight = following.effective_weight().astype(np.float64)
+            weight = weight.reshape(following.n_out, -1, block)
             shift = np.einsum("oub,ub->o", weight[:, np.flatnonzero(remove), :], mean_seen)
             following.bias += shift.astype(following.bias.dtype)
             entry["removed_low_activation"] = int(remove.sum())

@@ -10,10 +10,10 @@ SLACK = 1e-9
 
 
 def floor_count(fraction, n):
-    r"""The count ``fraction`` asks for out of ``n``, rounded down: :math:`\lfloor f n + 10^{-9} \rfloor`."""
+    r"""``fraction`` of ``n``, rounded down: :math:`\lfloor f n + 10^{-9} \rfloor`."""
     return int(math.floor(fraction * n + SLACK))
 
 
 def ceil_count(fraction, n):
-    r"""The count ``fraction`` asks for out of ``n``, rounded up: :math:`\lceil f n - 10^{-9} \rceil`."""
+    r"""``fraction`` of ``n``, rounded up: :math:`\lceil f n - 10^{-9} \rceil`."""
     return int(math.ceil(fraction * n - SLACK))

@@ -158,12 +158,15 @@ class Run:
         if config.mode == "prune-only":
             self.net = build(config.arch, seed=config.seed)
         else:
-            self.net = build(config.arch, width_scale=config.width_scale, density=config.density, seed=config.seed)
-        self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+            self.net = build(config.arch, width_scale=config.width_scale, density=config.density,
+                             seed=config.seed)
+        self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
         loss = self.train(config.initial_epochs, config.lr)
         rec = self.record("dense" if config.mode == "prune-only" else "seed", t0, train_loss=loss)
         self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
-                          phase="settle" if config.mode == "prune-only" or config.max_growth_rounds == 0 else "grow")
+                          phase="settle" if config.mode == "prune-only" or config.max_growth_rounds == 0
+                          else "grow")
 
     def step_grow(self):
         """One growth round: connections everywhere, then neurons / feature maps, then training."""
@@ -171,7 +174,8 @@ class Run:
         self.state["round"] += 1
         gradients = grow.growth_gradients(net, *self.xy("train"), batch_size=config.growth_batch_size,
                                           n_batches=config.growth_batches)
-        connection_reports = grow.grow_network_connections(net, config.growth_ratio, gradients, init=config.growth_init, lr=config.lr)
+        connection_reports = grow.grow_network_connections(net, config.growth_ratio, gradients,
+                                                           init=config.growth_init, lr=config.lr)
         x, y = self.growth_batch()
         ladder = grow.birth_strength_ladder(config.birth_strength_max, config.birth_strength_min)
         # every bridging gradient on the pre-growth network: a neuron new in an
@@ -186,11 +190,12 @@ class Run:
             if count < 1:
                 unit_reports.append({"layer": i, "added": 0, "reason": f"at the width cap {target}"})
             elif isinstance(layer, Conv2d):
-                unit_reports.append(grow.grow_feature_maps(net, i, count, x, y, config.feature_map_candidates,
-                                                           self.optimizer, self.rng).as_dict())
+                unit_reports.append(grow.grow_feature_maps(
+                    net, i, count, x, y, config.feature_map_candidates, self.optimizer, self.rng).as_dict())
             else:
-                unit_reports.append(grow.grow_neurons(net, i, count, x, y, config.birth_ratio, ladder, config.birth_sign,
-                                                      self.optimizer, self.rng, bridging=bridging[i]).as_dict())
+                unit_reports.append(grow.grow_neurons(
+                    net, i, count, x, y, config.birth_ratio, ladder, config.birth_sign, self.optimizer,
+                    self.rng, bridging=bridging[i]).as_dict())
         after_growth = snapshot(net)
         loss = self.train(config.growth_epochs, config.lr)
         rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
@@ -200,7 +205,8 @@ class Run:
         else:
             self.state["stale"] += 1
         self.state["grown_val"] = rec["val_error"]
-        if self.state["stale"] >= config.patience or self.state["round"] >= config.max_growth_rounds:
+        rounds_done = self.state["round"] >= config.max_growth_rounds
+        if self.state["stale"] >= config.patience or rounds_done:
             self.state.update(phase="settle", round=0)
 
     def step_settle(self):
@@ -215,8 +221,8 @@ class Run:
         config = self.config
         if config.prune_fractions:
             if len(config.prune_fractions) != len(self.net.masked_layers()):
-                raise ValueError(f"prune_fractions has {len(config.prune_fractions)} entries; {config.arch} has "
-                                 f"{len(self.net.masked_layers())} masked layers")
+                raise ValueError(f"prune_fractions has {len(config.prune_fractions)} entries; "
+                                 f"{config.arch} has {len(self.net.masked_layers())} masked layers")
             return list(config.prune_fractions)
         return list(prune.DEFAULT_PRUNE_FRACTIONS[config.arch])
 
@@ -231,7 +237,8 @@ class Run:
             for i, layer in net.masked_layers():
                 if isinstance(layer, Conv2d):
                     x_i = net.forward_until(i, x[:256], batch_size=1000)
-                    area_reports.append(prune.prune_partial_area(net, i, config.area_fraction, x_i).as_dict())
+                    report = prune.prune_partial_area(net, i, config.area_fraction, x_i)
+                    area_reports.append(report.as_dict())
         removal = prune.remove_dead_neurons(net, self.optimizer).as_dict()
         loss = self.train(config.prune_epochs, config.prune_lr)
         rec = self.record("prune", t0, train_loss=loss, pruning=reports, partial_area=area_reports, removal=removal)
@@ -257,7 +264,8 @@ class Run:
             self.net = Network.from_arrays(load_arrays(self.out / chosen["path"]))
             self.state["chosen"] = {**chosen, "smoothed_val_error": smoothed[index], "target_val_error": target,
                                     "param_budget": config.param_budget}
-        self.optimizer = SGD(self.net, lr=config.prune_lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        self.optimizer = SGD(self.net, lr=config.prune_lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
         self.state["round"] = 0
         loss = self.train(config.finetune_epochs, config.prune_lr, cosine(config.prune_lr, 0.01))
         self.record("finetune", t0, train_loss=loss, chosen=self.state["chosen"])
@@ -306,7 +314,8 @@ class Run:
         params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
         baseline = accounting.DENSE_BASELINES[config.arch]
         report = {
-            "arch": config.arch, "mode": config.mode, "seed": config.seed, "augment": config.augment,
+            "arch": config.arch, "mode": config.mode, "seed": config.seed,
+            "augment": config.augment,
             "test_error": masked_test["error"], "compact_test_error": compact_error,
             "val_error": self.history[-1]["val_error"], "params": params, "flops": flops,
             "params_compression": baseline["params"] / params, "flops_compression": baseline["flops"] / flops,

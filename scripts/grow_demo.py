@@ -11,10 +11,14 @@ which growth never saw. Takes well under a minute.
 import os
 import time
 
-
 from nestref.data import load_mnist, train_val_split
-from nestref.grow import (birth_strength_ladder, network_bridging_gradient, grow_network_connections, grow_neurons,
-                          growth_gradients)
+from nestref.grow import (
+    birth_strength_ladder,
+    grow_network_connections,
+    grow_neurons,
+    growth_gradients,
+    network_bridging_gradient,
+)
 from nestref.models import lenet_300_100
 from nestref.optim import SGD
 from nestref.train import evaluate, fit, prepare_inputs

@@ -313,7 +313,7 @@ def test_neuron_growth_on_real_mnist_seed_with_sgd(mnist):
     loss_and_grads(net, x[:64], y[:64])  # one step, so that the momentum buffers are not all zero
     opt.step()
     pre = net.copy()
-    bridging_2 = network_bridging_gradient(net, 2, x, y)                       # pre-growth, for the second layer
+    bridging_2 = network_bridging_gradient(net, 2, x, y)       # pre-growth, for the second layer
     r0 = grow_neurons(net, 0, 3, x, y, birth_strength=0.01, optimizer=opt)
     r2 = grow_neurons(net, 2, 3, x, y, birth_strength=0.01, optimizer=opt, bridging=bridging_2)
     for r in (r0, r2):
@@ -343,7 +343,7 @@ def test_a_failing_ladder_leaves_net_and_optimizer_bit_identical():
     loss_and_grads(net, x, y)
     opt.step()
     before = net_state(net, opt)
-    uphill = -network_bridging_gradient(net, 0, x, y)                      # pairs that point up the gradient
+    uphill = -network_bridging_gradient(net, 0, x, y)          # pairs that point up the gradient
     report = grow_neurons(net, 0, 2, x, y, birth_strength=birth_strength_ladder(0.3, 0.001), optimizer=opt,
                           bridging=uphill)
     assert report.added == 0 and report.units == [] and "no birth strength" in report.reason

@@ -8,13 +8,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref.grow import (bridging_gradient, choose_candidate, match_layer_scale, mean_active_magnitude,
-                          neuron_weights, pairs_per_neuron, random_sparse_kernels, rank_pairs, select_growth,
-                          strength_ladder)
+from nestref.grow import (
+    bridging_gradient,
+    choose_candidate,
+    match_layer_scale,
+    mean_active_magnitude,
+    neuron_weights,
+    pairs_per_neuron,
+    random_sparse_kernels,
+    rank_pairs,
+    select_growth,
+    strength_ladder,
+)
 from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 from nestref.models import Network
-from nestref.prune import (area_contributions, area_prune, magnitude_prune, smallest_first,
-                           strongest_input_per_unit)
+from nestref.prune import (
+    area_contributions,
+    area_prune,
+    magnitude_prune,
+    smallest_first,
+    strongest_input_per_unit,
+)
 from nestref.rounding import ceil_count, floor_count
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -144,7 +158,7 @@ def test_mean_active_magnitude_ignores_dormant_weights():
 
 def test_strength_ladder_divides_from_the_top():
     assert strength_ladder(0.3, 0.003, 3) == (0.3, 0.3 / 3, 0.3 / 9, 0.3 / 27, 0.3 / 81)
-    assert strength_ladder(1.0, 0.01, 10) == (1.0, 0.1, 0.01)      # the bottom is reached despite rounding
+    assert strength_ladder(1.0, 0.01, 10) == (1.0, 0.1, 0.01)   # the bottom is kept
     assert strength_ladder(0.5, 0.5, 2) == (0.5,)
 
 
@@ -158,7 +172,8 @@ def test_random_sparse_kernels_have_the_layers_scale_and_an_active_entry(seed, d
     assert np.abs(w[w != 0]).mean() == pytest.approx(scale)
 
 
-@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=8), st.floats(0, 10, allow_nan=False))
+@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=8),
+       st.floats(0, 10, allow_nan=False))
 def test_choose_candidate_keeps_the_first_lowest_loss_only_if_it_helps(losses, loss_before):
     lowest = min(losses)
     expected = losses.index(lowest) if lowest < loss_before else None
@@ -167,7 +182,8 @@ def test_choose_candidate_keeps_the_first_lowest_loss_only_if_it_helps(losses, l
 
 # ================================================================ pruning
 @FAST
-@given(st.integers(0, 10_000), st.sampled_from([(6, 4), (2, 3, 3, 3)]), st.floats(0.0, 0.99), st.booleans())
+@given(st.integers(0, 10_000), st.sampled_from([(6, 4), (2, 3, 3, 3)]), st.floats(0.0, 0.99),
+       st.booleans())
 def test_magnitude_prune_removes_the_smallest_active_weights(seed, shape, fraction, use_protect):
     rng = np.random.default_rng(seed)
     weight = tied_array(rng, shape, zero_fraction=0.0)
@@ -227,7 +243,8 @@ def test_area_contributions_match_a_loop_over_positions(stride, padding):
     kernel = rng.standard_normal((3, 2, 3, 3)) * (rng.random((3, 2, 3, 3)) < 0.6)
     x = rng.random((5, 2, 7, 7))
     got = area_contributions(kernel, x, stride, padding, batch_size=2)
-    np.testing.assert_allclose(got, naive_area_contributions(kernel, x, stride, padding), rtol=1e-12, atol=1e-14)
+    expected = naive_area_contributions(kernel, x, stride, padding)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
 
 
 @FAST
@@ -251,13 +268,15 @@ def test_area_prune_removes_the_smallest_kept_positions_of_live_kernels(seed, fr
 def test_forward_until_is_the_input_of_each_layer():
     rng = np.random.default_rng(0)
     net = Network([Conv2d(1, 2, 3, rng=rng, dtype=np.float64), MaxPool2d(2), Flatten(),
-                   Dense(2 * 3 * 3, 4, rng=rng, dtype=np.float64), ReLU(), Dense(4, 3, rng=rng, dtype=np.float64)],
+                   Dense(2 * 3 * 3, 4, rng=rng, dtype=np.float64), ReLU(),
+                   Dense(4, 3, rng=rng, dtype=np.float64)],
                   (1, 8, 8))
     x = rng.random((7, 1, 8, 8))
     assert net.forward_until(0, x) is x
     h = x
     for position, layer in enumerate(net.layers):
         np.testing.assert_array_equal(net.forward_until(position, x), h)
-        np.testing.assert_allclose(net.forward_until(position, x, batch_size=3), h, rtol=1e-12, atol=1e-15)
+        batched = net.forward_until(position, x, batch_size=3)
+        np.testing.assert_allclose(batched, h, rtol=1e-12, atol=1e-15)
         h = layer.forward(h)
     np.testing.assert_array_equal(net.forward_until(len(net.layers), x), net.forward(x))
