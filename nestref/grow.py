@@ -15,7 +15,7 @@ and docs/nest.md ("Growth"). The module has two halves.
 **The drivers** check their arguments (``nestref.checks``), take the arrays out of a
 network, call the rules and write the result back: ``growth_gradients``,
 ``grow_connections``, ``grow_network_connections``, ``network_bridging_gradient``,
-``grow_neurons``, ``grow_feature_maps``. Every driver keeps the invariant W == 0
+``birth_strength_ladder``, ``grow_neurons``, ``grow_feature_maps``. Every driver keeps the invariant W == 0
 wherever M == 0, keeps the network's dtype, changes widths only through
 ``nestref.models.add_units`` (which also grows the optimizer's momentum buffers), and
 returns a report dataclass whose ``as_dict()`` is plain JSON-able data. Drivers print
