@@ -1,4 +1,4 @@
-"""Parameters and FLOPs of a masked network, counted the way NEST.md says.
+"""Parameters and FLOPs of a masked network, counted the way docs/nest.md says ("Counting").
 
     params = active weights + one bias per unit of every masked layer
     FLOPs  = 2 x the multiply-accumulates that touch an active weight:

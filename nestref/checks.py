@@ -60,8 +60,8 @@ def check_fraction(name, value, include_zero=False, include_one=True):
     Growth ratios live in (0, 1] (growing nothing is not a round); pruning fractions in
     [0, 1) (pruning every connection leaves no network).
     """
-    low_ok = value >= 0 if include_zero else value > 0
-    ok = is_number(value) and low_ok and (value <= 1 if include_one else value < 1)
+    ok = (is_number(value) and (value >= 0 if include_zero else value > 0)
+          and (value <= 1 if include_one else value < 1))
     if not ok:
         interval = ("[0" if include_zero else "(0") + ", " + ("1]" if include_one else "1)")
         raise InvalidArgumentError(f"{name} must be a number in {interval}, got {value!r}")
@@ -74,3 +74,17 @@ def check_choice(name, value, choices):
         expected = ", ".join(repr(c) for c in choices)
         raise InvalidArgumentError(f"{name} must be one of {expected}, got {value!r}")
     return value
+
+
+def check_examples(net, x, y, what="the data"):
+    """(x, y) as arrays: x (N, *net.input_shape), y (N,) labels, N >= 1."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim < 1 or tuple(x.shape[1:]) != net.input_shape:
+        expected = ", ".join(map(str, net.input_shape))
+        raise InvalidArgumentError(f"{net.name} expects x of shape (N, {expected}), got {x.shape}")
+    if y.shape != (len(x),):
+        raise InvalidArgumentError(f"y must hold one label per example, shape ({len(x)},), "
+                                   f"got {y.shape}")
+    if len(x) == 0:
+        raise InvalidArgumentError(f"{what} (x, y) is empty")
+    return x, y

@@ -49,6 +49,23 @@ class Network:
             return first.backward(grad, input_grad=input_grad)
         return first.backward(grad)
 
+    def forward_until(self, position, x, batch_size=None):
+        """The input of layer ``position``: x run through ``layers[:position]``.
+
+        x: (N, *input_shape) -> the shape ``shapes()[position][0]`` for N examples;
+        position 0 returns x itself. batch_size: None runs x at once, else in batches
+        of that many examples (less memory).
+        The layers keep the caches of the last batch, as after any forward pass.
+        """
+        if position == 0:
+            return x
+        if batch_size is not None:
+            return np.concatenate([self.forward_until(position, x[start:start + batch_size])
+                                   for start in range(0, len(x), batch_size)])
+        for layer in self.layers[:position]:
+            x = layer.forward(x)
+        return x
+
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
         return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -202,9 +219,10 @@ def _unit_index(n_units, block):
     return np.arange(n_units * block).reshape(n_units, block)
 
 
-def _edit(arrays, axis_of, fn):
-    """Apply ``fn(array, axis)`` to every named array that exists; returns the edited dict."""
-    return {name: fn(arrays[name], axis) for name, axis in axis_of.items() if arrays.get(name) is not None}
+def _resized(arrays, axis_of, resize):
+    """``resize(array, axis)`` of every named array that exists, as a new dict."""
+    return {name: resize(arrays[name], axis) for name, axis in axis_of.items()
+            if arrays.get(name) is not None}
 
 
 def keep_units(net, position, keep, optimizer=None):
@@ -221,8 +239,10 @@ def keep_units(net, position, keep, optimizer=None):
         raise ValueError(f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}")
     nxt, block = next_masked(net, position)
     cols = _unit_index(layer.n_out, block)[keep].reshape(-1)
-    _apply(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: np.take(a, keep, axis=ax))
-    _apply(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: np.take(a, cols, axis=ax))
+    _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays,
+                        lambda a, ax: np.take(a, keep, axis=ax))
+    _resize_unit_arrays(net, optimizer, nxt, net.layers[nxt].input_unit_arrays,
+                        lambda a, ax: np.take(a, cols, axis=ax))
 
 
 def add_units(net, position, count, optimizer=None):
@@ -246,8 +266,10 @@ def add_units(net, position, count, optimizer=None):
         return np.pad(a, pad, constant_values=False if a.dtype == bool else 0)
 
     old_next_in = net.layers[nxt].n_in
-    _apply(net, optimizer, position, layer.output_unit_arrays, lambda a, ax: append(a, ax, count))
-    _apply(net, optimizer, nxt, net.layers[nxt].input_unit_arrays, lambda a, ax: append(a, ax, count * block))
+    _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays,
+                        lambda a, ax: append(a, ax, count))
+    _resize_unit_arrays(net, optimizer, nxt, net.layers[nxt].input_unit_arrays,
+                        lambda a, ax: append(a, ax, count * block))
     layer, nxt_layer = net.layers[position], net.layers[nxt]
     layer.grown[old:] = True
     if getattr(layer, "area_mask", None) is not None:
@@ -257,12 +279,14 @@ def add_units(net, position, count, optimizer=None):
     return np.arange(old, old + count)
 
 
-def _apply(net, optimizer, position, axis_of, fn):
+def _resize_unit_arrays(net, optimizer, position, axis_of, resize):
+    """Replace each of layer ``position``'s arrays named in ``axis_of`` (and the optimizer's
+    momentum for it) by ``resize(array, axis)``, the axis being that array's unit axis."""
     layer = net.layers[position]
     current = {name: getattr(layer, name, None) for name in axis_of}
-    for name, value in _edit(current, axis_of, fn).items():
+    for name, value in _resized(current, axis_of, resize).items():
         setattr(layer, name, value)
     # cached gradients no longer match the new shape
     layer.grad_weight = layer.grad_bias = None
     if optimizer is not None and position in optimizer.velocity:
-        optimizer.velocity[position].update(_edit(optimizer.velocity[position], axis_of, fn))
+        optimizer.velocity[position].update(_resized(optimizer.velocity[position], axis_of, resize))

@@ -1,4 +1,4 @@
-"""The paper's MNIST table (as quoted in ../shared/NEST.md) and the side-by-side view.
+"""The paper's MNIST table (as quoted in docs/nest.md) and the side-by-side view.
 
 These are the paper's claims, kept here only to print beside what a run measured.
 """

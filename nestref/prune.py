@@ -1,32 +1,58 @@
 """Pruning: NeST's second half.
 
-    connections   ``prune_by_magnitude`` (one layer), ``prune_network`` (every layer,
-                  guarded so that the network never disconnects)
-    neurons       ``remove_dead_neurons`` (units with no inputs or no outputs; the
-                  function is preserved), ``prune_neurons_by_activation`` (optional)
-    areas         ``area_contributions``, ``prune_partial_area``: partial-area convolution
-    reachability  ``reachable_units``: which units the input still reaches
+Read next to the pruning section of Dai, Yin & Jha (NeST, IEEE Trans. Computers 2019)
+and docs/nest.md ("Pruning"). The rules first, as pure functions on arrays:
 
-Operators edit the network in place and return a report (a dataclass with
-``as_dict()``). Pruning only ever deactivates: a connection set to mask 0 here is
-never set back to 1, and W is set to 0 wherever M is.
+    ``smallest_first``       the removal order: ascending score, ties to the lowest index
+    ``magnitude_prune``      connection pruning: the ``fraction`` of active |w| that is smallest
+    ``strongest_input_per_unit``  what an output unit keeps **[ours]**
+                             (docs/nest.md#ours-connectivity-guard)
+    ``area_contributions``   partial-area convolution: mean |(I_i * K_oi)(p)|
+    ``area_prune``           partial-area convolution: the smallest contributions go
 
-Counts are ``floor(fraction * n)``, with a 1e-9 slack so that float rounding cannot
-turn e.g. 0.29 * 100 into 28 **[ours]**.
+then the drivers, which check their arguments at the door, call the rules and write
+the result into a network: ``prune_by_magnitude`` (one layer), ``prune_network`` (every
+layer, with the connectivity guard of ``nestref.connectivity``), ``prune_partial_area``,
+``remove_dead_neurons`` (units with no inputs or no outputs; the function is preserved),
+``prune_neurons_by_activation`` (optional). Drivers edit the network in place and
+return a report (a dataclass with ``as_dict()``). Pruning only ever deactivates: a
+connection set to mask 0 here is never set back to 1, and W is set to 0 wherever M is.
+
+Counts are ``floor(fraction * n)`` with the shared 1e-9 slack of ``nestref.rounding``
+**[ours]** (docs/nest.md#ours-count-rounding).
 """
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from . import kernels
-from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU
+from .checks import check_fraction, check_number, is_number
+from .connectivity import (
+    as_seen_by_next,
+    bias_shift,
+    has_input,
+    has_output,
+    hidden_positions,
+    longest_safe_prefix,
+    reachable_units,
+)
+from .errors import InvalidArgumentError
+from .layers import Conv2d, Dense, MaskedLayer
 from .models import keep_units, next_masked
+from .rounding import floor_count
 
-# Per-masked-layer fractions of one pruning round, by architecture.
-# lenet-300-100: NEST.md's (0.1, 0.08, 0.04) [ours, measured: a uniform fraction
-#   starves the 10-unit output layer].
-# lenet5 (conv1, conv2, fc1, fc2) [ours]: Han et al. (2015) end LeNet-5 at densities of
+__all__ = [
+    "DEFAULT_PRUNE_FRACTIONS", "smallest_first", "magnitude_prune", "strongest_input_per_unit",
+    "area_contributions", "area_prune", "prune_by_magnitude", "prune_network",
+    "layer_area_contributions",
+    "prune_partial_area", "remove_dead_neurons", "layer_input", "prune_neurons_by_activation",
+    "reachable_units", "PruneReport", "AreaPruneReport", "NeuronRemovalReport",
+]
+
+# Per-masked-layer fractions of one pruning round, by architecture
+# [ours] (docs/nest.md#ours-prune-fractions).
+# lenet-300-100: (0.1, 0.08, 0.04) [measured: a uniform fraction starves the 10-unit output layer].
+# lenet5 (conv1, conv2, fc1, fc2): Han et al. (2015) end LeNet-5 at densities of
 #   about 66%, 12%, 8% and 19%; at fc1's 0.1 per round that is ~24 rounds, and
 #   1 - density**(1/24) gives ~0.02, ~0.08, 0.1, ~0.07 per round. The output layer
 #   is held at 0.04 as for LeNet-300-100, for the same reason.
@@ -34,6 +60,395 @@ DEFAULT_PRUNE_FRACTIONS = {
     "lenet-300-100": (0.1, 0.08, 0.04),
     "lenet5": (0.02, 0.08, 0.1, 0.04),
 }
+
+
+# ================================================================= the rules
+def smallest_first(scores, candidates):
+    r"""The removal order: flat indices j with candidates_j, by ascending (score_j, j).
+
+    scores, candidates: same shape (any); returns (number of candidates,) int64.
+    """
+    flat = np.flatnonzero(candidates)
+    return flat[np.argsort(scores.reshape(-1)[flat], kind="stable")]
+
+
+def magnitude_prune(weight, mask, fraction, protect=None):
+    r"""Connection pruning: deactivate the ``fraction`` of active connections with the smallest |w|.
+
+    With A = {j : M_j != 0} the active connections and P the protected ones,
+
+    .. math::
+        k = \min\big(\lfloor \gamma\,|A| \rfloor,\ |A \setminus P|\big), \qquad
+        M'_j = 0 \text{ for the } k \text{ smallest } |W_j|,\ j \in A \setminus P
+
+    ties going to the lowest flat index; the threshold reported is the largest |w| removed.
+
+    weight, mask: (O, I) or (O, C, k, k); fraction: gamma in [0, 1); protect: bool of
+    the same shape or None. returns (mask after, same dtype; threshold: float, None if k == 0).
+    """
+    active = mask != 0
+    order = smallest_first(np.abs(weight), active if protect is None else active & ~protect)
+    removed = order[:min(floor_count(fraction, int(active.sum())), order.size)]
+    mask_after = mask.copy()
+    mask_after.flat[removed] = 0
+    return mask_after, float(np.abs(weight).reshape(-1)[removed].max()) if removed.size else None
+
+
+def strongest_input_per_unit(weight, mask):
+    r"""What each output unit keeps **[ours]** (docs/nest.md#ours-connectivity-guard).
+
+    Bool of the weight's shape, True at :math:`\arg\max_{j:\,M_{oj} \ne 0} |W_{oj}|` for each
+    unit o with an active input (ties: lowest index). weight, mask: (O, ...).
+    """
+    active = (mask != 0).reshape(len(mask), -1)
+    score = np.where(active, np.abs(weight).reshape(len(weight), -1), -1.0)
+    protect = np.zeros(active.shape, dtype=bool)
+    units = np.flatnonzero(active.any(axis=1))
+    protect[units, score[units].argmax(axis=1)] = True
+    return protect.reshape(mask.shape)
+
+
+def area_contributions(kernel, x, stride=1, padding=0, batch_size=256):
+    r"""Partial-area convolution: how much input map i adds to output map o at position p.
+
+    .. math::
+        S_{oip} = \frac{1}{N} \sum_{b} \big|(x_{b,i} \star K_{oi})(p)\big|
+
+    kernel: (O, C, k, k), the effective kernel W*M (no area mask: this is what the
+    kernel would add there); x: (N, C, H, W), the layer's input.
+    returns S: (O, C, Ho, Wo), float64.
+    """
+    if isinstance(kernel, Conv2d):  # transitional: the old call (layer, x) until the notebooks move
+        return layer_area_contributions(kernel, x)
+    o, c, k, _ = kernel.shape
+    ho, wo = (kernels.output_size(size, k, stride, padding) for size in x.shape[2:])
+    kernel = kernel.reshape(o, c, k * k)
+    total = np.zeros((o, c, ho * wo))
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        cols = kernels.im2col(chunk, k, k, stride, padding).reshape(len(chunk), ho * wo, c, k * k)
+        for i in range(c):
+            total[:, i, :] += np.abs(cols[:, :, i, :] @ kernel[:, i, :].T).sum(axis=0).T
+    return (total / len(x)).reshape(o, c, ho, wo)
+
+
+def area_prune(scores, area, mask, fraction):
+    r"""Partial-area convolution: drop the ``fraction`` of kept (o, i, p) with the smallest S_oip.
+
+    Candidates are the kept positions of kernels with an active weight (a kernel with
+    none adds nothing anywhere) **[ours]** (docs/nest.md#ours-area-candidates):
+
+    .. math::
+        C = \{(o,i,p) : A_{oip} \ne 0,\ \exists j\, M_{oij} \ne 0\}, \qquad
+        A'_{oip} = 0 \text{ for the } \lfloor \gamma |C| \rfloor \text{ smallest } S_{oip} \in C
+
+    scores, area: (O, C, Ho, Wo); mask: the kernel mask (O, C, k, k); fraction in [0, 1).
+    returns (area after, same dtype; threshold: the largest S removed, None if none).
+    """
+    candidates = (area != 0) & (mask != 0).any(axis=(2, 3))[:, :, None, None]
+    removed = smallest_first(scores, candidates)[:floor_count(fraction, int(candidates.sum()))]
+    area_after = area.copy()
+    area_after.flat[removed] = 0
+    return area_after, float(scores.reshape(-1)[removed].max()) if removed.size else None
+
+
+# ================================================================ the drivers
+def _check_layer_fraction(layer, fraction, protect=None):
+    if not isinstance(layer, MaskedLayer):
+        raise TypeError(f"can only prune a Dense or Conv2d layer, got {layer!r}")
+    fraction = check_fraction("fraction", fraction, include_zero=True, include_one=False)
+    if protect is not None:
+        protect = np.asarray(protect)
+        if protect.dtype != bool or protect.shape != layer.mask.shape:
+            raise InvalidArgumentError(f"protect must be a bool array of the weight's shape "
+                                       f"{layer.mask.shape}, got {protect.dtype} {protect.shape}")
+    return fraction, protect
+
+
+def _deactivate(layer, flat_indices):
+    where = np.unravel_index(flat_indices, layer.mask.shape)
+    layer.mask[where] = 0
+    layer.weight[where] = 0
+
+
+def prune_by_magnitude(layer, fraction, protect=None, position=-1):
+    """``magnitude_prune`` on one layer: W and M are set to 0 where it removes.
+
+    count = floor(fraction * active connections); ties break by lowest flat index.
+    protect: optional bool array of the weight's shape; protected connections are
+    never pruned (if fewer unprotected active connections than the count exist, all
+    of them go and the report says it stopped short). No connectivity guard here:
+    ``prune_network`` adds it. position: only labels the report.
+    """
+    fraction, protect = _check_layer_fraction(layer, fraction, protect)
+    active = layer.mask != 0
+    prunable = active if protect is None else active & ~protect
+    n_active, n_prunable = int(active.sum()), int(prunable.sum())
+    mask_after, threshold = magnitude_prune(layer.weight, layer.mask, fraction, protect)
+    removed = active & (mask_after == 0)
+    layer.mask[removed] = 0
+    layer.weight[removed] = 0
+    k, requested = int(removed.sum()), floor_count(fraction, n_active)
+    reason = "" if k == requested else f"only {n_prunable} unprotected active connections"
+    return PruneReport(layer=position, fraction=fraction, active_before=n_active, removed=k,
+                       threshold=threshold, stopped_short=k < requested, reason=reason,
+                       requested=requested)
+
+
+def _per_layer_fractions(fractions, n_layers):
+    if is_number(fractions):
+        fractions = [fractions] * n_layers
+    fractions = list(fractions)
+    if len(fractions) != n_layers:
+        raise InvalidArgumentError(f"fractions must be a number or one per masked layer "
+                                   f"({n_layers}), got {len(fractions)}")
+    return [check_fraction("fraction", f, include_zero=True, include_one=False) for f in fractions]
+
+
+def _guarded_magnitude_prune(net, position, layer, fraction, protect):
+    """``magnitude_prune``, cut to the longest prefix of its removals that keeps every
+    reachable output unit reachable. Returns (removals kept, smallest |w| first; why cut)."""
+    mask_after, _ = magnitude_prune(layer.weight, layer.mask, fraction, protect)
+    removals = smallest_first(np.abs(layer.weight), (layer.mask != 0) & (mask_after == 0))
+
+    def reach_after(k):
+        mask = layer.mask.copy()
+        mask[np.unravel_index(removals[:k], mask.shape)] = 0
+        return reachable_units(net, masks={position: mask})[-1]
+
+    k, lost = longest_safe_prefix(net, removals.size, reach_after)
+    return removals[:k], _disconnect_reason(k, lost)
+
+
+def _disconnect_reason(k, lost):
+    if not lost:
+        return ""
+    return f"pruning more than {k} would disconnect output unit(s) {lost} from the input"
+
+
+def prune_network(net, fractions):
+    """One round of magnitude pruning over every masked layer, in order; returns one report each.
+
+    fractions: a number (every layer) or one per masked layer, e.g.
+    ``DEFAULT_PRUNE_FRACTIONS["lenet-300-100"]``. Each layer loses the connections
+    ``magnitude_prune`` picks, with two guards **[ours]** (docs/nest.md#ours-connectivity-guard):
+
+    * each unit of the output layer keeps its largest-|w| active input
+      (``strongest_input_per_unit`` is protected), so no output unit loses its last input;
+    * no output unit that the input reaches now may become unreachable
+      (``reachable_units``). If the removals would cut one off, the layer prunes the
+      longest run of its smallest ones that does not (binary search: reachability
+      only shrinks as more go), and its report says stopped_short with the reason.
+
+    Hidden units left without inputs or outputs stay; ``remove_dead_neurons`` removes them.
+    """
+    layers = net.masked_layers()
+    per_layer = _per_layer_fractions(fractions, len(layers))
+    reports = []
+    for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer)):
+        is_output = index == len(layers) - 1
+        protect = strongest_input_per_unit(layer.weight, layer.mask) if is_output else None
+        active = layer.mask != 0
+        n_active, requested = int(active.sum()), floor_count(fraction, int(active.sum()))
+        removed, cut = _guarded_magnitude_prune(net, position, layer, fraction, protect)
+        reasons = [cut] if cut else []
+        n_prunable = int((active if protect is None else active & ~protect).sum())
+        if n_prunable < requested:
+            reasons.insert(0, f"each output unit keeps its strongest input: only {n_prunable} "
+                              f"prunable")
+        threshold = float(np.abs(layer.weight).reshape(-1)[removed[-1]]) if removed.size else None
+        _deactivate(layer, removed)
+        reports.append(PruneReport(layer=position, fraction=float(fraction), active_before=n_active,
+                                   removed=int(removed.size), threshold=threshold,
+                                   stopped_short=removed.size < requested,
+                                   reason="; ".join(reasons), requested=requested))
+    return reports
+
+
+def layer_area_contributions(layer, x, batch_size=256):
+    """``area_contributions`` of a Conv2d layer on its input.
+
+    x: (N, in_c, H, W) -> (out_c, in_c, Ho, Wo)."""
+    if not isinstance(layer, Conv2d):
+        raise TypeError(f"area_contributions needs a Conv2d layer, got {layer!r}")
+    if x.ndim != 4 or x.shape[1] != layer.n_in or len(x) == 0:
+        raise InvalidArgumentError(f"x must be a non-empty batch (N, {layer.n_in}, H, W) for "
+                                   f"{layer!r}, got {x.shape}")
+    return area_contributions(layer.effective_weight(), x, layer.stride, layer.padding, batch_size)
+
+
+def prune_partial_area(net, position, fraction, x, batch_size=256):
+    """Partial-area convolution on conv layer ``position``: ``area_prune`` of its
+    ``area_contributions``, under the connectivity guard of ``prune_network``.
+
+    x: the layer's input (N, in_c, H, W); for the first layer that is the network
+    input, else ``net.forward_until(position, x)``. Sets the layer's area_mask to 0
+    where ``area_prune`` removes (creating it, all ones, if None); if that would cut an
+    output unit the input reaches off, only the longest safe run of the smallest goes.
+    A kernel whose whole area is gone has its weights deactivated **[ours]**
+    (docs/nest.md#ours-area-candidates).
+    Returns an ``AreaPruneReport`` (threshold: the largest mean |contribution| removed).
+    """
+    layer = net.layers[position]
+    if not isinstance(layer, Conv2d):
+        raise TypeError(f"layer {position} of {net.name} is {layer!r}, not a Conv2d")
+    fraction = check_fraction("fraction", fraction, include_zero=True, include_one=False)
+    x = np.asarray(x)
+    expected = net.shapes()[position][0]
+    if tuple(x.shape[1:]) != expected or len(x) == 0:
+        raise InvalidArgumentError(f"x must be a non-empty batch of layer {position}'s input "
+                                   f"(N, {', '.join(map(str, expected))}), got {x.shape}")
+    scores = layer_area_contributions(layer, x, batch_size)
+    if layer.area_mask is None:
+        area = np.ones(scores.shape, layer.weight.dtype)
+    else:
+        area = layer.area_mask.copy()
+    kernel_active = (layer.mask != 0).any(axis=(2, 3))
+    n_kept = int(((area != 0) & kernel_active[:, :, None, None]).sum())
+    area_after, _ = area_prune(scores, area, layer.mask, fraction)
+    removals = smallest_first(scores, (area != 0) & (area_after == 0))
+
+    def reach_after(k):
+        trial = area.copy()
+        trial[np.unravel_index(removals[:k], trial.shape)] = 0
+        return reachable_units(net, area_masks={position: trial})[-1]
+
+    k, lost = longest_safe_prefix(net, removals.size, reach_after)
+    area[np.unravel_index(removals[:k], area.shape)] = 0
+    layer.area_mask = area
+    emptied = kernel_active & ~(area != 0).any(axis=(2, 3))
+    layer.mask[emptied] = 0
+    layer.weight[emptied] = 0
+    return AreaPruneReport(layer=position, fraction=fraction, active_before=n_kept, removed=int(k),
+                           threshold=float(scores.reshape(-1)[removals[k - 1]]) if k else None,
+                           stopped_short=k < removals.size, requested=int(removals.size),
+                           reason=_disconnect_reason(k, lost),
+                           kernels_deactivated=int(emptied.sum()))
+
+
+# ============================================================ neuron removal
+def _removal_entry(layer, position):
+    return {"position": position, "type": type(layer).__name__, "width_before": layer.n_out,
+            "width_after": layer.n_out, "removed": 0, "removed_grown": 0, "removed_seed": 0}
+
+
+def _remove_units(net, position, remove, optimizer, entry):
+    layer = net.layers[position]
+    entry["removed"] += int(remove.sum())
+    entry["removed_grown"] += int(layer.grown[remove].sum())
+    entry["removed_seed"] += int((~layer.grown[remove]).sum())
+    keep_units(net, position, np.flatnonzero(~remove), optimizer)
+    entry["width_after"] = net.layers[position].n_out
+
+
+def _remove_dead_units_of(net, position, optimizer, entry):
+    """One pass of ``remove_dead_neurons`` over layer ``position``; True if it removed any."""
+    layer = net.layers[position]
+    no_output = ~has_output(net, position)
+    units = np.flatnonzero(~has_input(layer) & ~no_output)
+    constants = as_seen_by_next(net, position, layer.bias[units].astype(np.float64))
+    shift, foldable = bias_shift(net, position, units, constants)
+    remove = no_output.copy()
+    remove[units[foldable]] = True
+    if remove.all():
+        remove[0] = False                       # [ours] docs/nest.md#ours-keep-one-unit
+    if not remove.any():
+        return False
+    folded = remove[units]  # the no-input units that go (all foldable ones, unless one was kept)
+    if not folded.all():
+        shift, _ = bias_shift(net, position, units[folded], constants[folded])
+    following = net.layers[next_masked(net, position)[0]]
+    following.bias += shift.astype(following.bias.dtype)
+    entry["removed_no_input"] += int(folded.sum())
+    entry["removed_no_output"] += int(remove[no_output].sum())
+    _remove_units(net, position, remove, optimizer, entry)
+    return True
+
+
+def remove_dead_neurons(net, optimizer=None):
+    """Delete hidden units with no active inputs or no active outputs; the function is preserved.
+
+    Hidden units are the rows of every masked layer but the last (Dense neurons,
+    Conv2d feature maps); the output layer never shrinks. Repeats over the layers
+    until nothing changes (removing a unit can leave others without inputs or
+    outputs). The optimizer's momentum buffers shrink with the layers.
+
+    * No active outputs: the unit affects nothing; it is dropped.
+    * No active inputs (but outputs): it outputs a constant, relu(bias) for a Dense
+      unit before a ReLU, its bias everywhere for a conv map (max-pool of a constant
+      map is the constant). That constant times its outgoing weights is folded into
+      the next layer's bias before the unit goes **[ours]** (docs/nest.md#ours-bias-folding;
+      ``connectivity.bias_shift`` says when that is exact after a convolution; a unit
+      it would not be exact for stays).
+    * At least one unit of each layer stays, the lowest-index one, even if dead
+      **[ours]** (docs/nest.md#ours-keep-one-unit).
+
+    Per-layer counts in the report: removed_no_input, removed_no_output, and
+    dead_kept (units still without inputs or outputs at the end: unfoldable, or the last).
+    """
+    entries = {}
+    for position in hidden_positions(net):
+        entries[position] = _removal_entry(net.layers[position], position)
+        entries[position].update(removed_no_input=0, removed_no_output=0, dead_kept=0)
+    rounds = 0
+    changed = True
+    while changed:
+        changed = False
+        for position in hidden_positions(net):
+            changed |= _remove_dead_units_of(net, position, optimizer, entries[position])
+        rounds += changed
+    for position in hidden_positions(net):
+        layer = net.layers[position]
+        entries[position]["dead_kept"] = int((~has_input(layer) | ~has_output(net, position)).sum())
+    return NeuronRemovalReport(layers=list(entries.values()), criterion="dead", rounds=rounds)
+
+
+def layer_input(net, position, x, batch_size=1000):
+    """The input of layer ``position`` for network input x (N, *net.input_shape):
+    ``net.forward_until(position, x, batch_size)``."""
+    return net.forward_until(position, x, batch_size)
+
+
+def prune_neurons_by_activation(net, x, threshold, optimizer=None, batch_size=1000):
+    """Remove hidden Dense units whose mean |output| over x is below ``threshold`` (the paper's
+    "magnitude of a neuron output").
+
+    x: (N, *net.input_shape), the data to measure on. The output measured is what the
+    next layer reads (after the ReLU). Layers are done in order, each measured after
+    the previous one shrank. A removed unit's mean output over x is folded into the
+    next layer's bias: the best constant stand-in for it, exact when its output never
+    varies; if every unit of a layer falls below, the one with the largest mean
+    |output| stays **[ours]** (docs/nest.md#ours-activation-pruning). Per-layer report
+    keys add threshold and removed_low_activation.
+    """
+    threshold = check_number("threshold", threshold, minimum=0)
+    if len(x) == 0:
+        raise InvalidArgumentError("x must hold at least one example")
+    entries = []
+    for position in hidden_positions(net):
+        layer = net.layers[position]
+        if not isinstance(layer, Dense):
+            continue
+        nxt, block = next_masked(net, position)
+        entry = _removal_entry(layer, position)
+        entry.update(threshold=float(threshold), removed_low_activation=0)
+        seen = net.forward_until(nxt, x, batch_size).reshape(len(x), layer.n_out, block)
+        seen = seen.astype(np.float64)
+        magnitude = np.abs(seen).mean(axis=(0, 2))
+        remove = magnitude < threshold
+        if remove.all():
+            remove[np.argmax(magnitude)] = False
+        if remove.any():
+            following = net.layers[nxt]
+            mean_seen = seen.mean(axis=0)[remove]  # (removed, block)
+            weight = following.effective_weight().astype(np.float64)
+            weight = weight.reshape(following.n_out, -1, block)
+            shift = np.einsum("oub,ub->o", weight[:, np.flatnonzero(remove), :], mean_seen)
+            following.bias += shift.astype(following.bias.dtype)
+            entry["removed_low_activation"] = int(remove.sum())
+            _remove_units(net, position, remove, optimizer, entry)
+        entries.append(entry)
+    return NeuronRemovalReport(layers=entries, criterion="activation", rounds=1)
 
 
 # ===================================================================== reports
@@ -66,7 +481,8 @@ class AreaPruneReport(PruneReport):
     """A ``PruneReport`` of partial-area pruning; kind == "area".
 
     kernels_deactivated: kernels (o, i) whose whole area is now pruned, so their
-    weights were deactivated too (they touch no output any more) **[ours]**.
+    weights were deactivated too (they touch no output any more) **[ours]**
+    (docs/nest.md#ours-area-candidates).
     """
     kind: str = "area"
     kernels_deactivated: int = 0
@@ -95,480 +511,3 @@ class NeuronRemovalReport:
     def as_dict(self):
         return {"criterion": self.criterion, "rounds": self.rounds, "removed": self.removed,
                 "layers": [dict(entry) for entry in self.layers]}
-
-
-# =============================================================== reachability
-def reachable_units(net, masks=None, area_masks=None):
-    """Which units of every layer the input reaches through active connections.
-
-    A Dense unit is reachable if an active weight connects it to a reachable input;
-    a conv output position (o, p) if an active weight of some kernel (o, i) whose
-    area keeps p reads a reachable input position of map i; max-pool passes a window
-    on if any of it is reachable; ReLU and Flatten pass units through (Flatten:
-    map c's reachable positions become the matching columns of its H*W block).
-    Biases do not count: they carry no signal from the input.
-
-    masks, area_masks: optional {position: array} used in place of that layer's own
-    mask / area_mask (to ask "what if" without editing the network).
-    Returns one bool array per layer, shaped like that layer's output for one example;
-    the last one says which output units are reachable.
-    """
-    masks, area_masks = masks or {}, area_masks or {}
-    reach = np.ones(net.input_shape, dtype=bool)
-    per_layer = []
-    for position, layer in enumerate(net.layers):
-        if isinstance(layer, Dense):
-            active = masks.get(position, layer.mask) != 0
-            reach = (active.astype(np.float64) @ reach.astype(np.float64)) > 0
-        elif isinstance(layer, Conv2d):
-            area = area_masks.get(position, layer.area_mask)
-            reach = _conv_reach(layer, reach, masks.get(position, layer.mask), area)
-        elif isinstance(layer, MaxPool2d):
-            pooled, _ = kernels.maxpool_forward_numpy(reach[None].astype(np.float64), layer.kernel_size, layer.stride)
-            reach = pooled[0] > 0
-        elif isinstance(layer, (ReLU, Flatten)):
-            reach = reach.reshape(layer.output_shape(reach.shape))
-        else:
-            raise TypeError(f"reachable_units does not know layer {layer!r}")
-        per_layer.append(reach)
-    return per_layer
-
-
-def _conv_reach(layer, reach_in, mask, area):
-    """reach_in (C, H, W) bool -> (O, Ho, Wo) bool; a convolution of booleans (as counts > 0)."""
-    o, c, k = layer.n_out, layer.n_in, layer.kernel_size
-    _, ho, wo = layer.output_shape(reach_in.shape)
-    cols = kernels.im2col_numpy(reach_in[None].astype(np.float64), k, k, layer.stride, layer.padding)  # (P, C*k*k)
-    active = (mask != 0).astype(np.float64).reshape(o, c, k * k)
-    if area is None:
-        hits = (cols @ active.reshape(o, -1).T) > 0  # (P, O)
-    else:
-        cols = cols.reshape(-1, c, k * k)
-        kept = (area != 0).reshape(o, c, ho * wo)
-        hits = np.zeros((ho * wo, o), dtype=bool)
-        for i in range(c):
-            hits |= ((cols[:, i, :] @ active[:, i, :].T) > 0) & kept[:, i, :].T
-    return hits.T.reshape(o, ho, wo)
-
-
-def _longest_safe_prefix(net, requested, reach_after):
-    """The largest k <= requested whose first-k removals keep every reachable output reachable.
-
-    reach_after(k) -> bool (n_outputs,): output reachability with the first k removals
-    applied. Removing more connections can only remove paths, so reachability is
-    monotone in k and a binary search finds k exactly.
-    Returns (k, output units the (k+1)-th removal would disconnect).
-    """
-    before = reachable_units(net)[-1].reshape(-1)
-
-    def safe(k):
-        return not np.any(before & ~reach_after(k).reshape(-1))
-
-    if safe(requested):
-        return requested, []
-    lo, hi = 0, requested  # safe(0) holds: nothing removed
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if safe(mid):
-            lo = mid
-        else:
-            hi = mid
-    lost = np.flatnonzero(before & ~reach_after(hi).reshape(-1))
-    return lo, lost.tolist()
-
-
-# ========================================================= connection pruning
-def _check_fraction(fraction):
-    if not (isinstance(fraction, (int, float, np.integer, np.floating)) and 0.0 <= fraction < 1.0):
-        raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
-    return float(fraction)
-
-
-def _count(fraction, n):
-    """floor(fraction * n), robust to float rounding (see the module docstring)."""
-    return int(math.floor(fraction * n + 1e-9))
-
-
-def _smallest_first(scores, candidates):
-    """Flat indices where ``candidates`` holds, by ascending score; ties: lowest flat index first."""
-    flat = np.flatnonzero(candidates)
-    return flat[np.argsort(scores.reshape(-1)[flat], kind="stable")]
-
-
-def _plan_magnitude(layer, fraction, protect):
-    """(prune order of the unprotected active connections, requested count, active count)."""
-    if not isinstance(layer, MaskedLayer):
-        raise TypeError(f"can only prune a Dense or Conv2d layer, got {layer!r}")
-    fraction = _check_fraction(fraction)
-    active = layer.mask != 0
-    if protect is None:
-        protect = np.zeros(active.shape, dtype=bool)
-    else:
-        protect = np.asarray(protect)
-        if protect.dtype != bool or protect.shape != active.shape:
-            raise ValueError(f"protect must be a bool array of the weight's shape {active.shape}, "
-                             f"got {protect.dtype} {protect.shape}")
-    n_active = int(active.sum())
-    order = _smallest_first(np.abs(layer.weight), active & ~protect)
-    return order, _count(fraction, n_active), n_active
-
-
-def _deactivate(layer, flat_indices):
-    where = np.unravel_index(flat_indices, layer.mask.shape)
-    layer.mask[where] = 0
-    layer.weight[where] = 0
-
-
-def _magnitude_report(position, fraction, layer, order, k, requested, n_active, reason):
-    removed = order[:k]
-    threshold = float(np.abs(layer.weight).reshape(-1)[removed].max()) if k else None
-    _deactivate(layer, removed)
-    return PruneReport(layer=position, fraction=float(fraction), active_before=n_active, removed=int(k),
-                       threshold=threshold, stopped_short=k < requested, reason=reason, requested=requested)
-
-
-def prune_by_magnitude(layer, fraction, protect=None, position=-1):
-    """Deactivate the ``fraction`` of ``layer``'s active connections with the smallest |w|.
-
-    count = floor(fraction * active connections); ties break by lowest flat index.
-    W and M are set to 0 there. protect: optional bool array of the weight's shape;
-    protected connections are never pruned (if fewer unprotected active connections
-    than the count exist, all of them go and the report says it stopped short).
-    No connectivity guard here: ``prune_network`` adds it. position: only labels the
-    report (the layer's index in its network, if known).
-    """
-    order, requested, n_active = _plan_magnitude(layer, fraction, protect)
-    k = min(requested, len(order))
-    reason = "" if k == requested else f"only {len(order)} unprotected active connections"
-    return _magnitude_report(position, fraction, layer, order, k, requested, n_active, reason)
-
-
-def _strongest_input_per_unit(layer):
-    """Bool mask (weight's shape) of each output unit's largest-|w| active input (ties: lowest index)."""
-    active = (layer.mask != 0).reshape(layer.n_out, -1)
-    score = np.where(active, np.abs(layer.weight).reshape(layer.n_out, -1), -1.0)
-    protect = np.zeros(active.shape, dtype=bool)
-    units = np.flatnonzero(active.any(axis=1))
-    protect[units, score[units].argmax(axis=1)] = True
-    return protect.reshape(layer.mask.shape)
-
-
-def _per_layer_fractions(fractions, n_layers):
-    if isinstance(fractions, (int, float, np.integer, np.floating)):
-        fractions = [fractions] * n_layers
-    fractions = list(fractions)
-    if len(fractions) != n_layers:
-        raise ValueError(f"fractions must be a number or one per masked layer ({n_layers}), got {len(fractions)}")
-    return [_check_fraction(f) for f in fractions]
-
-
-def prune_network(net, fractions):
-    """One round of magnitude pruning over every masked layer, in order; returns one report each.
-
-    fractions: a number (every layer) or one per masked layer, e.g.
-    ``DEFAULT_PRUNE_FRACTIONS["lenet-300-100"]``. Each layer loses the requested
-    smallest-|w| connections (``prune_by_magnitude``), with two guards:
-
-    * each unit of the output layer keeps its largest-|w| active input (it is
-      protected), so no output unit loses its last input;
-    * no output unit that the input reaches now may become unreachable
-      (``reachable_units``). If removing the requested count would cut one off,
-      the layer prunes the longest run of its smallest connections that does not
-      (found by binary search: reachability only shrinks as more go), and its
-      report says stopped_short with the reason.
-
-    Hidden units left without inputs or outputs stay; ``remove_dead_neurons`` removes them.
-    """
-    layers = net.masked_layers()
-    per_layer = _per_layer_fractions(fractions, len(layers))
-    reports = []
-    for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer)):
-        protect = _strongest_input_per_unit(layer) if index == len(layers) - 1 else None
-        order, requested, n_active = _plan_magnitude(layer, fraction, protect)
-        wanted = min(requested, len(order))
-
-        def reach_after(k, position=position, layer=layer, order=order):
-            mask = layer.mask.copy()
-            mask[np.unravel_index(order[:k], mask.shape)] = 0
-            return reachable_units(net, masks={position: mask})[-1]
-
-        k, lost = _longest_safe_prefix(net, wanted, reach_after)
-        reasons = []
-        if wanted < requested:
-            reasons.append(f"each output unit keeps its strongest input: only {len(order)} prunable")
-        if k < wanted:
-            reasons.append(f"pruning more than {k} would disconnect output unit(s) {lost} from the input")
-        reports.append(_magnitude_report(position, fraction, layer, order, k, requested, n_active, "; ".join(reasons)))
-    return reports
-
-
-# ============================================================ neuron removal
-def _hidden_positions(net):
-    return [position for position, _ in net.masked_layers()[:-1]]
-
-
-def _pair_active(layer):
-    """Conv2d: (O, C) bool, kernel (o, i) has an active weight and keeps some area."""
-    pair = (layer.mask != 0).any(axis=(2, 3))
-    if layer.area_mask is not None:
-        pair &= (layer.area_mask != 0).any(axis=(2, 3))
-    return pair
-
-
-def _has_input(layer):
-    """Bool per output unit: some active connection feeds it."""
-    if isinstance(layer, Conv2d):
-        return _pair_active(layer).any(axis=1)
-    return (layer.mask != 0).any(axis=1)
-
-
-def _has_output(net, position):
-    """Bool per output unit of layer ``position``: some active connection of the next masked layer reads it."""
-    nxt, block = next_masked(net, position)
-    following = net.layers[nxt]
-    if isinstance(following, Conv2d):
-        return _pair_active(following).any(axis=0)
-    return (following.mask != 0).reshape(following.n_out, -1, block).any(axis=(0, 2))
-
-
-def _as_seen_by_next(net, position, values):
-    """The constant outputs ``values`` (one per unit) after the layers between ``position`` and the next masked layer."""
-    nxt, _ = next_masked(net, position)
-    for layer in net.layers[position + 1:nxt]:
-        if isinstance(layer, ReLU):
-            values = np.maximum(values, 0)
-        elif not isinstance(layer, (MaxPool2d, Flatten)):  # max of a constant map is that constant
-            raise NotImplementedError(f"cannot pass a constant unit through {layer!r}")
-    return values
-
-
-def _bias_shift(net, position, units, constants):
-    """What units ``units`` of layer ``position``, each outputting a constant, add to the next layer.
-
-    Returns (shift of the next layer's bias (n_out,), bool per unit: foldable exactly).
-    Dense next: constant * the unit's outgoing weights (all H*W of them after a Flatten).
-    Conv next: a constant input map adds constant * (sum of the kernel) at every
-    output position whose window lies inside the input and whose area keeps that
-    kernel. With padding 0 every window lies inside, so the shift is one number per
-    output map when each kernel's area is all kept or all pruned; otherwise (padding,
-    or a partly pruned area) the shift depends on the position and the unit is not
-    foldable (unless its constant is 0) **[ours]**.
-    """
-    nxt, block = next_masked(net, position)
-    following = net.layers[nxt]
-    if len(units) == 0:
-        return np.zeros(following.n_out), np.zeros(0, dtype=bool)
-    weight = following.effective_weight().astype(np.float64)
-    constants = np.asarray(constants, dtype=np.float64)
-    if isinstance(following, Dense):
-        outgoing = weight.reshape(following.n_out, -1, block)[:, units, :].sum(axis=2)  # (n_out, len(units))
-        return outgoing @ constants, np.ones(len(units), dtype=bool)
-    kernel_sums = weight[:, units].sum(axis=(2, 3))  # (n_out, len(units))
-    if following.area_mask is None:
-        kept = np.ones_like(kernel_sums)
-        uniform = np.ones(kernel_sums.shape, dtype=bool)
-    else:
-        area = (following.area_mask[:, units] != 0).reshape(following.n_out, len(units), -1)
-        kept = area[:, :, 0].astype(np.float64)
-        uniform = (area.min(axis=2) == area.max(axis=2)) | (kernel_sums == 0)
-    foldable = (constants == 0) | ((following.padding == 0) & uniform.all(axis=0))
-    shift = (kernel_sums * kept) @ np.where(foldable, constants, 0.0)
-    return shift, foldable
-
-
-def _removal_entry(layer, position):
-    return {"position": position, "type": type(layer).__name__, "width_before": layer.n_out,
-            "width_after": layer.n_out, "removed": 0, "removed_grown": 0, "removed_seed": 0}
-
-
-def _remove_units(net, position, remove, optimizer, entry):
-    layer = net.layers[position]
-    entry["removed"] += int(remove.sum())
-    entry["removed_grown"] += int(layer.grown[remove].sum())
-    entry["removed_seed"] += int((~layer.grown[remove]).sum())
-    keep_units(net, position, np.flatnonzero(~remove), optimizer)
-    entry["width_after"] = net.layers[position].n_out
-
-
-def remove_dead_neurons(net, optimizer=None):
-    """Delete hidden units with no active inputs or no active outputs; the function is preserved.
-
-    Hidden units are the rows of every masked layer but the last (Dense neurons,
-    Conv2d feature maps); the output layer never shrinks. Repeats over the layers
-    until nothing changes (removing a unit can leave others without inputs or
-    outputs). The optimizer's momentum buffers shrink with the layers.
-
-    * No active outputs: the unit affects nothing; it is dropped.
-    * No active inputs (but outputs): it outputs a constant, relu(bias) for a Dense
-      unit before a ReLU, its bias everywhere for a conv map (max-pool of a constant
-      map is the constant). That constant times its outgoing weights is folded into
-      the next layer's bias before the unit goes **[ours]** (see ``_bias_shift`` for
-      when that is exact after a convolution; a unit it would not be exact for stays).
-    * At least one unit of each layer stays, the lowest-index one, even if dead **[ours]**.
-
-    Per-layer counts in the report: removed_no_input, removed_no_output, and
-    dead_kept (units still without inputs or outputs at the end: unfoldable, or the last).
-    """
-    entries = {}
-    for position in _hidden_positions(net):
-        entries[position] = _removal_entry(net.layers[position], position)
-        entries[position].update(removed_no_input=0, removed_no_output=0, dead_kept=0)
-    rounds = 0
-    changed = True
-    while changed:
-        changed = False
-        for position in _hidden_positions(net):
-            layer, entry = net.layers[position], entries[position]
-            no_output = ~_has_output(net, position)
-            no_input = ~_has_input(layer) & ~no_output
-            units = np.flatnonzero(no_input)
-            constants = _as_seen_by_next(net, position, layer.bias[units].astype(np.float64))
-            shift, foldable = _bias_shift(net, position, units, constants)
-            remove = no_output.copy()
-            remove[units[foldable]] = True
-            if remove.all():
-                remove[0] = False
-            if not remove.any():
-                continue
-            folded = remove[units]  # the no-input units that go (all foldable ones, unless one was kept)
-            if not folded.all():
-                shift, _ = _bias_shift(net, position, units[folded], constants[folded])
-            following = net.layers[next_masked(net, position)[0]]
-            following.bias += shift.astype(following.bias.dtype)
-            entry["removed_no_input"] += int(folded.sum())
-            entry["removed_no_output"] += int(remove[no_output].sum())
-            _remove_units(net, position, remove, optimizer, entry)
-            changed = True
-        rounds += changed
-    for position in _hidden_positions(net):
-        layer = net.layers[position]
-        entries[position]["dead_kept"] = int((~_has_input(layer) | ~_has_output(net, position)).sum())
-    return NeuronRemovalReport(layers=list(entries.values()), criterion="dead", rounds=rounds)
-
-
-def layer_input(net, position, x, batch_size=1000):
-    """The input of layer ``position`` for network input x (N, *net.input_shape), computed in batches."""
-    if position == 0:
-        return x
-    parts = []
-    for start in range(0, len(x), batch_size):
-        h = x[start:start + batch_size]
-        for layer in net.layers[:position]:
-            h = layer.forward(h)
-        parts.append(h)
-    return np.concatenate(parts)
-
-
-def prune_neurons_by_activation(net, x, threshold, optimizer=None, batch_size=1000):
-    """Remove hidden Dense units whose mean |output| over x is below ``threshold`` (the paper's
-    "magnitude of a neuron output").
-
-    x: (N, *net.input_shape), the data to measure on. The output measured is what the
-    next layer reads (after the ReLU). Layers are done in order, each measured after
-    the previous one shrank. A removed unit's mean output over x is folded into the
-    next layer's bias: the best constant stand-in for it **[ours]**, exact when its
-    output never varies. If every unit of a layer falls below, the one with the largest
-    mean |output| stays **[ours]**. Per-layer report keys add threshold and
-    removed_low_activation.
-    """
-    if not (isinstance(threshold, (int, float, np.floating)) and threshold >= 0):
-        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
-    if len(x) == 0:
-        raise ValueError("x must hold at least one example")
-    entries = []
-    for position in _hidden_positions(net):
-        layer = net.layers[position]
-        if not isinstance(layer, Dense):
-            continue
-        nxt, block = next_masked(net, position)
-        entry = _removal_entry(layer, position)
-        entry.update(threshold=float(threshold), removed_low_activation=0)
-        seen = layer_input(net, nxt, x, batch_size).reshape(len(x), layer.n_out, block).astype(np.float64)
-        magnitude = np.abs(seen).mean(axis=(0, 2))
-        remove = magnitude < threshold
-        if remove.all():
-            remove[np.argmax(magnitude)] = False
-        if remove.any():
-            following = net.layers[nxt]
-            mean_seen = seen.mean(axis=0)[remove]  # (removed, block)
-            weight = following.effective_weight().astype(np.float64).reshape(following.n_out, -1, block)
-            shift = np.einsum("oub,ub->o", weight[:, np.flatnonzero(remove), :], mean_seen)
-            following.bias += shift.astype(following.bias.dtype)
-            entry["removed_low_activation"] = int(remove.sum())
-            _remove_units(net, position, remove, optimizer, entry)
-        entries.append(entry)
-    return NeuronRemovalReport(layers=entries, criterion="activation", rounds=1)
-
-
-# ============================================================ partial areas
-def area_contributions(layer, x, batch_size=256):
-    """Mean over the batch of |(I_i * K_oi)(p)|: how much input map i adds to output map o at p.
-
-    layer: Conv2d; x: its input (N, in_c, H, W). K is the effective kernel W*M; the
-    area mask is ignored (this is what the kernel would add there).
-    Returns (out_c, in_c, Ho, Wo), float64.
-    """
-    if not isinstance(layer, Conv2d):
-        raise TypeError(f"area_contributions needs a Conv2d layer, got {layer!r}")
-    if x.ndim != 4 or x.shape[1] != layer.n_in or len(x) == 0:
-        raise ValueError(f"x must be a non-empty batch (N, {layer.n_in}, H, W) for {layer!r}, got {x.shape}")
-    o, c, k = layer.n_out, layer.n_in, layer.kernel_size
-    _, ho, wo = layer.output_shape(x.shape[1:])
-    kernel = layer.effective_weight().reshape(o, c, k * k)
-    total = np.zeros((o, c, ho * wo))
-    for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        cols = kernels.im2col(chunk, k, k, layer.stride, layer.padding).reshape(len(chunk), ho * wo, c, k * k)
-        for i in range(c):
-            total[:, i, :] += np.abs(cols[:, :, i, :] @ kernel[:, i, :].T).sum(axis=0).T
-    return (total / len(x)).reshape(o, c, ho, wo)
-
-
-def prune_partial_area(net, position, fraction, x, batch_size=256):
-    """Partial-area convolution: prune the ``fraction`` of kept (o, i, p) with the smallest
-    mean |contribution| (``area_contributions``) from conv layer ``position``.
-
-    x: the layer's input (N, in_c, H, W), as for ``area_contributions``; for the
-    first layer that is the network input, else ``layer_input(net, position, x)``.
-    Candidates are the kept (o, i, p) whose kernel (o, i) has an active weight (a
-    kernel with no active weight adds nothing anywhere) **[ours]**; count =
-    floor(fraction * candidates); ties break by lowest flat index of (o, i, p). Sets
-    the layer's area_mask to 0 there (creating it, all ones, if None). A kernel whose
-    whole area is gone has its weights deactivated **[ours]**. The same connectivity
-    guard as ``prune_network`` applies: no output unit the input reaches may be cut off.
-    Returns an ``AreaPruneReport`` (threshold: the largest mean |contribution| removed).
-    """
-    layer = net.layers[position]
-    if not isinstance(layer, Conv2d):
-        raise TypeError(f"layer {position} of {net.name} is {layer!r}, not a Conv2d")
-    fraction = _check_fraction(fraction)
-    x = np.asarray(x)
-    expected = net.shapes()[position][0]
-    if tuple(x.shape[1:]) != expected or len(x) == 0:
-        raise ValueError(f"x must be a non-empty batch of layer {position}'s input (N, {', '.join(map(str, expected))}), "
-                         f"got {x.shape}")
-    scores = area_contributions(layer, x, batch_size)
-    area = np.ones(scores.shape, layer.weight.dtype) if layer.area_mask is None else layer.area_mask.copy()
-    kernel_active = (layer.mask != 0).any(axis=(2, 3))
-    candidates = (area != 0) & kernel_active[:, :, None, None]
-    n_kept = int(candidates.sum())
-    requested = _count(fraction, n_kept)
-    order = _smallest_first(scores, candidates)
-
-    def reach_after(k):
-        trial = area.copy()
-        trial[np.unravel_index(order[:k], trial.shape)] = 0
-        return reachable_units(net, area_masks={position: trial})[-1]
-
-    k, lost = _longest_safe_prefix(net, requested, reach_after)
-    removed = order[:k]
-    area[np.unravel_index(removed, area.shape)] = 0
-    layer.area_mask = area
-    emptied = kernel_active & ~(area != 0).any(axis=(2, 3))
-    layer.mask[emptied] = 0
-    layer.weight[emptied] = 0
-    reason = f"pruning more than {k} would disconnect output unit(s) {lost} from the input" if k < requested else ""
-    return AreaPruneReport(layer=position, fraction=fraction, active_before=n_kept, removed=int(k),
-                           threshold=float(scores.reshape(-1)[removed].max()) if k else None,
-                           stopped_short=k < requested, reason=reason, requested=requested,
-                           kernels_deactivated=int(emptied.sum()))

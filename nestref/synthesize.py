@@ -1,17 +1,20 @@
 """NeST end to end: seed -> grow -> prune -> choose -> fine-tune -> compact.
 
-``synthesize(config, out_dir)`` runs the schedule of ``../shared/NEST.md``:
+``synthesize(config, out_dir)`` runs the schedule of docs/nest.md ("Schedule"):
 
     seed       the target architecture, hidden widths x ``width_scale``, a random
                ``density`` of connections active; trained for ``initial_epochs``
     growth     rounds of (connection growth in every layer, neuron growth in the
                hidden dense layers, feature-map growth in the conv layers, training)
                until validation error has not improved for ``patience`` rounds
-    settle     training to convergence (cosine schedule) before pruning starts
+    settle     training to convergence (cosine schedule) before pruning starts **[ours]**
+               (docs/nest.md#ours-settle)
     pruning    rounds of (magnitude pruning per layer, partial-area pruning of conv
-               layers, dead-neuron removal, retraining) down to a floor
-    choice     the round that meets the target on *smoothed* validation error
-               (``choose_round``), then fine-tuning and compaction
+               layers, dead-neuron removal, retraining) down to a floor **[ours]**
+               (docs/nest.md#ours-prune-stopping)
+    choice     the round that meets the target on *smoothed* validation error, or the
+               best one under a parameter budget (``choose_round``) **[ours]**
+               (docs/nest.md#ours-choice), then fine-tuning and compaction
 
 ``mode="prune-only"`` replaces seed and growth by the dense network (trained for
 ``initial_epochs`` + ``settle_epochs``, as the grown network is before pruning): the
@@ -83,7 +86,8 @@ def choose_round(rounds, smoothing, param_budget=None, target_error=None):
     """Pick the pruning round to keep, from records with "params" and "val_error".
 
     Validation error is noisy (~0.2 points on 5k images), so each round is judged by
-    the mean over a centred window of ``smoothing`` rounds **[ours]**. With a
+    the mean over a centred window of ``smoothing`` rounds **[ours]**
+    (docs/nest.md#ours-choice). With a
     ``param_budget``: the lowest smoothed error among rounds within budget. Else the
     smallest round whose smoothed error is at most ``target_error``. Returns the
     index into ``rounds`` and the smoothed errors.
@@ -150,45 +154,50 @@ class Run:
 
     # ---------------------------------------------------------------- steps
     def step_seed(self):
-        c, t0 = self.config, time.perf_counter()
-        if c.mode == "prune-only":
-            self.net = build(c.arch, seed=c.seed)
+        config, t0 = self.config, time.perf_counter()
+        if config.mode == "prune-only":
+            self.net = build(config.arch, seed=config.seed)
         else:
-            self.net = build(c.arch, width_scale=c.width_scale, density=c.density, seed=c.seed)
-        self.optimizer = SGD(self.net, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-        loss = self.train(c.initial_epochs, c.lr)
-        rec = self.record("dense" if c.mode == "prune-only" else "seed", t0, train_loss=loss)
+            self.net = build(config.arch, width_scale=config.width_scale, density=config.density,
+                             seed=config.seed)
+        self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
+        loss = self.train(config.initial_epochs, config.lr)
+        rec = self.record("dense" if config.mode == "prune-only" else "seed", t0, train_loss=loss)
         self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
-                          phase="settle" if c.mode == "prune-only" or c.max_growth_rounds == 0 else "grow")
+                          phase="settle" if config.mode == "prune-only" or config.max_growth_rounds == 0
+                          else "grow")
 
     def step_grow(self):
         """One growth round: connections everywhere, then neurons / feature maps, then training."""
-        c, t0, net = self.config, time.perf_counter(), self.net
+        config, t0, net = self.config, time.perf_counter(), self.net
         self.state["round"] += 1
-        gradients = grow.growth_gradients(net, *self.xy("train"), batch_size=c.growth_batch_size,
-                                          n_batches=c.growth_batches)
-        connection_reports = grow.grow_network_connections(net, c.growth_ratio, gradients, init=c.growth_init, lr=c.lr)
+        gradients = grow.growth_gradients(net, *self.xy("train"), batch_size=config.growth_batch_size,
+                                          n_batches=config.growth_batches)
+        connection_reports = grow.grow_network_connections(net, config.growth_ratio, gradients,
+                                                           init=config.growth_init, lr=config.lr)
         x, y = self.growth_batch()
-        ladder = grow.birth_strength_ladder(c.birth_strength_max, c.birth_strength_min)
+        ladder = grow.birth_strength_ladder(config.birth_strength_max, config.birth_strength_min)
         # every bridging gradient on the pre-growth network: a neuron new in an
-        # adjacent layer this round gets no pairs (NEST.md)
+        # adjacent layer this round gets no pairs (docs/nest.md#ours-neuron-chunks)
         dense_hidden = [i for i in hidden_layers(net) if isinstance(net.layers[i], Dense)]
-        bridging = {i: grow.bridging_gradient(net, i, x, y) for i in dense_hidden}
+        bridging = {i: grow.network_bridging_gradient(net, i, x, y) for i in dense_hidden}
         unit_reports = []
         for (i, layer), target in zip(net.masked_layers(), self.target_widths):
             if i not in hidden_layers(net):
                 continue
-            count = min(max(1, round(c.neuron_fraction * target)), target - layer.n_out)
+            count = min(max(1, round(config.neuron_fraction * target)), target - layer.n_out)
             if count < 1:
                 unit_reports.append({"layer": i, "added": 0, "reason": f"at the width cap {target}"})
             elif isinstance(layer, Conv2d):
-                unit_reports.append(grow.grow_feature_maps(net, i, count, x, y, c.feature_map_candidates,
-                                                           self.optimizer, self.rng).as_dict())
+                unit_reports.append(grow.grow_feature_maps(
+                    net, i, count, x, y, config.feature_map_candidates, self.optimizer, self.rng).as_dict())
             else:
-                unit_reports.append(grow.grow_neurons(net, i, count, x, y, c.birth_ratio, ladder, c.birth_sign,
-                                                      self.optimizer, self.rng, bridging=bridging[i]).as_dict())
+                unit_reports.append(grow.grow_neurons(
+                    net, i, count, x, y, config.birth_ratio, ladder, config.birth_sign, self.optimizer,
+                    self.rng, bridging=bridging[i]).as_dict())
         after_growth = snapshot(net)
-        loss = self.train(c.growth_epochs, c.lr)
+        loss = self.train(config.growth_epochs, config.lr)
         rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
                           connections=[r.as_dict() for r in connection_reports], units=unit_reports)
         if rec["val_error"] < self.state["best_val"]:
@@ -196,65 +205,69 @@ class Run:
         else:
             self.state["stale"] += 1
         self.state["grown_val"] = rec["val_error"]
-        if self.state["stale"] >= c.patience or self.state["round"] >= c.max_growth_rounds:
+        rounds_done = self.state["round"] >= config.max_growth_rounds
+        if self.state["stale"] >= config.patience or rounds_done:
             self.state.update(phase="settle", round=0)
 
     def step_settle(self):
-        """Train the grown (or dense) network to convergence before pruning: a cosine schedule."""
-        c, t0 = self.config, time.perf_counter()
-        loss = self.train(c.settle_epochs, c.lr, cosine(c.lr, 0.01))
+        """Train the grown (or dense) network to convergence before pruning: a cosine schedule
+        **[ours]** (docs/nest.md#ours-settle)."""
+        config, t0 = self.config, time.perf_counter()
+        loss = self.train(config.settle_epochs, config.lr, cosine(config.lr, 0.01))
         rec = self.record("settle", t0, train_loss=loss)
         self.state.update(phase="prune", round=0, grown_val=rec["val_error"])
 
     def prune_fractions(self):
-        c = self.config
-        if c.prune_fractions:
-            if len(c.prune_fractions) != len(self.net.masked_layers()):
-                raise ValueError(f"prune_fractions has {len(c.prune_fractions)} entries; {c.arch} has "
-                                 f"{len(self.net.masked_layers())} masked layers")
-            return list(c.prune_fractions)
-        return list(prune.DEFAULT_PRUNE_FRACTIONS[c.arch])
+        config = self.config
+        if config.prune_fractions:
+            if len(config.prune_fractions) != len(self.net.masked_layers()):
+                raise ValueError(f"prune_fractions has {len(config.prune_fractions)} entries; "
+                                 f"{config.arch} has {len(self.net.masked_layers())} masked layers")
+            return list(config.prune_fractions)
+        return list(prune.DEFAULT_PRUNE_FRACTIONS[config.arch])
 
     def step_prune(self):
         """One pruning round: magnitude, partial area, dead units, retraining; keep a snapshot."""
-        c, t0, net = self.config, time.perf_counter(), self.net
+        config, t0, net = self.config, time.perf_counter(), self.net
         self.state["round"] += 1
         reports = [r.as_dict() for r in prune.prune_network(net, self.prune_fractions())]
         area_reports = []
-        if c.area_fraction > 0:
+        if config.area_fraction > 0:
             x, _ = self.growth_batch()
             for i, layer in net.masked_layers():
                 if isinstance(layer, Conv2d):
-                    x_i = prune.layer_input(net, i, x[:256])
-                    area_reports.append(prune.prune_partial_area(net, i, c.area_fraction, x_i).as_dict())
+                    x_i = net.forward_until(i, x[:256], batch_size=1000)
+                    report = prune.prune_partial_area(net, i, config.area_fraction, x_i)
+                    area_reports.append(report.as_dict())
         removal = prune.remove_dead_neurons(net, self.optimizer).as_dict()
-        loss = self.train(c.prune_epochs, c.prune_lr)
+        loss = self.train(config.prune_epochs, config.prune_lr)
         rec = self.record("prune", t0, train_loss=loss, pruning=reports, partial_area=area_reports, removal=removal)
         path = self.out / "rounds" / f"prune-{self.state['round']:03d}.npz"
         save_arrays(path, net.to_arrays())
         self.state["prune_rounds"].append({"round": self.state["round"], "params": rec["params"],
                                            "val_error": rec["val_error"], "path": str(path.relative_to(self.out))})
-        floor_reached = rec["params"] <= c.prune_floor_params
-        too_wrong = rec["val_error"] > self.state["grown_val"] + c.max_error_increase
-        if floor_reached or too_wrong or self.state["round"] >= c.max_prune_rounds:
+        floor_reached = rec["params"] <= config.prune_floor_params
+        too_wrong = rec["val_error"] > self.state["grown_val"] + config.max_error_increase
+        if floor_reached or too_wrong or self.state["round"] >= config.max_prune_rounds:
             self.state["phase"] = "finetune"
             self.state["stop_reason"] = ("params floor reached" if floor_reached else
                                          "validation error ceiling exceeded" if too_wrong else "max_prune_rounds")
 
     def step_finetune(self):
         """Choose the round (smoothed validation error), fine-tune it with a cosine schedule."""
-        c, t0 = self.config, time.perf_counter()
+        config, t0 = self.config, time.perf_counter()
         rounds = self.state["prune_rounds"]
         if rounds:
-            target = self.state["grown_val"] + c.tolerance
-            index, smoothed = choose_round(rounds, c.smoothing, c.param_budget, target)
+            target = self.state["grown_val"] + config.tolerance
+            index, smoothed = choose_round(rounds, config.smoothing, config.param_budget, target)
             chosen = rounds[index]
             self.net = Network.from_arrays(load_arrays(self.out / chosen["path"]))
             self.state["chosen"] = {**chosen, "smoothed_val_error": smoothed[index], "target_val_error": target,
-                                    "param_budget": c.param_budget}
-        self.optimizer = SGD(self.net, lr=c.prune_lr, momentum=c.momentum, weight_decay=c.weight_decay)
+                                    "param_budget": config.param_budget}
+        self.optimizer = SGD(self.net, lr=config.prune_lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
         self.state["round"] = 0
-        loss = self.train(c.finetune_epochs, c.prune_lr, cosine(c.prune_lr, 0.01))
+        loss = self.train(config.finetune_epochs, config.prune_lr, cosine(config.prune_lr, 0.01))
         self.record("finetune", t0, train_loss=loss, chosen=self.state["chosen"])
         self.state["phase"] = "done"
 
@@ -292,16 +305,17 @@ class Run:
 
     def finish(self):
         """Compact the result, evaluate it once on the test set, write model, history, report."""
-        c = self.config
+        config = self.config
         masked_test = evaluate(self.net, *self.xy("test"))
         small = compact(self.net)
         x_test, y_test = self.xy("test")
         compact_error = float((small.predict(x_test).argmax(axis=1) != y_test).mean())
         save_compact(self.out / "model.npz", small)
         params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
-        baseline = accounting.DENSE_BASELINES[c.arch]
+        baseline = accounting.DENSE_BASELINES[config.arch]
         report = {
-            "arch": c.arch, "mode": c.mode, "seed": c.seed, "augment": c.augment,
+            "arch": config.arch, "mode": config.mode, "seed": config.seed,
+            "augment": config.augment,
             "test_error": masked_test["error"], "compact_test_error": compact_error,
             "val_error": self.history[-1]["val_error"], "params": params, "flops": flops,
             "params_compression": baseline["params"] / params, "flops_compression": baseline["flops"] / flops,
@@ -311,7 +325,7 @@ class Run:
             "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
             "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
             "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
-            "config": c.to_dict(),
+            "config": config.to_dict(),
         }
         save_json(self.out / "history.json", self.history)
         save_json(self.out / "report.json", report)

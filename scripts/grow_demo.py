@@ -1,6 +1,6 @@
 """NeST growth on a real MNIST seed: connection growth, then neuron growth.
 
-    NESTREF_DATA_DIR=../shared/data/mnist python scripts/grow_demo.py
+    NESTREF_DATA_DIR=/path/to/mnist python scripts/grow_demo.py
 
 Builds the LeNet-120-40 seed (lenet_300_100 with width_scale 0.4, 10% of connections
 active), trains it for one epoch, then grows it on a batch held out from training
@@ -11,10 +11,14 @@ which growth never saw. Takes well under a minute.
 import os
 import time
 
-
 from nestref.data import load_mnist, train_val_split
-from nestref.grow import (birth_strength_ladder, bridging_gradient, grow_network_connections, grow_neurons,
-                          growth_gradients)
+from nestref.grow import (
+    birth_strength_ladder,
+    grow_network_connections,
+    grow_neurons,
+    growth_gradients,
+    network_bridging_gradient,
+)
 from nestref.models import lenet_300_100
 from nestref.optim import SGD
 from nestref.train import evaluate, fit, prepare_inputs
@@ -55,9 +59,9 @@ def main():
     conn = grow_network_connections(net, 0.1, gradients, init="gradient", lr=opt.lr)
     row("+ connections (10%/layer)")
 
-    # every bridging gradient on the pre-growth network (NEST.md): a neuron new in
+    # every bridging gradient on the pre-growth network (docs/nest.md): a neuron new in
     # layer 0 gets no part in layer 2's new neurons
-    bridges = {p: bridging_gradient(net, p, xg, yg) for p in (0, 2)}
+    bridges = {p: network_bridging_gradient(net, p, xg, yg) for p in (0, 2)}
     neurons = [grow_neurons(net, p, 10, xg, yg, birth_ratio=0.05, birth_strength=birth_strength_ladder(),
                             optimizer=opt, bridging=bridges[p]) for p in (0, 2)]
     row("+ 10 neurons/hidden layer")

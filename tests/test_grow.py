@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from nestref.grow import (
     birth_strength_ladder,
-    bridging_gradient,
+    network_bridging_gradient,
     grow_connections,
     grow_feature_maps,
     grow_network_connections,
@@ -215,7 +215,7 @@ def loss_with_direct_weight(net, position, x, y, m, n, w):
 def test_bridging_gradient_matches_finite_differences(seed, position):
     net = small_mlp(seed, sizes=(5, 4, 3, 3), density=0.7)
     x, y = toy_data(seed, 9, 5, 3)
-    g = bridging_gradient(net, position, x, y)
+    g = network_bridging_gradient(net, position, x, y)
     nxt_layer = net.layers[next_masked(net, position)[0]]
     assert g.shape == (nxt_layer.n_out, net.layers[position].n_in)
     eps = 1e-6
@@ -231,7 +231,7 @@ def test_bridging_gradient_leaves_stored_gradients_alone():
     x, y = toy_data(0, 8, 12, 4)
     loss_and_grads(net, x[:3], y[:3])
     before = {p: layer.grad_weight.copy() for p, layer in net.masked_layers()}
-    bridging_gradient(net, 0, x, y)
+    network_bridging_gradient(net, 0, x, y)
     for p, layer in net.masked_layers():
         np.testing.assert_array_equal(layer.grad_weight, before[p])
 
@@ -239,12 +239,12 @@ def test_bridging_gradient_leaves_stored_gradients_alone():
 def test_bridging_gradient_rejects_conv_output_and_unmasked_layers():
     x, y = toy_data(0, 4, 12, 4)
     with pytest.raises(ValueError, match="output layer"):
-        bridging_gradient(small_mlp(0), 4, x, y)
+        network_bridging_gradient(small_mlp(0), 4, x, y)
     with pytest.raises(ValueError, match="not a Dense or Conv2d"):
-        bridging_gradient(small_mlp(0), 1, x, y)
+        network_bridging_gradient(small_mlp(0), 1, x, y)
     cnn = lenet5(width_scale=0.1)
     with pytest.raises(ValueError, match="grow_feature_maps"):
-        bridging_gradient(cnn, 0, np.zeros((2, 1, 28, 28), np.float32), np.zeros(2, int))
+        network_bridging_gradient(cnn, 0, np.zeros((2, 1, 28, 28), np.float32), np.zeros(2, int))
 
 
 # ---------------------------------------------------------- neuron growth
@@ -282,7 +282,7 @@ def test_positive_neuron_growth_lowers_the_batch_loss(seed, position, count):
 def test_neuron_takes_the_top_chunk_of_pairs_with_sqrt_weights():
     net = small_mlp(3)
     x, y = toy_data(3, 64, 12, 4)
-    g = bridging_gradient(net, 2, x, y)
+    g = network_bridging_gradient(net, 2, x, y)
     report = grow_neurons(net, 2, 2, x, y, birth_ratio=0.1, birth_strength=0.01)
     assert report.added == 2
     np.testing.assert_array_equal(report.bridging, g)
@@ -313,7 +313,7 @@ def test_neuron_growth_on_real_mnist_seed_with_sgd(mnist):
     loss_and_grads(net, x[:64], y[:64])  # one step, so that the momentum buffers are not all zero
     opt.step()
     pre = net.copy()
-    bridging_2 = bridging_gradient(net, 2, x, y)                       # pre-growth, for the second layer
+    bridging_2 = network_bridging_gradient(net, 2, x, y)       # pre-growth, for the second layer
     r0 = grow_neurons(net, 0, 3, x, y, birth_strength=0.01, optimizer=opt)
     r2 = grow_neurons(net, 2, 3, x, y, birth_strength=0.01, optimizer=opt, bridging=bridging_2)
     for r in (r0, r2):
@@ -343,7 +343,7 @@ def test_a_failing_ladder_leaves_net_and_optimizer_bit_identical():
     loss_and_grads(net, x, y)
     opt.step()
     before = net_state(net, opt)
-    uphill = -bridging_gradient(net, 0, x, y)                      # pairs that point up the gradient
+    uphill = -network_bridging_gradient(net, 0, x, y)          # pairs that point up the gradient
     report = grow_neurons(net, 0, 2, x, y, birth_strength=birth_strength_ladder(0.3, 0.001), optimizer=opt,
                           bridging=uphill)
     assert report.added == 0 and report.units == [] and "no birth strength" in report.reason

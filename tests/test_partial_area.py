@@ -8,7 +8,7 @@ from nestref.accounting import count_flops, count_params
 from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d
 from nestref.losses import softmax_cross_entropy
 from nestref.models import Network, add_units, keep_units, lenet5, loss_and_grads
-from nestref.prune import area_contributions, layer_input, prune_partial_area, reachable_units
+from nestref.prune import layer_area_contributions, layer_input, prune_partial_area, reachable_units
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -186,7 +186,7 @@ def test_area_contributions_match_the_loop_oracle():
     rng = np.random.default_rng(1)
     layer = conv_with_area(rng, c=2, o=3, k=3, stride=2, padding=1, size=7, density=0.7, area_density=0.5)
     x = rng.standard_normal((6, 2, 7, 7))
-    got = area_contributions(layer, x, batch_size=4)  # batches of 4 and 2
+    got = layer_area_contributions(layer, x, batch_size=4)  # batches of 4 and 2
     kernel = layer.effective_weight()
     for i in range(2):
         alone = np.zeros_like(kernel)
@@ -207,7 +207,7 @@ def test_prune_partial_area_removes_the_smallest_kept_contributions():
     flops_before, params_before = count_flops(net), count_params(net)
     x2 = layer_input(net, 2, x, batch_size=5)
     np.testing.assert_array_equal(x2, net.layers[1].forward(net.layers[0].forward(x)))
-    scores = area_contributions(conv2, x2)
+    scores = layer_area_contributions(conv2, x2)
 
     report = prune_partial_area(net, 2, 0.3, x2)
 
