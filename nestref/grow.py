@@ -15,8 +15,8 @@ and docs/nest.md ("Growth"). The module has two halves.
 **The drivers** check their arguments (``nestref.checks``), take the arrays out of a
 network, call the rules and write the result back: ``growth_gradients``,
 ``grow_connections``, ``grow_network_connections``, ``network_bridging_gradient``,
-``birth_strength_ladder``, ``grow_neurons``, ``grow_feature_maps``. Every driver keeps the invariant W == 0
-wherever M == 0, keeps the network's dtype, changes widths only through
+``birth_strength_ladder``, ``grow_neurons``, ``grow_feature_maps``. Every driver keeps
+the invariant W == 0 wherever M == 0, keeps the network's dtype, changes widths only through
 ``nestref.models.add_units`` (which also grows the optimizer's momentum buffers), and
 returns a report dataclass whose ``as_dict()`` is plain JSON-able data. Drivers print
 nothing.
@@ -80,7 +80,7 @@ def select_growth(mask, G, ratio):
     return grown.reshape(mask.shape)
 
 
-def bridging_gradient(x_prev, delta_next, *network_form):
+def bridging_gradient(x_prev, delta_next):
     r"""The bridging gradient: the slope of the loss along a direct weight n -> m.
 
     .. math::
@@ -93,8 +93,6 @@ def bridging_gradient(x_prev, delta_next, *network_form):
     x_prev: (B, I), the input of hidden layer l; delta_next: (B, M), dL/du of layer l+1.
     returns G: (M, I).
     """
-    if network_form:  # transitional: the old call (net, position, x, y) until the notebooks move
-        return network_bridging_gradient(x_prev, delta_next, *network_form)
     return delta_next.T @ x_prev
 
 

@@ -118,8 +118,6 @@ def area_contributions(kernel, x, stride=1, padding=0, batch_size=256):
     kernel would add there); x: (N, C, H, W), the layer's input.
     returns S: (O, C, Ho, Wo), float64.
     """
-    if isinstance(kernel, Conv2d):  # transitional: the old call (layer, x) until the notebooks move
-        return layer_area_contributions(kernel, x)
     o, c, k, _ = kernel.shape
     ho, wo = (kernels.output_size(size, k, stride, padding) for size in x.shape[2:])
     kernel = kernel.reshape(o, c, k * k)

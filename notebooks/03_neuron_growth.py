@@ -48,7 +48,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from nestref.data import load_mnist, train_val_split
-from nestref.grow import birth_strength_ladder, bridging_gradient, grow_feature_maps, grow_neurons
+from nestref.grow import (
+    birth_strength_ladder,
+    grow_feature_maps,
+    grow_neurons,
+    network_bridging_gradient,
+)
 from nestref.models import lenet5, lenet_300_100, next_masked
 from nestref.optim import SGD
 from nestref.train import evaluate, fit, prepare_inputs
@@ -104,7 +109,7 @@ print(f"{net.name}: widths {net.widths()}; growth batch {xb.shape}; "
 # negative, blue: positive; $w^{out}_m w^{in}_n = -G_{mn}$).
 
 # %%
-bridges = {position: bridging_gradient(net, position, xb, yb) for position in (0, 2)}
+bridges = {position: network_bridging_gradient(net, position, xb, yb) for position in (0, 2)}
 for position, G in bridges.items():
     print(f"hidden layer {position}: bridging gradient {G.shape}, "
           f"max |G| {np.abs(G).max():.2e}")

@@ -35,7 +35,7 @@ from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD
 from nestref.prune import (
     DEFAULT_PRUNE_FRACTIONS,
-    area_contributions,
+    layer_area_contributions,
     layer_input,
     prune_network,
     prune_partial_area,
@@ -200,7 +200,7 @@ fit(net5, SGD(net5, lr=0.02, momentum=0.9, weight_decay=5e-4), (x5, train_labels
     epochs=1, batch_size=64, rng=0)
 x_area = x5[:256]                   # the data the contributions are measured on
 conv1 = net5.layers[0]
-contributions = area_contributions(conv1, x_area)          # (O, C, Ho, Wo) = (10, 1, 24, 24)
+contributions = layer_area_contributions(conv1, x_area)          # (O, C, Ho, Wo) = (10, 1, 24, 24)
 print(f"{net5.name}: "
       f"validation error {100 * evaluate(net5, x5_val, val_labels)['error']:.2f}%; "
       f"conv 1 contributions {contributions.shape}")
