@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .conformance_cases import all_cases
+
 FORMAT_VERSION = 1
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
 
@@ -136,7 +138,7 @@ def compare(name, actual, expected, rule):
     """(ok, worst ratio, message) for one output."""
     try:
         actual = np.asarray(actual)
-    except Exception as err:  # a port may hand back anything
+    except Exception as err:  # noqa: BLE001  (a port may hand back anything)
         return False, math.inf, f"{name}: not an array ({type(err).__name__}: {err})"
     if actual.shape != expected.shape:
         return False, math.inf, f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}"
@@ -166,13 +168,13 @@ def check_case(ops, case_dir, name="?", op="?"):
         record, inputs = load_case(case_dir)
         name, op = record["name"], record["op"]
         expected = {k: _load_array(case_dir, k, entry) for k, entry in record["expected"].items()}
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  (any broken case is that case's failure)
         return CaseResult(name, op, False, f"unreadable case: {type(err).__name__}: {err}", math.inf)
     if op not in ops:
         return CaseResult(name, op, False, f"the adapter has no op {op!r}", math.inf)
     try:
         outputs = ops[op]({k: v.copy() for k, v in inputs.items()}, record["params"])
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  (whatever the adapter raises fails only this case)
         return CaseResult(name, op, False, f"the adapter raised {type(err).__name__}: {err}", math.inf)
     if not isinstance(outputs, dict):
         return CaseResult(name, op, False, f"the adapter returned {type(outputs).__name__}, not a dict", math.inf)
@@ -199,7 +201,7 @@ def check(adapter, case_dir=DEFAULT_DIR):
     manifest = json.loads((case_dir / "manifest.json").read_text())
     ops = getattr(adapter, "OPS", None)
     if not isinstance(ops, dict):
-        raise ValueError(f"{getattr(adapter, '__name__', adapter)!r} has no OPS dict "
+        raise TypeError(f"{getattr(adapter, '__name__', adapter)!r} has no OPS dict "
                          f"(op name -> fn(inputs, params) -> dict of outputs); see conformance/README.md")
     return [check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"]) for entry in manifest["cases"]]
 
@@ -231,7 +233,7 @@ def main(argv=None):
     try:
         adapter = load_adapter(args.module)
         results = check(adapter, args.cases)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  (an adapter that cannot load is a user mistake, not a crash)
         print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
     for r in results:
@@ -257,7 +259,3 @@ def load_adapter(spec):
             sys.path.remove(str(path.parent))
         return module
     return importlib.import_module(spec)
-
-
-# ================================================================ the cases
-from .conformance_cases import all_cases  # noqa: E402  (the case definitions are long: their own module)

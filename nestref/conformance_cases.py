@@ -119,12 +119,12 @@ def _dense_inputs(seed, n=4, i=6, o=5, density=0.5, stale=False, dormant_row=Non
 
 
 DENSE_VARIANTS = [
-    ("basic", "float32", dict(seed=1), ""),
-    ("basic", "float64", dict(seed=1), ""),
-    ("dormant_row", "float32", dict(seed=2, dormant_row=3), "unit 3 has no active input: y[:, 3] = bias[3]"),
-    ("stale_dormant_weights", "float64", dict(seed=3, stale=True),
+    ("basic", "float32", {"seed": 1}, ""),
+    ("basic", "float64", {"seed": 1}, ""),
+    ("dormant_row", "float32", {"seed": 2, "dormant_row": 3}, "unit 3 has no active input: y[:, 3] = bias[3]"),
+    ("stale_dormant_weights", "float64", {"seed": 3, "stale": True},
      "weights nonzero where the mask is 0: the layer computes with W*M, so they must not count"),
-    ("single_example", "float32", dict(seed=4, n=1, i=3, o=2, density=1.0), "N = 1, dense mask"),
+    ("single_example", "float32", {"seed": 4, "n": 1, "i": 3, "o": 2, "density": 1.0}, "N = 1, dense mask"),
 ]
 
 
@@ -154,12 +154,12 @@ def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6
 
 
 CONV_VARIANTS = [
-    ("basic", "float32", dict(seed=11), ""),
-    ("basic", "float64", dict(seed=11), ""),
-    ("stride2_pad1", "float64", dict(seed=12, h=7, stride=2, padding=1), "stride 2, padding 1, odd input"),
-    ("area_mask", "float32", dict(seed=13, area=0.6), "partial-area convolution: area_mask (O, C, Ho, Wo)"),
-    ("area_mask", "float64", dict(seed=14, area=0.5, padding=1), "partial-area convolution with padding"),
-    ("dormant_kernel", "float32", dict(seed=15, dead_kernel=True, k=1, h=4),
+    ("basic", "float32", {"seed": 11}, ""),
+    ("basic", "float64", {"seed": 11}, ""),
+    ("stride2_pad1", "float64", {"seed": 12, "h": 7, "stride": 2, "padding": 1}, "stride 2, padding 1, odd input"),
+    ("area_mask", "float32", {"seed": 13, "area": 0.6}, "partial-area convolution: area_mask (O, C, Ho, Wo)"),
+    ("area_mask", "float64", {"seed": 14, "area": 0.5, "padding": 1}, "partial-area convolution with padding"),
+    ("dormant_kernel", "float32", {"seed": 15, "dead_kernel": True, "k": 1, "h": 4},
      "1x1 kernels; kernel (1, 0) wholly dormant"),
 ]
 
