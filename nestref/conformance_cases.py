@@ -474,7 +474,7 @@ def dead_unit_cases():
 
 
 AREA_NET = {"input_shape": [2, 6, 6], "layers": [conv_cfg(2, 3, 3), FLATTEN, dense_cfg(48, 3)]}
-CONV_ONLY = {"input_shape": [1, 5, 5], "layers": [conv_cfg(1, 2, 3)]}
+CONV_ONLY = {"input_shape": [1, 5, 5], "layers": [conv_cfg(1, 2, 3), conv_cfg(2, 1, 1)]}
 
 
 def partial_area_cases():
@@ -487,10 +487,14 @@ def partial_area_cases():
         ("prune_partial_area_kernel_emptied_f32", "float32", AREA_NET, 0.5, "weak_kernel",
          "kernel (0, 1) is tiny: its whole area goes, so its weights are deactivated"),
         ("prune_partial_area_guard_f64", "float64", CONV_ONLY, 0.8, None,
-         "the conv is the output layer: no output position may lose its last input, so it stops short"),
+         "a 1x1 conv reads both maps: pruning both maps' area at one position would cut that output off,"
+         " so it stops short"),
     ]:
         rng = _rng(len(cases) + 121)
         a = network_arrays(rng, spec, density=0.8)
+        if spec is CONV_ONLY:
+            a["layer1.mask"][:] = 1
+            a["layer1.weight"] = np.array([0.5, -0.75]).reshape(1, 2, 1, 1)
         grid_w = _grid(rng, a["layer0.weight"].shape, -8, 8, 0.125)
         grid_w[grid_w == 0] = 0.25
         a["layer0.weight"] = grid_w * a["layer0.mask"]
