@@ -19,6 +19,7 @@ case's failure, never the run's. The format and every op are specified in
 import importlib
 import json
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,9 @@ def write_case(case_dir, case, expected):
     inputs = {k: _npy_ready(v) for k, v in case.inputs.items()}
     expected = {k: _npy_ready(v) for k, v in expected.items()}
     for folder, arrays in (("inputs", inputs), ("expected", expected)):
-        (case_dir / folder).mkdir(parents=True, exist_ok=True)
+        if (case_dir / folder).exists():
+            shutil.rmtree(case_dir / folder)
+        (case_dir / folder).mkdir(parents=True)
         for name, array in arrays.items():
             np.save(case_dir / folder / f"{name}.npy", array, allow_pickle=False)
     record = {"name": case.name, "op": case.op, "dtype": case.dtype, "note": case.note, "params": case.params,
@@ -95,6 +98,9 @@ def generate(out_dir=DEFAULT_DIR, adapter=None):
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ValueError("two conformance cases share a name")
+    for stale in out_dir.glob("*/case.json"):  # a renamed or removed case leaves no folder behind
+        if stale.parent.name not in names:
+            shutil.rmtree(stale.parent)
     entries = []
     for case in cases:
         expected = adapter.OPS[case.op]({k: v.copy() for k, v in case.inputs.items()}, json.loads(json.dumps(case.params)))
