@@ -15,6 +15,9 @@ nestref's operators) on them and writes
 case; a missing file, a wrong shape, a missing op or an adapter that raises is that
 case's failure, never the run's. The format and every op are specified in
 ``conformance/README.md``.
+
+Floor: the adapter calls operators from every floor (layers, models, optim, grow,
+prune, accounting), so these modules sit beside ``synthesize``, under ``cli``.
 """
 import importlib
 import json
