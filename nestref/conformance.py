@@ -204,15 +204,18 @@ def check_case(ops, case_dir, name="?", op="?"):
     return CaseResult(name, op, True, worst_message, worst_ratio)
 
 
-def check(adapter, case_dir=DEFAULT_DIR):
-    """Run every case of case_dir/manifest.json against ``adapter`` (module or object with OPS)."""
+def check(adapter, case_dir=DEFAULT_DIR, ops=None):
+    """Run every case of case_dir/manifest.json (or only those of the op names in ``ops``)
+    against ``adapter`` (a module or object with OPS)."""
     case_dir = Path(case_dir)
     manifest = json.loads((case_dir / "manifest.json").read_text())
+    wanted = ops
     ops = getattr(adapter, "OPS", None)
     if not isinstance(ops, dict):
         raise TypeError(f"{getattr(adapter, '__name__', adapter)!r} has no OPS dict "
                          f"(op name -> fn(inputs, params) -> dict of outputs); see conformance/README.md")
-    return [check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"]) for entry in manifest["cases"]]
+    return [check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"]) for entry in manifest["cases"]
+            if wanted is None or entry["op"] in wanted]
 
 
 # ======================================================================= CLI
@@ -227,6 +230,7 @@ def main(argv=None):
     c = sub.add_parser("check", help="run the cases against an adapter module (see conformance/README.md)")
     c.add_argument("module", help="importable module, or path to a .py file, exposing OPS")
     c.add_argument("--cases", default=str(DEFAULT_DIR), help=f"case directory (default {DEFAULT_DIR})")
+    c.add_argument("--op", action="append", help="only the cases of this op (repeatable), e.g. --op dense.forward")
     c.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     args = parser.parse_args(argv)
 
@@ -241,7 +245,7 @@ def main(argv=None):
         return 2
     try:
         adapter = load_adapter(args.module)
-        results = check(adapter, args.cases)
+        results = check(adapter, args.cases, args.op)
     except Exception as err:  # noqa: BLE001  (an adapter that cannot load is a user mistake, not a crash)
         print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2

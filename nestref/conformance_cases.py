@@ -487,8 +487,8 @@ def partial_area_cases():
         ("prune_partial_area_kernel_emptied_f32", "float32", AREA_NET, 0.5, "weak_kernel",
          "kernel (0, 1) is tiny: its whole area goes, so its weights are deactivated"),
         ("prune_partial_area_guard_f64", "float64", CONV_ONLY, 0.8, None,
-         "a 1x1 conv reads both maps: pruning both maps' area at one position would cut that output off,"
-         " so it stops short"),
+         ("a 1x1 conv reads both maps: pruning both maps' area at one position would cut that output off,"
+         " so it stops short")),
     ]:
         rng = _rng(len(cases) + 121)
         a = network_arrays(rng, spec, density=0.8)

@@ -51,7 +51,7 @@ def test_the_cases_cover_every_operator_in_both_precisions():
     assert min(per_op.values()) >= 3
     float_ops = REQUIRED_OPS - {"accounting.count"}
     assert float_ops <= {c["op"] for c in cases if c["dtype"] == "float32"}
-    assert float_ops - {"prune.magnitude"} <= {c["op"] for c in cases if c["dtype"] == "float64"}
+    assert float_ops <= {c["op"] for c in cases if c["dtype"] == "float64"}
 
 
 def test_the_files_are_plain_npy_and_small():

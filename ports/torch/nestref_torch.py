@@ -108,7 +108,7 @@ def batch_loss(spec, params, x, y):
 
 def floor_count(fraction, n):
     """floor(fraction * n) with a 1e-9 slack: 0.29 * 100 is 28.999999999999996."""
-    return int(math.floor(fraction * n + 1e-9))
+    return math.floor(fraction * n + 1e-9)
 
 
 def smallest_first(scores, candidates):
