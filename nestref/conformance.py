@@ -235,13 +235,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.action == "generate":
-        manifest = generate(args.out)
+        try:
+            manifest = generate(args.out)
+        except OSError as err:
+            print(f"error: cannot write the cases to {args.out}: {err}", file=sys.stderr)
+            return 2
         ops = sorted({c["op"] for c in manifest["cases"]})
         print(f"wrote {len(manifest['cases'])} cases of {len(ops)} ops to {args.out}")
         return 0
-    if not (Path(args.cases) / "manifest.json").is_file():
-        print(f"error: no manifest.json in {args.cases} (run `nestref conformance generate` or pass --cases DIR)",
-              file=sys.stderr)
+    manifest_path = Path(args.cases) / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        names = {entry["op"] for entry in manifest["cases"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); run `nestref conformance "
+              f"generate` or pass --cases DIR holding the cases", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.op or ()) - names)
+    if unknown:
+        print(f"error: no cases of op(s) {unknown}; the ops are {sorted(names)}", file=sys.stderr)
         return 2
     try:
         adapter = load_adapter(args.module)

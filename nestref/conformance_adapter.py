@@ -164,7 +164,8 @@ def growth_connections(inputs, params):
     w = inputs["weight"]
     layer = Dense(1, 1, dtype=w.dtype)  # grow_connections reads only weight, mask and the gradient
     layer.weight, layer.mask = w.copy(), inputs["mask"].copy()
-    # after the merge: grow.select_growth(mask, G, ratio) picks the positions this call activates
+    # after the merge: grow.select_growth(mask, G, ratio) picks the positions this call activates;
+    # "indices" lists them by |G| descending, ties by ascending flat index (as grow_connections reports them)
     report = grow.grow_connections(layer, params["ratio"], gradient=inputs["gradient"], init=params["init"],
                                    lr=params["lr"])
     return {"weight": layer.weight, "mask": layer.mask, "indices": report.indices.astype(np.int64)}
@@ -183,7 +184,8 @@ def growth_bridging_gradient(inputs, params):
 
 def growth_neuron_weights(inputs, params):
     G = inputs["G"]
-    # after the merge: grow.neuron_weights(G, count, birth_ratio, signs) -> (w_in, w_out)
+    # after the merge: grow.neuron_weights(G, count, birth_ratio, signs) -> (w_in, w_out); here signs[r]
+    # is the draw for the r-th pair by rank, the order in which today's rng.choice calls consume draws
     w_in, w_out, _, _ = grow._neuron_weights(G, params["count"], params["birth_ratio"], "random",
                                               _SignReplay(inputs["signs"]), G.shape[1], G.shape[0])
     return {"w_in": w_in, "w_out": w_out}
@@ -202,6 +204,7 @@ def prune_magnitude(inputs, params):
     w = inputs["weight"]
     layer = Dense(1, 1, dtype=w.dtype)
     layer.weight, layer.mask = w.copy(), inputs["mask"].copy()
+    # the output-unit guard of prune_network: each row keeps its largest-|w| active weight
     protect = prune._strongest_input_per_unit(layer) if params.get("output_unit_guard") else None
     # after the merge: prune.magnitude_prune(weight, mask, fraction, protect) -> (mask_after, threshold)
     report = prune.prune_by_magnitude(layer, params["fraction"], protect=protect)

@@ -158,4 +158,11 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     assert cli_main(["conformance", "check", str(module), "--cases", str(root)]) == 2
     assert "has no OPS dict" in capsys.readouterr().err
     assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(tmp_path)]) == 2
-    assert "no manifest.json" in capsys.readouterr().err
+    assert "cannot read" in capsys.readouterr().err
+    assert cli_main(["conformance", "check", "no_such_port_module", "--cases", str(root)]) == 2
+    assert "No module named 'no_such_port_module'" in capsys.readouterr().err
+    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--op", "dense.fwd"]) == 2
+    assert "no cases of op(s) ['dense.fwd']" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert cli_main(["conformance", "generate", "--out", str(tmp_path / "a_file")]) == 2
+    assert "cannot write the cases" in capsys.readouterr().err
