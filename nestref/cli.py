@@ -195,6 +195,8 @@ def build_parser():
 
     # `nestref bench ...` is handed to nestref.bench before parsing (see main); listed here for --help
     sub.add_parser("bench", help="time training against PyTorch (nestref bench --help for its options)")
+    # `nestref conformance ...` is handed to nestref.conformance the same way
+    sub.add_parser("conformance", help="write or check the conformance cases for ports (see conformance/README.md)")
     return parser
 
 
@@ -203,6 +205,9 @@ def main(argv=None):
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
         return bench_main(argv[1:])
+    if argv[:1] == ["conformance"]:
+        from .conformance import main as conformance_main
+        return conformance_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,286 @@
+"""Conformance vectors: every NeST operator as language-neutral cases a port can test against.
+
+``generate(out_dir)`` builds the cases below (inputs drawn here, deterministically),
+runs nestref's adapter (``nestref.conformance_adapter``, the one place that calls
+nestref's operators) on them and writes
+
+    out_dir/manifest.json          every case: name, op, folder
+    out_dir/<case>/case.json       op, dtype, params, inputs and expected outputs
+                                   (file, dtype, shape), and how each output compares
+    out_dir/<case>/inputs/<name>.npy, out_dir/<case>/expected/<name>.npy
+                                   one array per input and expected output
+
+``check(adapter, case_dir)`` runs any adapter (a module or object with ``OPS``, see
+``conformance/README.md``) on the committed cases and returns one ``CaseResult`` per
+case; a missing file, a wrong shape, a missing op or an adapter that raises is that
+case's failure, never the run's. The format and every op are specified in
+``conformance/README.md``.
+
+Floor: the adapter calls operators from every floor (layers, models, optim, grow,
+prune, accounting), so these modules sit beside ``synthesize``, under ``cli``.
+"""
+import importlib
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .conformance_cases import all_cases
+
+FORMAT_VERSION = 1
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
+
+# Tolerance policy (conformance/README.md, "Tolerances"): |actual - expected| <= atol + rtol * |expected|.
+# float32 carries headroom for a port that sums in another order (BLAS blocking, direct
+# convolution instead of im2col, fused multiply-add): each such reordering moves a sum of
+# K products by up to ~K * 6e-8 of its terms' scale.
+TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-9, "atol": 1e-12}}
+
+
+# ================================================================ case records
+@dataclass
+class Case:
+    name: str
+    op: str
+    dtype: str                # the precision of the case's floats: "float32" or "float64"
+    inputs: dict
+    params: dict
+    note: str = ""
+
+
+def _compare_rule(name, array, dtype):
+    """Masks, indices and counts compare exactly; other floats within the case's tolerance."""
+    if array.dtype.kind in "biu" or "mask" in name.split(".")[-1]:
+        return "exact"
+    return dict(TOLERANCES[dtype])
+
+
+def _npy_ready(value):
+    """A little-endian, C-order, non-object ndarray (0-d for scalars)."""
+    array = np.array(value, order="C")  # not ascontiguousarray: it turns a 0-d scalar into shape (1,)
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise TypeError(f"cannot store {array.dtype} arrays in a conformance case")
+    return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
+
+def _listing(arrays, folder, dtype=None):
+    out = {}
+    for name, array in sorted(arrays.items()):
+        entry = {"file": f"{folder}/{name}.npy", "dtype": str(array.dtype), "shape": list(array.shape)}
+        if dtype is not None:
+            entry["compare"] = _compare_rule(name, array, dtype)
+        out[name] = entry
+    return out
+
+
+def write_case(case_dir, case, expected):
+    inputs = {k: _npy_ready(v) for k, v in case.inputs.items()}
+    expected = {k: _npy_ready(v) for k, v in expected.items()}
+    for folder, arrays in (("inputs", inputs), ("expected", expected)):
+        if (case_dir / folder).exists():
+            shutil.rmtree(case_dir / folder)
+        (case_dir / folder).mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(case_dir / folder / f"{name}.npy", array, allow_pickle=False)
+    record = {"name": case.name, "op": case.op, "dtype": case.dtype, "note": case.note, "params": case.params,
+              "inputs": _listing(inputs, "inputs"), "expected": _listing(expected, "expected", case.dtype)}
+    (case_dir / "case.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
+
+
+def generate(out_dir=DEFAULT_DIR, adapter=None):
+    """Write every case, with nestref's answers as the expected outputs. Returns the manifest."""
+    if adapter is None:
+        from . import conformance_adapter as adapter
+    out_dir = Path(out_dir)
+    cases = all_cases()
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise ValueError("two conformance cases share a name")
+    for stale in out_dir.glob("*/case.json"):  # a renamed or removed case leaves no folder behind
+        if stale.parent.name not in names:
+            shutil.rmtree(stale.parent)
+    entries = []
+    for case in cases:
+        expected = adapter.OPS[case.op]({k: v.copy() for k, v in case.inputs.items()}, json.loads(json.dumps(case.params)))
+        write_case(out_dir / case.name, case, expected)
+        entries.append({"name": case.name, "op": case.op, "dtype": case.dtype, "dir": case.name})
+    manifest = {"format": FORMAT_VERSION, "description": "nestref conformance cases; see README.md",
+                "cases": entries}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+# ===================================================================== checking
+@dataclass
+class CaseResult:
+    name: str
+    op: str
+    passed: bool
+    worst: str       # the worst error over the outputs, or what went wrong
+    ratio: float = 0.0  # worst |a - e| / (atol + rtol |e|) over the toleranced outputs; inf on a failure
+
+
+def load_case(case_dir):
+    """(case.json record, {input name: array}); raises OSError/ValueError naming the problem."""
+    record = json.loads((case_dir / "case.json").read_text())
+    inputs = {name: _load_array(case_dir, name, entry) for name, entry in record["inputs"].items()}
+    return record, inputs
+
+
+def _load_array(case_dir, name, entry):
+    path = case_dir / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file {entry['file']}")
+    array = np.load(path, allow_pickle=False)
+    if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
+        raise ValueError(f"{entry['file']} holds {array.dtype} {list(array.shape)}, case.json says "
+                         f"{entry['dtype']} {entry['shape']}")
+    return array
+
+
+def compare(name, actual, expected, rule):
+    """(ok, worst ratio, message) for one output."""
+    try:
+        actual = np.asarray(actual)
+    except Exception as err:  # noqa: BLE001  (a port may hand back anything)
+        return False, math.inf, f"{name}: not an array ({type(err).__name__}: {err})"
+    if actual.shape != expected.shape:
+        return False, math.inf, f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}"
+    if actual.dtype.kind not in "biuf":
+        return False, math.inf, f"{name}: dtype {actual.dtype} is not numeric"
+    if rule == "exact":
+        wrong = int(np.count_nonzero(actual != expected))
+        return wrong == 0, (0.0 if wrong == 0 else math.inf), (f"{name}: exact" if wrong == 0 else
+                                                                f"{name}: {wrong} of {expected.size} entries differ")
+    a, e = actual.astype(np.float64), expected.astype(np.float64)
+    nan_a, nan_e = np.isnan(a), np.isnan(e)
+    if np.any(nan_a != nan_e):
+        return False, math.inf, f"{name}: NaN where the expected value is {'not ' if nan_a.any() else ''}NaN"
+    err = np.abs(np.where(nan_e, 0.0, a - e))
+    bound = rule["atol"] + rule["rtol"] * np.abs(np.where(nan_e, 0.0, e))
+    ratio = float((err / bound).max()) if err.size else 0.0
+    if not math.isfinite(ratio):
+        return False, math.inf, f"{name}: inf where the expected value is finite"
+    where = int(np.argmax(err / bound)) if err.size else 0
+    return ratio <= 1.0, ratio, (f"{name}: max |a-e| {float(err.max()) if err.size else 0.0:.3g} "
+                                 f"({ratio:.2g} of the tolerance, at flat index {where})")
+
+
+def check_case(ops, case_dir, name="?", op="?"):
+    """Run one case; every failure becomes a failed CaseResult."""
+    try:
+        record, inputs = load_case(case_dir)
+        name, op = record["name"], record["op"]
+        expected = {k: _load_array(case_dir, k, entry) for k, entry in record["expected"].items()}
+    except Exception as err:  # noqa: BLE001  (any broken case is that case's failure)
+        return CaseResult(name, op, False, f"unreadable case: {type(err).__name__}: {err}", math.inf)
+    if op not in ops:
+        return CaseResult(name, op, False, f"the adapter has no op {op!r}", math.inf)
+    try:
+        outputs = ops[op]({k: v.copy() for k, v in inputs.items()}, record["params"])
+    except Exception as err:  # noqa: BLE001  (whatever the adapter raises fails only this case)
+        return CaseResult(name, op, False, f"the adapter raised {type(err).__name__}: {err}", math.inf)
+    if not isinstance(outputs, dict):
+        return CaseResult(name, op, False, f"the adapter returned {type(outputs).__name__}, not a dict", math.inf)
+    worst_ratio, worst_message, failures = 0.0, "no outputs", []
+    for key, entry in record["expected"].items():
+        if key not in outputs:
+            failures.append(f"{key}: missing from the adapter's outputs")
+            continue
+        ok, ratio, message = compare(key, outputs[key], expected[key], entry["compare"])
+        if not ok:
+            failures.append(message)
+        elif entry["compare"] != "exact" and ratio >= worst_ratio:
+            worst_ratio, worst_message = ratio, message
+        elif worst_message == "no outputs":
+            worst_message = message
+    if failures:
+        return CaseResult(name, op, False, "; ".join(failures), math.inf)
+    return CaseResult(name, op, True, worst_message, worst_ratio)
+
+
+def check(adapter, case_dir=DEFAULT_DIR, ops=None):
+    """Run every case of case_dir/manifest.json (or only those of the op names in ``ops``)
+    against ``adapter`` (a module or object with OPS)."""
+    case_dir = Path(case_dir)
+    manifest = json.loads((case_dir / "manifest.json").read_text())
+    wanted = ops
+    ops = getattr(adapter, "OPS", None)
+    if not isinstance(ops, dict):
+        raise TypeError(f"{getattr(adapter, '__name__', adapter)!r} has no OPS dict "
+                         f"(op name -> fn(inputs, params) -> dict of outputs); see conformance/README.md")
+    return [check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"]) for entry in manifest["cases"]
+            if wanted is None or entry["op"] in wanted]
+
+
+# ======================================================================= CLI
+def main(argv=None):
+    """``nestref conformance generate [--out DIR]`` / ``nestref conformance check MODULE [--cases DIR]``."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="nestref conformance",
+                                     description="write or check the language-neutral conformance cases")
+    sub = parser.add_subparsers(dest="action", required=True)
+    g = sub.add_parser("generate", help="write the cases from nestref's own operators")
+    g.add_argument("--out", default=str(DEFAULT_DIR), help=f"output directory (default {DEFAULT_DIR})")
+    c = sub.add_parser("check", help="run the cases against an adapter module (see conformance/README.md)")
+    c.add_argument("module", help="importable module, or path to a .py file, exposing OPS")
+    c.add_argument("--cases", default=str(DEFAULT_DIR), help=f"case directory (default {DEFAULT_DIR})")
+    c.add_argument("--op", action="append", help="only the cases of this op (repeatable), e.g. --op dense.forward")
+    c.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    args = parser.parse_args(argv)
+
+    if args.action == "generate":
+        try:
+            manifest = generate(args.out)
+        except OSError as err:
+            print(f"error: cannot write the cases to {args.out}: {err}", file=sys.stderr)
+            return 2
+        ops = sorted({c["op"] for c in manifest["cases"]})
+        print(f"wrote {len(manifest['cases'])} cases of {len(ops)} ops to {args.out}")
+        return 0
+    manifest_path = Path(args.cases) / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        names = {entry["op"] for entry in manifest["cases"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); run `nestref conformance "
+              f"generate` or pass --cases DIR holding the cases", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.op or ()) - names)
+    if unknown:
+        print(f"error: no cases of op(s) {unknown}; the ops are {sorted(names)}", file=sys.stderr)
+        return 2
+    try:
+        adapter = load_adapter(args.module)
+        results = check(adapter, args.cases, args.op)
+    except Exception as err:  # noqa: BLE001  (an adapter that cannot load is a user mistake, not a crash)
+        print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    for r in results:
+        if not (args.quiet and r.passed):
+            print(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<44} {r.op:<26} {r.worst}")
+    passed = sum(r.passed for r in results)
+    print(f"{passed}/{len(results)} cases passed")
+    return 0 if passed == len(results) else 1
+
+
+def load_adapter(spec):
+    """An adapter module by import name (``ports.torch.adapter``) or by .py path."""
+    path = Path(spec)
+    if spec.endswith(".py"):
+        if not path.is_file():
+            raise FileNotFoundError(f"no file {spec}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.path.insert(0, str(path.parent))
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
+        return module
+    return importlib.import_module(spec)
