@@ -92,20 +92,6 @@ class _ReplayGenerator(np.random.Generator):
         raise ValueError("a candidate with no nonzero weight was given; every candidate needs one")
 
 
-class _SignReplay:
-    """Stands for the rng of ``grow._neuron_weights``: ``choice`` hands out the given signs in order."""
-
-    def __init__(self, signs):
-        self._signs, self._used = np.asarray(signs, dtype=np.float64), 0
-
-    def choice(self, values, size):
-        if self._used + size > self._signs.size:
-            raise ValueError(f"signs holds {self._signs.size} draws, more are needed")
-        out = self._signs[self._used:self._used + size]
-        self._used += size
-        return out
-
-
 # ----------------------------------------------------------------- the ops
 def dense_forward(inputs, params):
     return {"y": _dense(inputs).forward(inputs["x"])}
@@ -164,31 +150,30 @@ def growth_connections(inputs, params):
     w = inputs["weight"]
     layer = Dense(1, 1, dtype=w.dtype)  # grow_connections reads only weight, mask and the gradient
     layer.weight, layer.mask = w.copy(), inputs["mask"].copy()
-    # after the merge: grow.select_growth(mask, G, ratio) picks the positions this call activates;
-    # "indices" lists them by |G| descending, ties by ascending flat index (as grow_connections reports them)
+    # the driver applies grow.select_growth(mask, G, ratio) and gives the grown weights -lr * G (or 0);
+    # "indices" lists them by |G| descending, ties by ascending flat index
     report = grow.grow_connections(layer, params["ratio"], gradient=inputs["gradient"], init=params["init"],
                                    lr=params["lr"])
     return {"weight": layer.weight, "mask": layer.mask, "indices": report.indices.astype(np.int64)}
 
 
 def growth_bridging_gradient(inputs, params):
-    # G[m, n] is the gradient of the loss w.r.t. a direct weight n -> m: the weight gradient of a
-    # Dense layer from x_prev to u^(l+1), which is what grow.bridging_gradient computes.
-    # after the merge: return {"G": grow.bridging_gradient(inputs["x_prev"], inputs["delta_next"])}
-    x_prev, delta = inputs["x_prev"], inputs["delta_next"]
-    direct = Dense(x_prev.shape[1], delta.shape[1], dtype=x_prev.dtype)
-    direct.forward(x_prev)
-    direct.backward(delta, input_grad=False)
-    return {"G": direct.grad_weight}
+    return {"G": grow.bridging_gradient(inputs["x_prev"], inputs["delta_next"])}
 
 
 def growth_neuron_weights(inputs, params):
-    G = inputs["G"]
-    # after the merge: grow.neuron_weights(G, count, birth_ratio, signs) -> (w_in, w_out); here signs[r]
-    # is the draw for the r-th pair by rank, the order in which today's rng.choice calls consume draws
-    w_in, w_out, _, _ = grow._neuron_weights(G, params["count"], params["birth_ratio"], "random",
-                                              _SignReplay(inputs["signs"]), G.shape[1], G.shape[0])
-    return {"w_in": w_in, "w_out": w_out}
+    G, draws = inputs["G"], np.asarray(inputs["signs"], dtype=np.float64)
+    # a case lists one sign draw per pair in rank order (so ports need no RNG); the rule takes
+    # them at the pairs' places (M, I)
+    chunk = grow.pairs_per_neuron(params["birth_ratio"], G.size)
+    used = grow.rank_pairs(G)[:params["count"] * chunk]
+    if draws.size < used.size:
+        raise ValueError(f"signs holds {draws.size} draws, {used.size} are needed")
+    signs = np.ones(G.shape)
+    signs.flat[used] = draws[:used.size]
+    w_in, w_out = grow.neuron_weights(G, params["count"], params["birth_ratio"], signs)
+    added = w_in.any(axis=1) & w_out.any(axis=0)  # a neuron whose weights cancel is not added
+    return {"w_in": w_in[added], "w_out": w_out[:, added]}
 
 
 def growth_feature_map(inputs, params):
@@ -201,15 +186,14 @@ def growth_feature_map(inputs, params):
 
 
 def prune_magnitude(inputs, params):
-    w = inputs["weight"]
-    layer = Dense(1, 1, dtype=w.dtype)
-    layer.weight, layer.mask = w.copy(), inputs["mask"].copy()
+    weight, mask = inputs["weight"], inputs["mask"]
     # the output-unit guard of prune_network: each row keeps its largest-|w| active weight
-    protect = prune._strongest_input_per_unit(layer) if params.get("output_unit_guard") else None
-    # after the merge: prune.magnitude_prune(weight, mask, fraction, protect) -> (mask_after, threshold)
-    report = prune.prune_by_magnitude(layer, params["fraction"], protect=protect)
-    threshold = np.nan if report.threshold is None else report.threshold
-    return {"mask_after": layer.mask, "weight_after": layer.weight, "threshold": np.float64(threshold)}
+    protect = prune.strongest_input_per_unit(weight, mask) if params.get("output_unit_guard") else None
+    mask_after, threshold = prune.magnitude_prune(weight, mask, params["fraction"], protect)
+    weight_after = weight.copy()
+    weight_after[(mask != 0) & (mask_after == 0)] = 0
+    threshold = np.nan if threshold is None else threshold
+    return {"mask_after": mask_after, "weight_after": weight_after, "threshold": np.float64(threshold)}
 
 
 def prune_dead_units(inputs, params):
@@ -221,7 +205,7 @@ def prune_dead_units(inputs, params):
 def prune_partial_area(inputs, params):
     net = _network(inputs, params)
     position = params["position"]
-    contributions = prune.area_contributions(net.layers[position], inputs["x"])
+    contributions = prune.layer_area_contributions(net.layers[position], inputs["x"])
     prune.prune_partial_area(net, position, params["fraction"], inputs["x"])
     layer = net.layers[position]
     return {"contributions": contributions, "area_mask": layer.area_mask, "weight": layer.weight, "mask": layer.mask}
