@@ -19,21 +19,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import architectures
 from . import kernels
 from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU
 from .models import keep_units, next_masked
 
-# Per-masked-layer fractions of one pruning round, by architecture.
-# lenet-300-100: NEST.md's (0.1, 0.08, 0.04) [ours, measured: a uniform fraction
-#   starves the 10-unit output layer].
-# lenet5 (conv1, conv2, fc1, fc2) [ours]: Han et al. (2015) end LeNet-5 at densities of
-#   about 66%, 12%, 8% and 19%; at fc1's 0.1 per round that is ~24 rounds, and
-#   1 - density**(1/24) gives ~0.02, ~0.08, 0.1, ~0.07 per round. The output layer
-#   is held at 0.04 as for LeNet-300-100, for the same reason.
-DEFAULT_PRUNE_FRACTIONS = {
-    "lenet-300-100": (0.1, 0.08, 0.04),
-    "lenet5": (0.02, 0.08, 0.1, 0.04),
-}
+# Per-masked-layer fractions of one pruning round, by architecture: the rule and its
+# reasons are in nestref.architectures (Architecture.prune_fractions).
+DEFAULT_PRUNE_FRACTIONS = {name: entry.prune_fractions for name, entry in architectures.TABLE.items()}
 
 
 # ===================================================================== reports

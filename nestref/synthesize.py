@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accounting, grow, prune
+from . import accounting, architectures, grow, prune
 from .augment import random_affine
 from .compact import compact, save_compact
 from .config import SynthesisConfig
-from .data import load_mnist, train_val_split
+from .data import load_splits
 from .layers import Conv2d, Dense
 from .models import Network, build
 from .optim import SGD, cosine
@@ -45,16 +45,9 @@ CHECKPOINT = "checkpoint.npz"
 
 # ----------------------------------------------------------------------- data
 def load_data(config):
-    """{"train", "val", "test"}: (x, y) pairs of uint8 images and int64 labels, split by the config."""
-    mnist = load_mnist(config.data_dir)
-    images, labels = mnist.train_images, mnist.train_labels
-    if config.train_limit is not None:
-        images, labels = images[:config.train_limit], labels[:config.train_limit]
-    if config.n_val >= len(images):
-        raise ValueError(f"n_val={config.n_val} leaves no training images out of {len(images)}")
-    tx, ty, vx, vy = train_val_split(images, labels, n_val=config.n_val, seed=config.seed)
-    return {"train": (tx, ty), "val": (vx, vy), "test": (mnist.test_images, mnist.test_labels),
-            "source": mnist.source}
+    """The config's data set split as ``nestref.data.load_splits`` does: {"train", "val", "test"}
+    (x, y) pairs, "source", "dataset" (name, checksum, ...), "image_shape", "classes"."""
+    return load_splits(config.data_dir, config.n_val, config.seed, config.train_limit)
 
 
 # ------------------------------------------------------------------ snapshots
@@ -119,7 +112,9 @@ class Run:
         self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
                       "prune_rounds": [], "chosen": None, "elapsed": 0.0}
         self.net = self.optimizer = None
-        self.target_widths = build(config.arch).widths()
+        # the data's image shape and class count shape the network (input, output width)
+        self.data_shape = {"image_shape": data.get("image_shape"), "classes": data.get("classes")}
+        self.target_widths = build(config.arch, **self.data_shape).widths()
 
     # -------------------------------------------------------------- helpers
     def xy(self, split):
@@ -152,9 +147,10 @@ class Run:
     def step_seed(self):
         c, t0 = self.config, time.perf_counter()
         if c.mode == "prune-only":
-            self.net = build(c.arch, seed=c.seed)
+            self.net = build(c.arch, seed=c.seed, **self.data_shape)
         else:
-            self.net = build(c.arch, width_scale=c.width_scale, density=c.density, seed=c.seed)
+            self.net = build(c.arch, width_scale=c.width_scale, density=c.density, seed=c.seed,
+                             **self.data_shape)
         self.optimizer = SGD(self.net, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         loss = self.train(c.initial_epochs, c.lr)
         rec = self.record("dense" if c.mode == "prune-only" else "seed", t0, train_loss=loss)
@@ -213,7 +209,7 @@ class Run:
                 raise ValueError(f"prune_fractions has {len(c.prune_fractions)} entries; {c.arch} has "
                                  f"{len(self.net.masked_layers())} masked layers")
             return list(c.prune_fractions)
-        return list(prune.DEFAULT_PRUNE_FRACTIONS[c.arch])
+        return list(architectures.get(c.arch).prune_fractions)
 
     def step_prune(self):
         """One pruning round: magnitude, partial area, dead units, retraining; keep a snapshot."""
@@ -299,7 +295,7 @@ class Run:
         compact_error = float((small.predict(x_test).argmax(axis=1) != y_test).mean())
         save_compact(self.out / "model.npz", small)
         params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
-        baseline = accounting.DENSE_BASELINES[c.arch]
+        baseline = accounting.dense_baseline(c.arch, **self.data_shape)
         report = {
             "arch": c.arch, "mode": c.mode, "seed": c.seed, "augment": c.augment,
             "test_error": masked_test["error"], "compact_test_error": compact_error,
@@ -310,6 +306,7 @@ class Run:
             "stop_reason": self.state.get("stop_reason"),
             "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
             "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
+            "data": self.data.get("dataset"),
             "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
             "config": c.to_dict(),
         }
