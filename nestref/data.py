@@ -311,9 +311,9 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
-_FIX_HINT = ("pass --data-dir DIR on the command line (data_dir=... from Python) with a directory "
-             "in MNIST's IDX layout (" + ", ".join(n for n, _, _ in MNIST_FILES.values()) +
-             "; each raw or .gz) or an .npz holding x_train, y_train, x_test, y_test")
+_IDX_NAMES = ", ".join(n for n, _, _ in MNIST_FILES.values()) + "; each raw or .gz"
+_FIX_HINT = ("pass --data-dir on the command line (data_dir=... from Python) a directory in MNIST's "
+             f"IDX layout ({_IDX_NAMES}) or an .npz holding x_train, y_train, x_test, y_test")
 
 
 @dataclass(frozen=True, eq=False)
@@ -725,17 +725,21 @@ def load_path(path: str | os.PathLike, origin: str = "data_dir") -> Dataset:
         (a DataError) for a corrupt IDX file or a damaged known data set.
     """
     p = Path(path).expanduser()
+    if origin == "NESTREF_DATA_DIR":
+        fix = f"To fix, set NESTREF_DATA_DIR to a directory in MNIST's IDX layout ({_IDX_NAMES}) or " \
+              "an .npz holding x_train, y_train, x_test, y_test, or unset it to use MNIST"
+    else:
+        fix = f"To fix, {_FIX_HINT}; or set NESTREF_DATA_DIR to one; or omit {origin} to use MNIST"
     if not p.exists():
-        raise DataError(f"{origin} {p}: no such file or directory; {_FIX_HINT}")
+        raise DataError(f"{origin} {p}: no such file or directory. {fix}")
     if p.is_file():
         if p.suffix != ".npz":
-            raise DataError(f"{origin} {p}: a file, but not an .npz; {_FIX_HINT}")
+            raise DataError(f"{origin} {p}: a file, but not an .npz. {fix}")
         return _load_npz_dataset(p)
     paths = _find_files(p)
     if len(paths) < len(MNIST_FILES):
         absent = [MNIST_FILES[k][0] for k in MNIST_FILES if k not in paths]
-        raise DataError(f"{origin} {p}: not a data set: missing {', '.join(absent)} (each raw or .gz). "
-                        f"To fix, {_FIX_HINT}, or set NESTREF_DATA_DIR, or omit it to use MNIST")
+        raise DataError(f"{origin} {p}: not a data set: missing {', '.join(absent)} (each raw or .gz). {fix}")
     return _load_idx_dataset(p, paths)
 
 
