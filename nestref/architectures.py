@@ -46,6 +46,7 @@ gives ~0.02, ~0.08, 0.1, ~0.07 per round, the output held at 0.04.
 This module stands just above ``layers``: it builds lists of layers, and ``models`` wraps
 them into a ``Network``.
 """
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -55,10 +56,12 @@ import numpy as np
 from .errors import InvalidArgumentError
 from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 
-SPEC_HELP = ("an architecture is 'lenet-300-100', 'lenet5', an MLP spec such as "
-             "'mlp:784-300-100-10' (input size, hidden widths, classes) or a CNN spec such as "
-             "'conv:c20k5-p2-c50k5-p2-d500-d10' (cNkK conv, pK max-pool, r ReLU, dN dense; "
-             "the last dense is the class count)")
+SPEC_HELP = (
+    "an architecture is 'lenet-300-100', 'lenet5', an MLP spec such as "
+    "'mlp:784-300-100-10' (input size, hidden widths, classes) or a CNN spec such as "
+    "'conv:c20k5-p2-c50k5-p2-d500-d10' (cNkK conv, pK max-pool, r ReLU, dN dense; "
+    "the last dense is the class count)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,11 @@ class Architecture:
     """
 
     name: str
-    family: str                         # "mlp" or "conv"
+    family: str  # "mlp" or "conv"
     stages: tuple
-    input_shape: tuple                  # one example, as designed: (784,) or (1, 28, 28)
+    input_shape: tuple  # one example, as designed: (784,) or (1, 28, 28)
     fixed_io: bool = True
-    net_prefix: str | None = None       # LeNets: "lenet" -> Network name "lenet-120-40"
+    net_prefix: str | None = None  # LeNets: "lenet" -> Network name "lenet-120-40"
     seed: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
@@ -91,7 +94,7 @@ class Architecture:
 
     @property
     def prune_fractions(self):
-        """Default per-masked-layer fractions of one pruning round (rule in the module docstring)."""
+        """Default per-masked-layer fractions of one pruning round (the module docstring's rule)."""
         fractions, convs, hidden = [], 0, 0
         masked = [s for s in self.stages if s[0] in ("conv", "dense")]
         for i, stage in enumerate(masked):
@@ -113,7 +116,9 @@ class Architecture:
         if len(image_shape) == 2:
             image_shape = (1, *image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
-            raise InvalidArgumentError(f"image_shape must be (H, W) or (C, H, W), got {image_shape}")
+            raise InvalidArgumentError(
+                f"image_shape must be (H, W) or (C, H, W), got {image_shape}"
+            )
         if self.family == "conv":
             return image_shape
         pixels = math.prod(image_shape)
@@ -121,7 +126,8 @@ class Architecture:
             raise InvalidArgumentError(
                 f"{self.name} takes {self.input_shape[0]} inputs, but one image of the data has "
                 f"{' x '.join(map(str, image_shape))} = {pixels} values; write the spec with "
-                f"{pixels} as its first number")
+                f"{pixels} as its first number"
+            )
         return (pixels,)
 
     def output_width(self, classes=None):
@@ -130,11 +136,19 @@ class Architecture:
         if self.fixed_io and classes != self.classes:
             raise InvalidArgumentError(
                 f"{self.name} ends in {self.classes} outputs, but the data has {classes} classes; "
-                f"make the spec's last width {classes}")
+                f"make the spec's last width {classes}"
+            )
         return int(classes)
 
-    def build_layers(self, width_scale=1.0, density=1.0, rng=None, dtype=np.float32,
-                     image_shape=None, classes=None):
+    def build_layers(
+        self,
+        width_scale=1.0,
+        density=1.0,
+        rng=None,
+        dtype=np.float32,
+        image_shape=None,
+        classes=None,
+    ):
         """(layers, input shape, network name) for the seed or dense network.
 
         Hidden widths (feature maps and hidden Dense units) are scaled by ``width_scale``
@@ -160,7 +174,9 @@ class Architecture:
             elif kind == "relu":
                 layers.append(ReLU())
             else:
-                shape = self._spatial_stage(stage, shape, width_scale, density, rng, dtype, layers, widths)
+                shape = self._spatial_stage(
+                    stage, shape, width_scale, density, rng, dtype, layers, widths
+                )
         input_shape = self.network_input_shape(image_shape)
         return layers, input_shape, self._network_name(widths, layers)
 
@@ -171,7 +187,8 @@ class Architecture:
             what = f"a {size}x{size} kernel" if stage[0] == "conv" else f"{size}x{size} pooling"
             raise InvalidArgumentError(
                 f"{self.name} cannot take these images: {what} meets maps of {h}x{w}; use larger "
-                f"images, or a conv: spec with smaller kernels or fewer pooling stages")
+                f"images, or a conv: spec with smaller kernels or fewer pooling stages"
+            )
         if stage[0] == "pool":
             layers.append(MaxPool2d(size))
             return c, (h - size) // size + 1, (w - size) // size + 1
@@ -185,16 +202,22 @@ class Architecture:
             return "-".join([self.net_prefix, *map(str, hidden_widths)])
         outputs = iter([layer.n_out for layer in layers if isinstance(layer, (Conv2d, Dense))])
         if self.family == "mlp":
-            return "mlp:" + "-".join([str(layers[0].n_in), *(str(next(outputs)) for _ in self.stages)])
+            return "mlp:" + "-".join(
+                [str(layers[0].n_in), *(str(next(outputs)) for _ in self.stages)]
+            )
         tokens = []
         for stage in self.stages:
-            kind = stage[0]
-            tokens.append({"conv": lambda: f"c{next(outputs)}k{stage[2]}", "pool": lambda: f"p{stage[1]}",
-                           "relu": lambda: "r", "dense": lambda: f"d{next(outputs)}"}[kind]())
+            if stage[0] == "conv":
+                tokens.append(f"c{next(outputs)}k{stage[2]}")
+            elif stage[0] == "dense":
+                tokens.append(f"d{next(outputs)}")
+            else:
+                tokens.append(f"p{stage[1]}" if stage[0] == "pool" else "r")
         return "conv:" + "-".join(tokens)
 
 
 # --------------------------------------------------------------------------- specs
+
 
 def parse_mlp(text):
     """'784-300-100-10' -> (input size, stages)."""
@@ -202,7 +225,8 @@ def parse_mlp(text):
     if len(parts) < 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
         raise InvalidArgumentError(
             f"bad MLP spec 'mlp:{text}': expected integers >= 1 separated by '-', the input size "
-            f"first and the class count last, e.g. mlp:784-300-100-10")
+            f"first and the class count last, e.g. mlp:784-300-100-10"
+        )
     sizes = [int(p) for p in parts]
     return sizes[0], tuple(("dense", n) for n in sizes[1:])
 
@@ -212,6 +236,7 @@ _CONV_TOKEN = re.compile(r"c(\d+)k(\d+)|p(\d+)|r|d(\d+)")
 
 def parse_conv(text):
     """'c20k5-p2-c50k5-p2-d500-d10' -> stages."""
+
     def bad(why):
         return InvalidArgumentError(f"bad CNN spec 'conv:{text}': {why}. {SPEC_HELP}")
 
@@ -242,23 +267,43 @@ def parse_conv(text):
 
 # --------------------------------------------------------------------------- the LeNets
 
-_MLP_SCHEDULE = dict(augment=True, growth_epochs=3, settle_epochs=20, prune_epochs=2, finetune_epochs=30)
-_CONV_SCHEDULE = dict(augment=True, lr=0.02, prune_lr=0.01, weight_decay=5e-4, initial_epochs=2,
-                      growth_epochs=1, max_growth_rounds=3, growth_batches=10, settle_epochs=8,
-                      prune_epochs=2, finetune_epochs=10, max_prune_rounds=30)
-_MLP_SEED = dict(width_scale=0.4, density=0.1)      # LeNet-300-100 -> LeNet-120-40, 10% dense
+_MLP_SCHEDULE = dict(
+    augment=True, growth_epochs=3, settle_epochs=20, prune_epochs=2, finetune_epochs=30
+)
+_CONV_SCHEDULE = dict(
+    augment=True,
+    lr=0.02,
+    prune_lr=0.01,
+    weight_decay=5e-4,
+    initial_epochs=2,
+    growth_epochs=1,
+    max_growth_rounds=3,
+    growth_batches=10,
+    settle_epochs=8,
+    prune_epochs=2,
+    finetune_epochs=10,
+    max_prune_rounds=30,
+)
+_MLP_SEED = dict(width_scale=0.4, density=0.1)  # LeNet-300-100 -> LeNet-120-40, 10% dense
 _CONV_SEED = dict(width_scale=0.5, density=0.3)
 
 TABLE = {
     "lenet-300-100": Architecture(
-        name="lenet-300-100", family="mlp", stages=parse_mlp("784-300-100-10")[1], input_shape=(784,),
-        fixed_io=False, net_prefix="lenet", seed=_MLP_SEED,
+        name="lenet-300-100",
+        family="mlp",
+        stages=parse_mlp("784-300-100-10")[1],
+        input_shape=(784,),
+        fixed_io=False,
+        net_prefix="lenet",
+        seed=_MLP_SEED,
         # Recipes for the paper's rows (README: "Reproducing the paper's table").
         presets={
-            "lenet-300-100": dict(arch="lenet-300-100", **_MLP_SCHEDULE, param_budget=3800,
-                                  prune_floor_params=3000),
-            "lenet-300-100-accurate": dict(arch="lenet-300-100", **_MLP_SCHEDULE, param_budget=7800,
-                                           prune_floor_params=6500),
+            "lenet-300-100": dict(
+                arch="lenet-300-100", **_MLP_SCHEDULE, param_budget=3800, prune_floor_params=3000
+            ),
+            "lenet-300-100-accurate": dict(
+                arch="lenet-300-100", **_MLP_SCHEDULE, param_budget=7800, prune_floor_params=6500
+            ),
         },
         # Recipe of the dense baseline (README: "Dense baselines").
         recipe={"epochs": 30, "lr": 0.05, "batch_size": 64, "weight_decay": 1e-4},
@@ -270,16 +315,38 @@ TABLE = {
             ("NeST, compact", 0.0158, 3_800, 6_700),
             ("NeST, accurate", 0.0129, 7_800, 14_900),
         ),
-        quick=dict(train_limit=1500, n_val=300, initial_epochs=1, growth_epochs=1, settle_epochs=1,
-                   max_growth_rounds=2, growth_batch_size=500, prune_epochs=1, max_prune_rounds=5,
-                   finetune_epochs=1, prune_fractions=[0.3, 0.25, 0.1], max_error_increase=1.0),
+        quick=dict(
+            train_limit=1500,
+            n_val=300,
+            initial_epochs=1,
+            growth_epochs=1,
+            settle_epochs=1,
+            max_growth_rounds=2,
+            growth_batch_size=500,
+            prune_epochs=1,
+            max_prune_rounds=5,
+            finetune_epochs=1,
+            prune_fractions=[0.3, 0.25, 0.1],
+            max_error_increase=1.0,
+        ),
     ),
     "lenet5": Architecture(
-        name="lenet5", family="conv", stages=parse_conv("c20k5-p2-c50k5-p2-d500-d10"), input_shape=(1, 28, 28),
-        fixed_io=False, net_prefix="lenet5", seed=_CONV_SEED,
+        name="lenet5",
+        family="conv",
+        stages=parse_conv("c20k5-p2-c50k5-p2-d500-d10"),
+        input_shape=(1, 28, 28),
+        fixed_io=False,
+        net_prefix="lenet5",
+        seed=_CONV_SEED,
         presets={
-            "lenet5": dict(arch="lenet5", **_CONV_SEED, **_CONV_SCHEDULE, prune_fractions=[0.03, 0.12, 0.15, 0.06],
-                           param_budget=5800, prune_floor_params=4500),
+            "lenet5": dict(
+                arch="lenet5",
+                **_CONV_SEED,
+                **_CONV_SCHEDULE,
+                prune_fractions=[0.03, 0.12, 0.15, 0.06],
+                param_budget=5800,
+                prune_floor_params=4500,
+            ),
         },
         recipe={"epochs": 15, "lr": 0.02, "batch_size": 64, "weight_decay": 5e-4},
         dense_baseline={"params": 431080, "flops": 4586000},
@@ -288,10 +355,22 @@ TABLE = {
             ("pruning only (Han et al. 2015)", 0.0077, 35_000, 734_000),
             ("NeST", 0.0077, 5_800, 105_000),
         ),
-        quick=dict(train_limit=800, n_val=200, initial_epochs=1, growth_epochs=1, settle_epochs=0,
-                   max_growth_rounds=1, growth_batches=2, growth_batch_size=200, feature_map_candidates=3,
-                   prune_epochs=1, max_prune_rounds=2, finetune_epochs=1, prune_fractions=[0.1, 0.2, 0.3, 0.1],
-                   max_error_increase=1.0),
+        quick=dict(
+            train_limit=800,
+            n_val=200,
+            initial_epochs=1,
+            growth_epochs=1,
+            settle_epochs=0,
+            max_growth_rounds=1,
+            growth_batches=2,
+            growth_batch_size=200,
+            feature_map_candidates=3,
+            prune_epochs=1,
+            max_prune_rounds=2,
+            finetune_epochs=1,
+            prune_fractions=[0.1, 0.2, 0.3, 0.1],
+            max_error_increase=1.0,
+        ),
     ),
 }
 
@@ -310,8 +389,16 @@ def _from_spec(arch):
         seed, schedule = _CONV_SEED, _CONV_SCHEDULE
     preset = dict(arch=arch, **seed, **{**schedule, "augment": False})
     quick = {k: v for k, v in like.quick.items() if k != "prune_fractions"}
-    return Architecture(name=arch, family=family, stages=stages, input_shape=input_shape, seed=seed,
-                        presets={arch: preset}, recipe=dict(like.recipe), quick=quick)
+    return Architecture(
+        name=arch,
+        family=family,
+        stages=stages,
+        input_shape=input_shape,
+        seed=seed,
+        presets={arch: preset},
+        recipe=dict(like.recipe),
+        quick=quick,
+    )
 
 
 def get(arch):
@@ -320,12 +407,13 @@ def get(arch):
         return TABLE[arch]
     if isinstance(arch, str) and arch.startswith(("mlp:", "conv:")):
         return _from_spec(arch)
-    raise InvalidArgumentError(f"unknown architecture {arch!r}; expected one of {sorted(TABLE)} "
-                               f"or a spec: {SPEC_HELP}")
+    raise InvalidArgumentError(
+        f"unknown architecture {arch!r}; expected one of {sorted(TABLE)} or a spec: {SPEC_HELP}"
+    )
 
 
 def problem(arch):
-    """None if ``arch`` names an architecture, else the message saying why not (for config checks)."""
+    """None if ``arch`` names an architecture, else the message saying why not (config checks)."""
     try:
         get(arch)
     except InvalidArgumentError as err:
@@ -344,7 +432,7 @@ def presets():
 
 
 def find_preset(name):
-    """A named preset's values, or the derived preset of an ``mlp:``/``conv:`` spec; None if neither."""
+    """A named preset's values, or the derived preset of an ``mlp:``/``conv:`` spec, or None."""
     named = presets()
     if name in named:
         return dict(named[name])

@@ -163,7 +163,8 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
         )
     if data[0] != 0 or data[1] != 0:
         raise IDXError(
-            f"{path}: wrong magic: first two bytes are {data[:2].hex()}, an IDX file starts with 0000"
+            f"{path}: wrong magic: first two bytes are {data[:2].hex()}, "
+            "an IDX file starts with 0000"
         )
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
@@ -172,7 +173,8 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise IDXError(
-            f"{path}: truncated header: {ndim} dims need {header_len} header bytes, file has {len(data)}"
+            f"{path}: truncated header: {ndim} dims need {header_len} header bytes, "
+            f"file has {len(data)}"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
     dtype = _IDX_DTYPES[code]
@@ -184,7 +186,8 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
         )
     if present > promised:
         raise IDXError(
-            f"{path}: {present - promised} trailing bytes: header promises {promised} payload bytes, "
+            f"{path}: {present - promised} trailing bytes: "
+            f"header promises {promised} payload bytes, "
             f"file has {present}"
         )
     # astype copies into native byte order, so the result is writable and owns its memory.
@@ -242,7 +245,9 @@ def write_idx(path: str | os.PathLike, array, compress: bool | None = None) -> N
             "supported: uint8, int8, int16, int32, float32, float64"
         )
     if array.ndim > 255 or any(d >= 2**32 for d in array.shape):
-        raise ValueError(f"{path}: IDX allows at most 255 dims each < 2**32, got shape {array.shape}")
+        raise ValueError(
+            f"{path}: IDX allows at most 255 dims each < 2**32, got shape {array.shape}"
+        )
     if compress is None:
         compress = path.name.endswith(".gz")
 
@@ -267,10 +272,14 @@ def _idx_bytes(array: np.ndarray, code: int) -> bytes:
 # The four arrays of a data set, in the order digests are combined into its checksum.
 DATASET_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 # Their names inside an .npz (the Keras convention).
-NPZ_KEYS = {"train_images": "x_train", "train_labels": "y_train",
-            "test_images": "x_test", "test_labels": "y_test"}
+NPZ_KEYS = {
+    "train_images": "x_train",
+    "train_labels": "y_train",
+    "test_images": "x_test",
+    "test_labels": "y_test",
+}
 
-# key -> (file name without .gz, size of the decompressed file in bytes, sha256 of the decompressed file)
+# key -> (file name without .gz, bytes of the decompressed file, sha256 of the decompressed file)
 MNIST_FILES: dict[str, tuple[str, int, str]] = {
     "train_images": (
         "train-images-idx3-ubyte",
@@ -312,8 +321,10 @@ MNIST_MIRRORS: tuple[str, ...] = (
 )
 
 _IDX_NAMES = ", ".join(n for n, _, _ in MNIST_FILES.values()) + "; each raw or .gz"
-_FIX_HINT = ("pass --data-dir on the command line (data_dir=... from Python) a directory in MNIST's "
-             f"IDX layout ({_IDX_NAMES}) or an .npz holding x_train, y_train, x_test, y_test")
+_FIX_HINT = (
+    "pass --data-dir on the command line (data_dir=... from Python) a directory in MNIST's "
+    f"IDX layout ({_IDX_NAMES}) or an .npz holding x_train, y_train, x_test, y_test"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -358,9 +369,15 @@ class Dataset:
 
     def describe(self) -> dict:
         """What a report records about the data: name, source, checksum, shapes, sizes."""
-        return {"name": self.name, "source": self.source, "checksum": self.checksum,
-                "image_shape": list(self.image_shape), "classes": self.classes,
-                "n_train": len(self.train_labels), "n_test": len(self.test_labels)}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "checksum": self.checksum,
+            "image_shape": list(self.image_shape),
+            "classes": self.classes,
+            "n_train": len(self.train_labels),
+            "n_test": len(self.test_labels),
+        }
 
     def __repr__(self) -> str:
         return (
@@ -387,7 +404,8 @@ def dataset_checksum(digests: dict[str, str]) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nestref/mnist`` if XDG_CACHE_HOME is set, else ``~/.cache/nestref/mnist``."""
+    """``$XDG_CACHE_HOME/nestref/mnist`` if XDG_CACHE_HOME is set, else ``~/.cache/nestref/mnist``.
+    """
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "nestref" / "mnist"
@@ -444,6 +462,7 @@ def _find_files(directory: Path) -> dict[str, Path]:
 
 # ------------------------------------------------------------------ download
 
+
 def _mirror_unreachable(err: BaseException) -> bool:
     """True if `err` means the whole mirror is out of reach, so its other files needn't be tried."""
     if isinstance(err, urllib.error.HTTPError):
@@ -454,7 +473,7 @@ def _mirror_unreachable(err: BaseException) -> bool:
 
 
 def _download_one(url: str, dest: Path, size: int, sha256: str, timeout: float) -> None:
-    """Fetch `url` and keep it as `dest` (atomically) only if its decompressed payload has `sha256`."""
+    """Fetch `url`; keep it as `dest` (atomically) only if its decompressed payload has `sha256`."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         raw = response.read()
     payload = _gunzip_if_gzip(raw, url)
@@ -491,8 +510,9 @@ def _download_missing(target: Path, mirrors, timeout: float) -> list[str]:
     return attempts
 
 
-def _not_found_message(dirs: list[Path], target: Path, download: bool, attempts: list[str],
-                       mirrors) -> str:
+def _not_found_message(
+    dirs: list[Path], target: Path, download: bool, attempts: list[str], mirrors
+) -> str:
     all_names = [name for name, _, _ in MNIST_FILES.values()]
     lines = [
         "MNIST not found: no directory holds all four files "
@@ -527,6 +547,7 @@ def _not_found_message(dirs: list[Path], target: Path, download: bool, attempts:
 
 
 # ------------------------------------------------------------------ reading and checking
+
 
 def _read_payloads(paths: dict[str, Path]) -> dict[str, bytes]:
     payloads = {}
@@ -572,17 +593,27 @@ def _load_mnist_from(directory: Path, paths: dict[str, Path], verify: bool, payl
         if verify and digests[key] != sha256:
             raise IDXError(
                 f"{path}: checksum mismatch: expected sha256 {sha256} ({size} bytes decompressed), "
-                f"got {digests[key]} ({len(payload)} bytes). The file is corrupt or not the original "
+                f"got {digests[key]} ({len(payload)} bytes). "
+                "The file is corrupt or not the original "
                 f"{name}; delete it and download it again."
             )
         arrays[key] = _parse_idx(payload, path)
     for split in ("train", "test"):
-        _check_mnist_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
-                          paths[f"{split}_images"], paths[f"{split}_labels"])
+        _check_mnist_pair(
+            arrays[f"{split}_images"],
+            arrays[f"{split}_labels"],
+            paths[f"{split}_images"],
+            paths[f"{split}_labels"],
+        )
     for split in ("train", "test"):
         arrays[f"{split}_labels"] = arrays[f"{split}_labels"].astype(np.int64)
-    return MNIST(**_read_only(arrays), source=str(directory), name="mnist",
-                 checksum=dataset_checksum(digests), classes=10)
+    return MNIST(
+        **_read_only(arrays),
+        source=str(directory),
+        name="mnist",
+        checksum=dataset_checksum(digests),
+        classes=10,
+    )
 
 
 def _identify(digests: dict[str, str], where: dict[str, str]) -> str | None:
@@ -593,8 +624,9 @@ def _identify(digests: dict[str, str], where: dict[str, str]) -> str | None:
             return name
         if matching:
             bad = [key for key in DATASET_KEYS if key not in matching]
-            details = "; ".join(f"{where[key]}: expected sha256 {known[key]}, got {digests[key]}"
-                                for key in bad)
+            details = "; ".join(
+                f"{where[key]}: expected sha256 {known[key]}, got {digests[key]}" for key in bad
+            )
             raise IDXError(
                 f"checksum mismatch: {len(matching)} of 4 files are {name}'s, the others are not "
                 f"({details}). A file is corrupt or from another data set: replace it with the "
@@ -619,12 +651,16 @@ def _check_images(images: np.ndarray, where: str) -> np.ndarray:
                 "store uint8 pixels 0..255 or scale them to [0, 1]"
             )
         return images.astype(np.float32)
-    raise DataError(f"{where}: expected uint8 pixels (or floats in [0, 1]), got dtype {images.dtype}")
+    raise DataError(
+        f"{where}: expected uint8 pixels (or floats in [0, 1]), got dtype {images.dtype}"
+    )
 
 
 def _check_labels(labels: np.ndarray, n_images: int, where: str, image_where: str) -> np.ndarray:
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(f"{where}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
+        raise DataError(
+            f"{where}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}"
+        )
     if len(labels) != n_images:
         raise DataError(f"{image_where} has {n_images} images but {where} has {len(labels)} labels")
     if labels.min() < 0:
@@ -633,24 +669,35 @@ def _check_labels(labels: np.ndarray, n_images: int, where: str, image_where: st
 
 
 def _validated(arrays: dict[str, np.ndarray], where: dict[str, str]) -> tuple[dict, int]:
-    """Check a data set's four arrays; returns them (images uint8/float32, labels int64) and the class count."""
+    """Check a data set's four arrays.
+
+    Returns them (images uint8 or float32, labels int64) and the class count.
+    """
     out = {}
     for split in ("train", "test"):
         images = _check_images(arrays[f"{split}_images"], where[f"{split}_images"])
         out[f"{split}_images"] = images
-        out[f"{split}_labels"] = _check_labels(arrays[f"{split}_labels"], len(images),
-                                               where[f"{split}_labels"], where[f"{split}_images"])
+        out[f"{split}_labels"] = _check_labels(
+            arrays[f"{split}_labels"],
+            len(images),
+            where[f"{split}_labels"],
+            where[f"{split}_images"],
+        )
     if out["train_images"].shape[1:] != out["test_images"].shape[1:]:
         raise DataError(
             f"train and test images differ in shape: {where['train_images']} has "
-            f"{out['train_images'].shape[1:]}, {where['test_images']} has {out['test_images'].shape[1:]}"
+            f"{out['train_images'].shape[1:]}, "
+            f"{where['test_images']} has {out['test_images'].shape[1:]}"
         )
     classes = int(out["train_labels"].max()) + 1
     if classes < 2:
-        raise DataError(f"{where['train_labels']}: all labels are 0; a classifier needs at least 2 classes")
+        raise DataError(
+            f"{where['train_labels']}: all labels are 0; a classifier needs at least 2 classes"
+        )
     if out["test_labels"].max() >= classes:
         raise DataError(
-            f"{where['test_labels']}: label {int(out['test_labels'].max())} is outside 0..{classes - 1}, "
+            f"{where['test_labels']}: label {int(out['test_labels'].max())} "
+            f"is outside 0..{classes - 1}, "
             f"the classes of the training labels ({where['train_labels']})"
         )
     return out, classes
@@ -668,11 +715,18 @@ def _load_idx_dataset(directory: Path, paths: dict[str, Path]) -> Dataset:
     where = {key: str(path) for key, path in paths.items()}
     known = _identify(digests, where)
     if known == "mnist":
-        return _load_mnist_from(directory, paths, verify=False, payloads=payloads)  # digests matched
+        return _load_mnist_from(
+            directory, paths, verify=False, payloads=payloads
+        )  # digests matched
     arrays = {key: _parse_idx(payloads[key], paths[key]) for key in DATASET_KEYS}
     arrays, classes = _validated(arrays, where)
-    return Dataset(**_read_only(arrays), source=str(directory), name=_custom_name(directory),
-                   checksum=dataset_checksum(digests), classes=classes)
+    return Dataset(
+        **_read_only(arrays),
+        source=str(directory),
+        name=_custom_name(directory),
+        checksum=dataset_checksum(digests),
+        classes=classes,
+    )
 
 
 def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -688,8 +742,15 @@ def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except PermissionError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror}); make it readable (e.g. chmod u+r)") from e
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as e:  # pickled object arrays are ValueErrors
+        raise DataError(
+            f"{path}: cannot read the file ({e.strerror}); make it readable (e.g. chmod u+r)"
+        ) from e
+    except (
+        zipfile.BadZipFile,
+        ValueError,
+        EOFError,
+        OSError,
+    ) as e:  # pickled object arrays are ValueErrors
         raise DataError(f"{path}: not a readable .npz of plain arrays ({_one_line(e)})") from e
 
 
@@ -699,16 +760,26 @@ def _load_npz_dataset(path: Path) -> Dataset:
     digests = {}
     for key, array in arrays.items():
         code = _IDX_CODES.get((array.dtype.kind, array.dtype.itemsize))
-        if key.endswith("labels") and array.dtype.kind in "iu" and array.size and 0 <= array.min() \
-                and array.max() < 256:
+        if (
+            key.endswith("labels")
+            and array.dtype.kind in "iu"
+            and array.size
+            and 0 <= array.min()
+            and array.max() < 256
+        ):
             code, array = 0x08, array.astype(np.uint8)  # labels hash as MNIST's uint8 IDX files do
         encoded = _idx_bytes(array, code) if code is not None else array.tobytes()
         digests[key] = hashlib.sha256(encoded).hexdigest()
     known = _identify(digests, where)
     arrays, classes = _validated(arrays, where)
     name = known if known is not None else _custom_name(path)
-    return Dataset(**_read_only(arrays), source=str(path), name=name,
-                   checksum=dataset_checksum(digests), classes=classes)
+    return Dataset(
+        **_read_only(arrays),
+        source=str(path),
+        name=name,
+        checksum=dataset_checksum(digests),
+        classes=classes,
+    )
 
 
 def load_path(path: str | os.PathLike, origin: str = "data_dir") -> Dataset:
@@ -726,8 +797,10 @@ def load_path(path: str | os.PathLike, origin: str = "data_dir") -> Dataset:
     """
     p = Path(path).expanduser()
     if origin == "NESTREF_DATA_DIR":
-        fix = f"To fix, set NESTREF_DATA_DIR to a directory in MNIST's IDX layout ({_IDX_NAMES}) or " \
-              "an .npz holding x_train, y_train, x_test, y_test, or unset it to use MNIST"
+        fix = (
+            f"To fix, set NESTREF_DATA_DIR to a directory in MNIST's IDX layout ({_IDX_NAMES}) or "
+            "an .npz holding x_train, y_train, x_test, y_test, or unset it to use MNIST"
+        )
     else:
         fix = f"To fix, {_FIX_HINT}; or set NESTREF_DATA_DIR to one; or omit {origin} to use MNIST"
     if not p.exists():
@@ -739,7 +812,9 @@ def load_path(path: str | os.PathLike, origin: str = "data_dir") -> Dataset:
     paths = _find_files(p)
     if len(paths) < len(MNIST_FILES):
         absent = [MNIST_FILES[k][0] for k in MNIST_FILES if k not in paths]
-        raise DataError(f"{origin} {p}: not a data set: missing {', '.join(absent)} (each raw or .gz). {fix}")
+        raise DataError(
+            f"{origin} {p}: not a data set: missing {', '.join(absent)} (each raw or .gz). {fix}"
+        )
     return _load_idx_dataset(p, paths)
 
 
@@ -847,7 +922,9 @@ def load_mnist(
 # ---------------------------------------------------------------------------
 
 
-def split_dataset(dataset: Dataset, n_val: int = 5000, seed: int = 0, train_limit: int | None = None) -> dict:
+def split_dataset(
+    dataset: Dataset, n_val: int = 5000, seed: int = 0, train_limit: int | None = None
+) -> dict:
     """The splits every run uses: a fixed validation part of the training set, and the test set.
 
     Parameters
@@ -870,17 +947,31 @@ def split_dataset(dataset: Dataset, n_val: int = 5000, seed: int = 0, train_limi
     images, labels = dataset.train_images, dataset.train_labels
     if train_limit is not None:
         images, labels = images[:train_limit], labels[:train_limit]
-    if isinstance(n_val, (int, np.integer)) and not isinstance(n_val, bool) and n_val >= len(images):
-        raise DataError(f"n_val={n_val} leaves no training images out of {len(images)}: "
-                        f"choose n_val below {len(images)}")
+    if (
+        isinstance(n_val, (int, np.integer))
+        and not isinstance(n_val, bool)
+        and n_val >= len(images)
+    ):
+        raise DataError(
+            f"n_val={n_val} leaves no training images out of {len(images)}: "
+            f"choose n_val below {len(images)}"
+        )
     tx, ty, vx, vy = train_val_split(images, labels, n_val=n_val, seed=seed)
-    return {"train": (tx, ty), "val": (vx, vy), "test": (dataset.test_images, dataset.test_labels),
-            "source": dataset.source, "dataset": dataset.describe(),
-            "image_shape": dataset.image_shape, "classes": dataset.classes}
+    return {
+        "train": (tx, ty),
+        "val": (vx, vy),
+        "test": (dataset.test_images, dataset.test_labels),
+        "source": dataset.source,
+        "dataset": dataset.describe(),
+        "image_shape": dataset.image_shape,
+        "classes": dataset.classes,
+    }
 
 
-def load_splits(data_dir=None, n_val: int = 5000, seed: int = 0, train_limit: int | None = None) -> dict:
-    """`split_dataset` of `load_dataset(data_dir)`: what ``nestref train`` and ``synthesize`` read."""
+def load_splits(
+    data_dir=None, n_val: int = 5000, seed: int = 0, train_limit: int | None = None
+) -> dict:
+    """`split_dataset` of `load_dataset(data_dir)`: the splits of ``train`` and ``synthesize``."""
     return split_dataset(load_dataset(data_dir), n_val=n_val, seed=seed, train_limit=train_limit)
 
 
@@ -916,7 +1007,9 @@ def train_val_split(images: np.ndarray, labels: np.ndarray, n_val: int = 5000, s
     if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)):
         raise ValueError(f"n_val must be an int, got {type(n_val).__name__} {n_val!r}")
     if not 0 < n_val < n:
-        raise ValueError(f"n_val must satisfy 0 < n_val < {n} (the number of examples), got {n_val}")
+        raise ValueError(
+            f"n_val must satisfy 0 < n_val < {n} (the number of examples), got {n_val}"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     # Sorting keeps each part in the original order: the split chooses who
     # goes where, shuffling for training is the training loop's business.

@@ -23,6 +23,7 @@ of images (``nestref predict RUN IMAGES.npy``), after checking its shape and dty
 The ``onnx`` package is an optional extra (``pip install -e ".[onnx]"``); it is imported
 only when exporting.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,10 @@ def load_network(run):
     if path.is_dir():
         path = path / CHECKPOINT
         if not path.is_file():
-            raise ModelFileError(f"{run}: no {CHECKPOINT} inside; pass the --out directory of a "
-                                 f"finished `nestref synthesize` run (or a `nestref train` checkpoint file)")
+            raise ModelFileError(
+                f"{run}: no {CHECKPOINT} inside; pass the --out directory of a "
+                f"finished `nestref synthesize` run (or a `nestref train` checkpoint file)"
+            )
     elif not path.is_file():
         raise ModelFileError(f"{run}: no such run directory or checkpoint file")
     try:
@@ -68,19 +71,25 @@ def prepare_images(images, input_shape):
     x = np.asarray(images)
     input_shape = tuple(input_shape)
     per_image = x.shape[1:]
-    fits = (per_image == input_shape
-            or (len(input_shape) == 3 and input_shape[0] == 1 and per_image == input_shape[1:])
-            or (len(input_shape) == 1 and x.ndim >= 2 and int(np.prod(per_image)) == input_shape[0]))
+    fits = (
+        per_image == input_shape
+        or (len(input_shape) == 3 and input_shape[0] == 1 and per_image == input_shape[1:])
+        or (len(input_shape) == 1 and x.ndim >= 2 and int(np.prod(per_image)) == input_shape[0])
+    )
     if x.ndim < 2 or not fits:
-        raise DataError(f"images of shape {x.shape} do not fit the network's input {input_shape}: "
-                        f"pass an array (N, {', '.join(map(str, input_shape))})"
-                        + (f" or (N, {input_shape[1]}, {input_shape[2]})" if len(input_shape) == 3 else ""))
+        raise DataError(
+            f"images of shape {x.shape} do not fit the network's input {input_shape}: "
+            f"pass an array (N, {', '.join(map(str, input_shape))})"
+            + (f" or (N, {input_shape[1]}, {input_shape[2]})" if len(input_shape) == 3 else "")
+        )
     if x.dtype == np.uint8:
         x = scale_pixels(x)
     elif x.dtype.kind == "f":
         if x.size and (not np.isfinite(x).all() or x.min() < 0 or x.max() > 1):
-            raise DataError("float images must be finite and within [0, 1] (the network was trained on "
-                            "pixels / 255); pass uint8 pixels 0-255 or scale the floats")
+            raise DataError(
+                "float images must be finite and within [0, 1] (the network was trained on "
+                "pixels / 255); pass uint8 pixels 0-255 or scale the floats"
+            )
         x = x.astype(np.float32)
     else:
         raise DataError(f"images of dtype {x.dtype}: pass uint8 pixels 0-255 or floats in [0, 1]")
@@ -119,7 +128,8 @@ def _import_onnx():
     except ImportError as err:
         raise MissingDependencyError(
             "ONNX export needs the onnx package: pip install onnx (or the extra: "
-            "pip install -e \".[onnx]\", which also brings onnxruntime)") from err
+            'pip install -e ".[onnx]", which also brings onnxruntime)'
+        ) from err
     return onnx, helper, numpy_helper
 
 
@@ -148,7 +158,9 @@ class _Graph:
 def _conv(graph, x, weight, bias_name, layer):
     k, s, p = layer.kernel_size, layer.stride, layer.padding
     inputs = [x, graph.constant("kernel", weight)] + ([bias_name] if bias_name else [])
-    return graph.node("Conv", inputs, "conv", kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p])
+    return graph.node(
+        "Conv", inputs, "conv", kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p]
+    )
 
 
 def _conv_layer(graph, x, layer):
@@ -162,10 +174,14 @@ def _conv_layer(graph, x, layer):
         partial = ~whole[:, i] & (weight[:, i] != 0).any(axis=(1, 2))
         if not partial.any():
             continue  # every kernel of this input map sees its whole area (or is empty)
-        x_i = graph.node("Gather", [x, graph.constant("map", np.array([i], np.int64))], "map", axis=1)
-        kernel_i = (weight[:, i:i + 1] * partial[:, None, None, None]).astype(np.float32)
+        x_i = graph.node(
+            "Gather", [x, graph.constant("map", np.array([i], np.int64))], "map", axis=1
+        )
+        kernel_i = (weight[:, i : i + 1] * partial[:, None, None, None]).astype(np.float32)
         u_i = _conv(graph, x_i, kernel_i, None, layer)
-        kept = graph.node("Mul", [u_i, graph.constant("area", area[:, i].astype(np.float32)[None])], "area")
+        kept = graph.node(
+            "Mul", [u_i, graph.constant("area", area[:, i].astype(np.float32)[None])], "area"
+        )
         out = graph.node("Add", [out, kept], "sum")
     return out
 
@@ -197,11 +213,16 @@ def network_to_onnx(net):
     graph.nodes[-1].output[0] = "logits"
     float32 = onnx.TensorProto.FLOAT
     model = helper.make_model(
-        helper.make_graph(graph.nodes, net.name,
-                          [helper.make_tensor_value_info("input", float32, ["N", *net.input_shape])],
-                          [helper.make_tensor_value_info("logits", float32, ["N", net.widths()[-1]])],
-                          graph.initializers),
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="nestref")
+        helper.make_graph(
+            graph.nodes,
+            net.name,
+            [helper.make_tensor_value_info("input", float32, ["N", *net.input_shape])],
+            [helper.make_tensor_value_info("logits", float32, ["N", net.widths()[-1]])],
+            graph.initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        producer_name="nestref",
+    )
     onnx.checker.check_model(model)
     return model
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import architectures
 from .losses import softmax_cross_entropy
-from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU, layer_from_config
+from .layers import Flatten, MaskedLayer, layer_from_config
 
 
 class Network:

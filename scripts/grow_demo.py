@@ -1,6 +1,6 @@
 """NeST growth on a real MNIST seed: connection growth, then neuron growth.
 
-    python scripts/grow_demo.py    # MNIST from the repository's data/mnist ($NESTREF_DATA_DIR overrides)
+    python scripts/grow_demo.py    # MNIST: the repository's data/mnist, or $NESTREF_DATA_DIR
 
 Builds the LeNet-120-40 seed (lenet_300_100 with width_scale 0.4, 10% of connections
 active), trains it for one epoch, then grows it on a batch held out from training

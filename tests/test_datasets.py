@@ -1,4 +1,4 @@
-"""Any data set: where it is found, how it is recognised and validated, what a run reports about it."""
+"""Any data set: where it is found, how it is recognised and checked, what a run reports."""
 
 import gzip
 import hashlib
@@ -14,10 +14,18 @@ from hypothesis import strategies as st
 import nestref.data as data
 from nestref.accounting import dense_baseline
 from nestref.cli import main
-from nestref.data import MNIST_FILES, DataError, Dataset, load_dataset, load_path, load_splits, write_idx
+from nestref.data import (
+    MNIST_FILES,
+    DataError,
+    Dataset,
+    load_dataset,
+    load_path,
+    load_splits,
+    write_idx,
+)
 from nestref.errors import NestrefError
-from nestref.synthesize import load_data, synthesize
 from nestref.config import SynthesisConfig
+from nestref.synthesize import load_data
 
 NAMES = {key: name for key, (name, _, _) in MNIST_FILES.items()}
 
@@ -45,7 +53,7 @@ def make_arrays(side=12, classes=3, n_train=300, n_test=60, seed=0, channels=Non
         images = rng.integers(0, 60, (n, *shape)).astype(np.uint8)
         band = side // classes
         for i, k in enumerate(labels):
-            images[i, ..., k * band:(k + 1) * band, :] += 180
+            images[i, ..., k * band : (k + 1) * band, :] += 180
         return images, labels
 
     (tx, ty), (vx, vy) = split(n_train), split(n_test)
@@ -61,17 +69,24 @@ def write_idx_dataset(directory, arrays, gz=True):
 
 def idx_payload(array):
     code = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}[array.dtype]
-    return bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    return (
+        bytes([0, 0, code, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
 
 
 def pretend_known(monkeypatch, arrays):
     """Make `arrays` the 'MNIST' of MNIST_FILES, so recognition by checksum can be tested small."""
-    spec = {key: (NAMES[key], len(idx_payload(a)), hashlib.sha256(idx_payload(a)).hexdigest())
-            for key, a in arrays.items()}
+    spec = {
+        key: (NAMES[key], len(idx_payload(a)), hashlib.sha256(idx_payload(a)).hexdigest())
+        for key, a in arrays.items()
+    }
     monkeypatch.setattr(data, "MNIST_FILES", spec)
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def test_idx_dataset_of_another_size_and_class_count(tmp_path):
     arrays = make_arrays(side=12, classes=3)
@@ -91,8 +106,13 @@ def test_idx_dataset_of_another_size_and_class_count(tmp_path):
 def test_npz_dataset(tmp_path):
     arrays = make_arrays(side=10, classes=4, channels=3)
     path = tmp_path / "colour.npz"
-    np.savez(path, x_train=arrays["train_images"], y_train=arrays["train_labels"].astype(np.int64),
-             x_test=arrays["test_images"], y_test=arrays["test_labels"].astype(np.int64))
+    np.savez(
+        path,
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"].astype(np.int64),
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"].astype(np.int64),
+    )
     ds = load_dataset(path)
     assert (ds.name, ds.image_shape, ds.classes, ds.source) == ("colour", (3, 10, 10), 4, str(path))
     # the same arrays as IDX files have the same checksum
@@ -105,8 +125,13 @@ def test_known_dataset_recognised_by_its_digests_in_any_format(tmp_path, monkeyp
     d = write_idx_dataset(tmp_path / "not-called-mnist", arrays)
     assert load_dataset(d).name == "mnist"
     path = tmp_path / "keras.npz"
-    np.savez(path, x_train=arrays["train_images"], y_train=arrays["train_labels"],
-             x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    np.savez(
+        path,
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+    )
     assert load_dataset(path).name == "mnist"
     assert load_dataset(path).checksum == load_dataset(d).checksum
 
@@ -129,19 +154,43 @@ def test_damaged_known_dataset_is_refused(tmp_path, monkeypatch):
 
 
 BAD = {
-    "negative label": (lambda a: {**a, "train_labels": a["train_labels"].astype(np.int8) - 1},
-                       "labels must be 0..classes-1, found -1"),
+    "negative label": (
+        lambda a: {**a, "train_labels": a["train_labels"].astype(np.int8) - 1},
+        "labels must be 0..classes-1, found -1",
+    ),
     "test label beyond the training classes": (
-        lambda a: {**a, "test_labels": np.where(np.arange(len(a["test_labels"])) == 0, 7, a["test_labels"])
-                   .astype(np.uint8)}, "label 7 is outside 0..2"),
+        lambda a: {
+            **a,
+            "test_labels": np.where(
+                np.arange(len(a["test_labels"])) == 0, 7, a["test_labels"]
+            ).astype(np.uint8),
+        },
+        "label 7 is outside 0..2",
+    ),
     "train and test image shapes differ": (
-        lambda a: {**a, "test_images": a["test_images"][:, :10, :10].copy()}, "differ in shape"),
-    "count mismatch": (lambda a: {**a, "train_labels": a["train_labels"][:-1].copy()}, "299 labels"),
-    "flat images": (lambda a: {**a, "train_images": a["train_images"].reshape(300, -1).copy()},
-                    "expected images of shape"),
-    "int32 images": (lambda a: {**a, "train_images": a["train_images"].astype(np.int32)}, "dtype int32"),
-    "one class only": (lambda a: {**a, "train_labels": np.zeros(300, np.uint8),
-                                  "test_labels": np.zeros(60, np.uint8)}, "at least 2 classes"),
+        lambda a: {**a, "test_images": a["test_images"][:, :10, :10].copy()},
+        "differ in shape",
+    ),
+    "count mismatch": (
+        lambda a: {**a, "train_labels": a["train_labels"][:-1].copy()},
+        "299 labels",
+    ),
+    "flat images": (
+        lambda a: {**a, "train_images": a["train_images"].reshape(300, -1).copy()},
+        "expected images of shape",
+    ),
+    "int32 images": (
+        lambda a: {**a, "train_images": a["train_images"].astype(np.int32)},
+        "dtype int32",
+    ),
+    "one class only": (
+        lambda a: {
+            **a,
+            "train_labels": np.zeros(300, np.uint8),
+            "test_labels": np.zeros(60, np.uint8),
+        },
+        "at least 2 classes",
+    ),
 }
 
 
@@ -160,8 +209,13 @@ def test_npz_problems(tmp_path):
     with pytest.raises(DataError, match="missing array.*x_test, y_test"):
         load_dataset(path)
     path = tmp_path / "float.npz"
-    np.savez(path, x_train=arrays["train_images"] * 1.0, y_train=arrays["train_labels"],
-             x_test=arrays["test_images"] / 255.0, y_test=arrays["test_labels"])
+    np.savez(
+        path,
+        x_train=arrays["train_images"] * 1.0,
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"] / 255.0,
+        y_test=arrays["test_labels"],
+    )
     with pytest.raises(DataError, match="within \\[0, 1\\]"):
         load_dataset(path)
     path = tmp_path / "junk.npz"
@@ -169,8 +223,13 @@ def test_npz_problems(tmp_path):
     with pytest.raises(DataError, match="not a readable .npz"):
         load_dataset(path)
     objects = tmp_path / "objects.npz"
-    np.savez(objects, x_train=np.array([None, 1], dtype=object), y_train=arrays["train_labels"],
-             x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    np.savez(
+        objects,
+        x_train=np.array([None, 1], dtype=object),
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+    )
     with pytest.raises(DataError, match="not a readable .npz"):
         load_dataset(objects)
 
@@ -185,7 +244,9 @@ def test_unreadable_file_is_a_data_error_not_a_permission_traceback(tmp_path, mo
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", no_permission)
-    with pytest.raises(DataError, match="cannot read the file \\(Permission denied\\).*chmod") as info:
+    with pytest.raises(
+        DataError, match="cannot read the file \\(Permission denied\\).*chmod"
+    ) as info:
         load_dataset(d)
     assert NAMES["test_labels"] in str(info.value)
     code = main(["train", "--data-dir", str(d), "--epochs", "0", "--no-progress"])
@@ -193,6 +254,7 @@ def test_unreadable_file_is_a_data_error_not_a_permission_traceback(tmp_path, mo
 
 
 # --------------------------------------------------------------------------- search order
+
 
 def test_search_order(tmp_path, monkeypatch):
     given_dir = write_idx_dataset(tmp_path / "given", make_arrays(seed=1))
@@ -222,8 +284,10 @@ def load_mnist_source(monkeypatch):
 
 
 @pytest.mark.parametrize("origin", ["argument", "environment"])
-def test_a_given_place_that_is_not_a_dataset_is_an_error_never_a_fall_back(tmp_path, monkeypatch, origin):
-    write_idx_dataset(data.default_cache_dir(), make_arrays())  # something to fall back to: must not be used
+def test_a_given_place_that_is_not_a_dataset_is_an_error_never_a_fall_back(
+    tmp_path, monkeypatch, origin
+):
+    write_idx_dataset(data.default_cache_dir(), make_arrays())  # a fall-back that must not be used
     (tmp_path / "empty").mkdir()
     (tmp_path / "x.txt").write_text("hello")
     for target in (tmp_path / "mnsit", tmp_path / "empty", tmp_path / "x.txt"):
@@ -231,15 +295,23 @@ def test_a_given_place_that_is_not_a_dataset_is_an_error_never_a_fall_back(tmp_p
             monkeypatch.setenv("NESTREF_DATA_DIR", str(target))
             call, named = (lambda: load_dataset()), "NESTREF_DATA_DIR"
         else:
-            call, named = (lambda: load_dataset(target)), "--data-dir"
+            call, named = (lambda target=target: load_dataset(target)), "--data-dir"
         with pytest.raises(DataError) as info:
             call()
         assert str(target) in str(info.value) and named in str(info.value)
 
 
 def test_cli_names_the_misspelt_data_dir_and_the_flag(tmp_path, capsys):
-    code = main(["synthesize", "--data-dir", str(tmp_path / "mnsit"), "--out", str(tmp_path / "run"),
-                 "--no-progress"])
+    code = main(
+        [
+            "synthesize",
+            "--data-dir",
+            str(tmp_path / "mnsit"),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "mnsit" in err and "--data-dir" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
@@ -261,6 +333,7 @@ def test_the_checkout_holds_mnist():
 
 # --------------------------------------------------------------------------- tampering
 
+
 def _tamper(raw, kind, position, value):
     position %= max(1, len(raw))
     if kind == "truncate":
@@ -269,15 +342,24 @@ def _tamper(raw, kind, position, value):
         return raw + bytes([value]) * (1 + position % 7)
     if kind == "header byte":
         i = position % min(len(raw), 16)
-        return raw[:i] + bytes([(raw[i] + 1 + value % 255) % 256]) + raw[i + 1:]
+        return raw[:i] + bytes([(raw[i] + 1 + value % 255) % 256]) + raw[i + 1 :]
     i = position
-    return raw[:i] + bytes([raw[i] ^ (1 + value % 255)]) + raw[i + 1:]
+    return raw[:i] + bytes([raw[i] ^ (1 + value % 255)]) + raw[i + 1 :]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=st.sampled_from(sorted(NAMES)), kind=st.sampled_from(["truncate", "append", "header byte", "flip"]),
-       position=st.integers(0, 10**6), value=st.integers(0, 255), gz=st.booleans())
-def test_tampered_idx_gives_a_named_error_or_a_valid_dataset(tmp_path_factory, key, kind, position, value, gz):
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from(sorted(NAMES)),
+    kind=st.sampled_from(["truncate", "append", "header byte", "flip"]),
+    position=st.integers(0, 10**6),
+    value=st.integers(0, 255),
+    gz=st.booleans(),
+)
+def test_tampered_idx_gives_a_named_error_or_a_valid_dataset(
+    tmp_path_factory, key, kind, position, value, gz
+):
     arrays = make_arrays(side=8, classes=3, n_train=30, n_test=12)
     d = write_idx_dataset(tmp_path_factory.mktemp("tamper"), arrays, gz=False)
     path = d / NAMES[key]
@@ -291,17 +373,29 @@ def test_tampered_idx_gives_a_named_error_or_a_valid_dataset(tmp_path_factory, k
     # what loads is a consistent data set (a flipped pixel is another data set, and says so)
     assert kind in ("flip", "header byte")
     assert ds.train_images.shape[1:] == ds.test_images.shape[1:]
-    assert len(ds.train_images) == len(ds.train_labels) and len(ds.test_images) == len(ds.test_labels)
+    assert len(ds.train_images) == len(ds.train_labels) and len(ds.test_images) == len(
+        ds.test_labels
+    )
     assert ds.train_labels.min() >= 0 and ds.test_labels.max() < ds.classes
-    assert ds.checksum != load_path(write_idx_dataset(tmp_path_factory.mktemp("clean"), arrays)).checksum
+    assert (
+        ds.checksum
+        != load_path(write_idx_dataset(tmp_path_factory.mktemp("clean"), arrays)).checksum
+    )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=st.sampled_from(sorted(NAMES)), kind=st.sampled_from(["truncate", "append"]),
-       position=st.integers(0, 10**6), value=st.integers(0, 255))
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    key=st.sampled_from(sorted(NAMES)),
+    kind=st.sampled_from(["truncate", "append"]),
+    position=st.integers(0, 10**6),
+    value=st.integers(0, 255),
+)
 def test_truncated_or_extended_idx_is_always_refused(tmp_path_factory, key, kind, position, value):
-    d = write_idx_dataset(tmp_path_factory.mktemp("tamper"), make_arrays(side=8, n_train=30, n_test=12),
-                          gz=False)
+    d = write_idx_dataset(
+        tmp_path_factory.mktemp("tamper"), make_arrays(side=8, n_train=30, n_test=12), gz=False
+    )
     path = d / NAMES[key]
     raw = path.read_bytes()
     path.write_bytes(_tamper(raw, kind, position % len(raw), value))
@@ -312,6 +406,7 @@ def test_truncated_or_extended_idx_is_always_refused(tmp_path_factory, key, kind
 
 # --------------------------------------------------------------------------- splits and a run
 
+
 def test_one_splitting_function_for_train_and_synthesize(tmp_path):
     d = write_idx_dataset(tmp_path / "bands", make_arrays())
     splits = load_splits(d, n_val=50, seed=0, train_limit=200)
@@ -320,23 +415,58 @@ def test_one_splitting_function_for_train_and_synthesize(tmp_path):
     for part in ("train", "val", "test"):
         for a, b in zip(splits[part], same[part]):
             np.testing.assert_array_equal(a, b)
-    assert len(splits["train"][0]) == 150 and splits["classes"] == 3 and splits["image_shape"] == (12, 12)
+    assert (
+        len(splits["train"][0]) == 150
+        and splits["classes"] == 3
+        and splits["image_shape"] == (12, 12)
+    )
     with pytest.raises(DataError, match="n_val=200 leaves no training images"):
         load_splits(d, n_val=200, train_limit=200)
 
 
-TINY = dict(n_val=60, initial_epochs=1, growth_epochs=1, max_growth_rounds=1, patience=5, growth_batch_size=100,
-            growth_batches=2, prune_epochs=1, max_prune_rounds=2, finetune_epochs=1, settle_epochs=1,
-            max_error_increase=1.0, prune_floor_params=10, batch_size=50, width_scale=0.2, density=0.3)
+TINY = dict(
+    n_val=60,
+    initial_epochs=1,
+    growth_epochs=1,
+    max_growth_rounds=1,
+    patience=5,
+    growth_batch_size=100,
+    growth_batches=2,
+    prune_epochs=1,
+    max_prune_rounds=2,
+    finetune_epochs=1,
+    settle_epochs=1,
+    max_error_increase=1.0,
+    prune_floor_params=10,
+    batch_size=50,
+    width_scale=0.2,
+    density=0.3,
+)
 
 
 @pytest.mark.slow
 def test_generated_idx_dataset_runs_through_synthesize(tmp_path, capsys):
-    d = write_idx_dataset(tmp_path / "bands16", make_arrays(side=16, classes=4, n_train=400, n_test=80))
+    d = write_idx_dataset(
+        tmp_path / "bands16", make_arrays(side=16, classes=4, n_train=400, n_test=80)
+    )
     out = tmp_path / "run"
-    args = ["synthesize", "--arch", "lenet5", "--data-dir", str(d), "--out", str(out), "--no-progress"]
-    for key, value in {**TINY, "lr": 0.02, "prune_lr": 0.01, "augment": False,
-                       "prune_fractions": [0.05, 0.1, 0.2, 0.05]}.items():
+    args = [
+        "synthesize",
+        "--arch",
+        "lenet5",
+        "--data-dir",
+        str(d),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    for key, value in {
+        **TINY,
+        "lr": 0.02,
+        "prune_lr": 0.01,
+        "augment": False,
+        "prune_fractions": [0.05, 0.1, 0.2, 0.05],
+    }.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     assert main(args) == 0
     printed = capsys.readouterr().out

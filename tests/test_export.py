@@ -1,4 +1,5 @@
 """ONNX export and `nestref predict`: the exported network computes what predict computes."""
+
 import numpy as np
 import pytest
 
@@ -20,7 +21,9 @@ def masked_run(tmp_path, arch, seed=0, **kwargs):
         layer.bias[:] = rng.standard_normal(layer.n_out).astype(np.float32)
         if hasattr(layer, "area_mask"):
             _, (_, ho, wo) = shapes[position]
-            layer.area_mask = (rng.random((layer.n_out, layer.n_in, ho, wo)) < 0.5).astype(np.float32)
+            layer.area_mask = (rng.random((layer.n_out, layer.n_in, ho, wo)) < 0.5).astype(
+                np.float32
+            )
             layer.area_mask[0] = 1  # some kernels keep their whole area
             layer.area_mask[1, 0] = 0  # one kernel has none
     save_checkpoint(tmp_path / "checkpoint.npz", net)
@@ -33,11 +36,14 @@ def onnx_logits(path, x):
     return session.run(["logits"], {"input": x})[0]
 
 
-@pytest.mark.parametrize("arch, kwargs", [
-    ("lenet5", dict(width_scale=0.3)),
-    ("conv:c6k3-r-p2-c8k3-d12-d4", dict(image_shape=(3, 14, 14), classes=4)),
-    ("mlp:784-40-20-10", {}),
-])
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [
+        ("lenet5", dict(width_scale=0.3)),
+        ("conv:c6k3-r-p2-c8k3-d12-d4", dict(image_shape=(3, 14, 14), classes=4)),
+        ("mlp:784-40-20-10", {}),
+    ],
+)
 def test_onnx_round_trip_matches_predict(tmp_path, arch, kwargs):
     pytest.importorskip("onnx")
     run, net = masked_run(tmp_path, arch, **kwargs)
@@ -58,43 +64,72 @@ def test_area_masks_are_exact_in_onnx(tmp_path):
     conv.area_mask[0, 1, 2, 3] = 1  # map 0 sees input map 1 at one position only
     save_checkpoint(run / "checkpoint.npz", net)
     x = np.random.default_rng(0).random((7, 2, 6, 6)).astype(np.float32)
-    np.testing.assert_allclose(onnx_logits(export.export_onnx(run, tmp_path / "m.onnx"), x),
-                               net.predict(x), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        onnx_logits(export.export_onnx(run, tmp_path / "m.onnx"), x),
+        net.predict(x),
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.slow
 def test_synthesized_run_exports_and_predicts_from_the_command_line(tmp_path, mnist_dir, capsys):
     pytest.importorskip("onnx")
     run = tmp_path / "run"
-    config = SynthesisConfig(arch="mlp:784-60-30-10", data_dir=str(mnist_dir), train_limit=1500, n_val=300,
-                             initial_epochs=1, growth_epochs=1, max_growth_rounds=1, settle_epochs=1,
-                             prune_epochs=1, max_prune_rounds=1, finetune_epochs=1, growth_batch_size=200,
-                             growth_batches=2, max_error_increase=1.0, batch_size=100)
+    config = SynthesisConfig(
+        arch="mlp:784-60-30-10",
+        data_dir=str(mnist_dir),
+        train_limit=1500,
+        n_val=300,
+        initial_epochs=1,
+        growth_epochs=1,
+        max_growth_rounds=1,
+        settle_epochs=1,
+        prune_epochs=1,
+        max_prune_rounds=1,
+        finetune_epochs=1,
+        growth_batch_size=200,
+        growth_batches=2,
+        max_error_increase=1.0,
+        batch_size=100,
+    )
     report = synthesize(config, run)
     assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 0
     assert "model.onnx" in capsys.readouterr().out
     from nestref.data import load_mnist
+
     images = np.asarray(load_mnist(mnist_dir, download=False).test_images[:64])
     np.save(tmp_path / "images.npy", images)
     assert main(["predict", str(run), str(tmp_path / "images.npy")]) == 0
     printed = [int(line) for line in capsys.readouterr().out.split()]
     logits = export.predict_logits(run, images)
     assert printed == logits.argmax(axis=1).tolist()
-    np.testing.assert_allclose(onnx_logits(tmp_path / "model.onnx", images.reshape(64, -1) / np.float32(255)),
-                               logits, rtol=0, atol=1e-5)
-    assert report["test_error"] < 0.6  # the printed classes are a trained network's, not chance (0.9)
+    np.testing.assert_allclose(
+        onnx_logits(tmp_path / "model.onnx", images.reshape(64, -1) / np.float32(255)),
+        logits,
+        rtol=0,
+        atol=1e-5,
+    )
+    assert (
+        report["test_error"] < 0.6
+    )  # the printed classes are a trained network's, not chance (0.9)
 
 
 def test_predict_validates_the_images(tmp_path, capsys):
-    run, net = masked_run(tmp_path, "lenet5", width_scale=0.2)
+    run, _ = masked_run(tmp_path, "lenet5", width_scale=0.2)
     good = np.zeros((3, 28, 28), np.uint8)
-    np.testing.assert_array_equal(export.predict_logits(run, good),
-                                  export.predict_logits(run, good[:, None].astype(np.float32)))
+    np.testing.assert_array_equal(
+        export.predict_logits(run, good),
+        export.predict_logits(run, good[:, None].astype(np.float32)),
+    )
     cases = {
         "int64": (good.astype(np.int64), "dtype int64: pass uint8"),
         "float 0-255": (good.astype(np.float32) + 200, "within \\[0, 1\\]"),
         "nan": (np.full((1, 28, 28), np.nan, np.float32), "finite"),
-        "wrong size": (np.zeros((2, 27, 28), np.uint8), "do not fit the network's input \\(1, 28, 28\\)"),
+        "wrong size": (
+            np.zeros((2, 27, 28), np.uint8),
+            "do not fit the network's input \\(1, 28, 28\\)",
+        ),
         "one image without N": (np.zeros((28, 28), np.uint8), "do not fit"),
     }
     for name, (images, match) in cases.items():
@@ -119,6 +154,7 @@ def test_bad_run_or_missing_onnx_is_a_clear_error(tmp_path, monkeypatch, capsys)
         raise ImportError("No module named 'onnx'")
 
     import builtins
+
     real_import = builtins.__import__
 
     def without_onnx(name, *args, **kwargs):
