@@ -82,7 +82,8 @@ def cmd_train(args):
         records.append(record)
         current["epoch"] = record["epoch"]
         save_checkpoint(out, net, optimizer, {"epoch": record["epoch"], "records": records,
-                                             "rng": rng.bit_generator.state, "arch": args.arch})
+                                             "rng": rng.bit_generator.state, "arch": args.arch,
+                                             "data": splits["dataset"]})
         print(f"epoch {record['epoch']:3d}/{epochs}  lr {record['lr']:.4g}  train loss {record['train_loss']:.4f}  "
               f"val error {100 * record['val_error']:.2f}%  ({record['seconds']:.1f} s)", flush=True)
 

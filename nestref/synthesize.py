@@ -110,7 +110,8 @@ class Run:
         self.rng = np.random.default_rng(config.seed)
         self.history = []
         self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
-                      "prune_rounds": [], "chosen": None, "elapsed": 0.0}
+                      "prune_rounds": [], "chosen": None, "elapsed": 0.0,
+                      "data_checksum": (data.get("dataset") or {}).get("checksum")}
         self.net = self.optimizer = None
         # the data's image shape and class count shape the network (input, output width)
         self.data_shape = {"image_shape": data.get("image_shape"), "classes": data.get("classes")}
@@ -264,7 +265,12 @@ class Run:
 
     def restore(self):
         net, optimizer, saved = load_checkpoint(self.out / CHECKPOINT)
-        # where the data lives is not part of what the run is
+        # where the data lives is not part of what the run is; which data it is, is
+        data_sums = (saved["run"].get("data_checksum"), self.state.get("data_checksum"))
+        if None not in data_sums and data_sums[0] != data_sums[1]:
+            raise ValueError(f"{self.out / CHECKPOINT} was written on another data set (sha256 "
+                             f"{data_sums[0]}, this run reads {data_sums[1]}); resume with the same "
+                             f"data or choose another --out")
         ours = {k: v for k, v in self.config.to_dict().items() if k != "data_dir"}
         theirs = {k: v for k, v in saved["config"].items() if k != "data_dir"}
         if ours != theirs:
@@ -312,7 +318,8 @@ class Run:
         }
         save_json(self.out / "history.json", self.history)
         save_json(self.out / "report.json", report)
-        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures")
+        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures",
+                         self.data_shape["image_shape"] or (28, 28))
         return report
 
 

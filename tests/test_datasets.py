@@ -25,7 +25,7 @@ from nestref.data import (
 )
 from nestref.errors import NestrefError
 from nestref.config import SynthesisConfig
-from nestref.synthesize import load_data
+from nestref.synthesize import load_data, synthesize
 
 NAMES = {key: name for key, (name, _, _) in MNIST_FILES.items()}
 
@@ -478,3 +478,32 @@ def test_generated_idx_dataset_runs_through_synthesize(tmp_path, capsys):
     assert report["dense_baseline"] == dense_baseline("lenet5", image_shape=(16, 16), classes=4)
     assert "| paper |" not in printed  # the paper measured on MNIST: its rows are not shown beside
     assert report["test_error"] < 0.75  # chance is 0.75 on four balanced classes
+
+
+def test_resume_refuses_another_data_set(tmp_path):
+    first = write_idx_dataset(tmp_path / "first", make_arrays(seed=1))
+    second = write_idx_dataset(tmp_path / "second", make_arrays(seed=2))
+    settings = {**TINY, "max_prune_rounds": 1, "prune_fractions": [0.2, 0.2, 0.1], "n_val": 60}
+    config = SynthesisConfig(data_dir=str(first), **settings)
+    synthesize(config, tmp_path / "run")
+    again = SynthesisConfig(data_dir=str(second), **settings)
+    with pytest.raises(ValueError, match="another data set"):
+        synthesize(again, tmp_path / "run", resume=True)
+    # the same data from another place resumes (the place is not part of what the run is)
+    moved = write_idx_dataset(tmp_path / "moved", make_arrays(seed=1), gz=False)
+    synthesize(SynthesisConfig(data_dir=str(moved), **settings), tmp_path / "run", resume=True)
+
+
+def test_augmentation_takes_any_image_size_and_channels():
+    from nestref.augment import random_affine
+
+    rng = np.random.default_rng(0)
+    colour = rng.random((4, 3, 10, 12)).astype(np.float32)
+    out = random_affine(colour, np.random.default_rng(1))
+    assert out.shape == colour.shape and not np.allclose(out, colour)
+    # every channel of an image moves alike: a grey image stays grey
+    grey = np.repeat(rng.random((4, 1, 10, 12)).astype(np.float32), 3, axis=1)
+    warped = random_affine(grey, np.random.default_rng(1))
+    np.testing.assert_array_equal(warped[:, 0], warped[:, 2])
+    with pytest.raises(ValueError, match="not a square one-channel image"):
+        random_affine(rng.random((2, 300)).astype(np.float32), rng)
