@@ -112,9 +112,8 @@ class Architecture:
         """The network's input shape for images of ``image_shape`` ((H, W) or (C, H, W))."""
         if image_shape is None:
             return self.input_shape
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) == 2:
-            image_shape = (1, *image_shape)
+        given = tuple(int(s) for s in image_shape)
+        image_shape = (1, *given) if len(given) == 2 else given
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise InvalidArgumentError(
                 f"image_shape must be (H, W) or (C, H, W), got {image_shape}"
@@ -125,7 +124,7 @@ class Architecture:
         if self.fixed_io and pixels != self.input_shape[0]:
             raise InvalidArgumentError(
                 f"{self.name} takes {self.input_shape[0]} inputs, but one image of the data has "
-                f"{' x '.join(map(str, image_shape))} = {pixels} values; write the spec with "
+                f"{' x '.join(map(str, given))} = {pixels} values; write the spec with "
                 f"{pixels} as its first number"
             )
         return (pixels,)
