@@ -8,19 +8,26 @@
                      area mask, the kept ones with one)
              pooling, ReLU and bias additions are not counted
 
-These rules reproduce the paper's dense baselines exactly (``DENSE_BASELINES``;
-the tests recompute them from the dense networks). A kernel whose area is pruned
+These rules reproduce the paper's dense baselines exactly (``DENSE_BASELINES``, read
+from ``nestref.architectures``; the tests recompute them from the dense networks).
+``dense_baseline`` counts the dense network of any architecture, for any data shape. A kernel whose area is pruned
 everywhere touches nothing, so its weights count neither as params nor as FLOPs
 (``nestref.prune.prune_partial_area`` deactivates such kernels anyway).
 """
 import numpy as np
 
+from .architectures import TABLE
 from .layers import Conv2d, Dense
+from .models import build
 
-DENSE_BASELINES = {
-    "lenet-300-100": {"params": 266610, "flops": 532400},
-    "lenet5": {"params": 431080, "flops": 4586000},
-}
+DENSE_BASELINES = {name: dict(entry.dense_baseline) for name, entry in TABLE.items()}
+
+
+def dense_baseline(arch, image_shape=None, classes=None):
+    """{"params", "flops"} of the dense network of ``arch`` (a name or a spec) for images of
+    ``image_shape`` and ``classes`` classes (default: MNIST's), counted by the rules above."""
+    net = build(arch, image_shape=image_shape, classes=classes)
+    return {"params": count_params(net), "flops": count_flops(net)}
 
 
 def _layer_counts(layer, out_shape):

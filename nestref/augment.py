@@ -8,6 +8,7 @@ images are never distorted. When a run uses it, its report says so.
 import numpy as np
 
 from . import kernels
+from .errors import InvalidArgumentError
 
 
 def random_affine_matrices(n, shape, rng, max_rotation=12.0, max_scale=0.1, max_shear=0.1, max_shift=2.0):
@@ -30,9 +31,21 @@ def random_affine_matrices(n, shape, rng, max_rotation=12.0, max_scale=0.1, max_
 
 
 def random_affine(x, rng, **limits):
-    """Distort a batch of images. x: (N, 28, 28), (N, 1, 28, 28) or (N, 784) in [0, 1]; same shape out."""
+    """Distort a batch of images, every channel of an image alike; same shape out.
+
+    x: (N, H, W) or (N, C, H, W) in [0, 1], or (N, D) of square one-channel images (D = side**2).
+    """
     n = len(x)
-    side = int(round(np.sqrt(x[0].size)))
-    images = x.reshape(n, side, side)
-    warped = kernels.affine_warp(images, random_affine_matrices(n, (side, side), rng, **limits))
+    if x.ndim in (3, 4):
+        channels, (h, w) = (x.shape[1] if x.ndim == 4 else 1), x.shape[-2:]
+    else:
+        side = int(round(np.sqrt(x[0].size)))
+        if side * side != x[0].size:
+            raise InvalidArgumentError(
+                f"augment needs images: a flat input of {x[0].size} values is not a square "
+                "one-channel image; set augment=false (or use a conv: architecture)")
+        channels, h, w = 1, side, side
+    matrices = random_affine_matrices(n, (h, w), rng, **limits)
+    images = x.reshape(n * channels, h, w)
+    warped = kernels.affine_warp(images, np.repeat(matrices, channels, axis=0))
     return warped.reshape(x.shape)

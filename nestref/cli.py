@@ -10,17 +10,27 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import architectures, data, errors
 from .augment import random_affine
-from .models import ARCHITECTURES, build
+from .models import build
 from .optim import SCHEDULES, SGD
 from .train import TrainingDiverged, evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
 
-# Recipes for the dense baselines (README: "Dense baselines").
-TRAIN_RECIPES = {
-    "lenet-300-100": {"epochs": 30, "lr": 0.05, "batch_size": 64, "weight_decay": 1e-4},
-    "lenet5": {"epochs": 15, "lr": 0.02, "batch_size": 64, "weight_decay": 5e-4},
-}
+# Recipes for the dense baselines (README: "Dense baselines"), from the architecture table.
+TRAIN_RECIPES = {name: entry.recipe for name, entry in architectures.TABLE.items()}
+
+
+def _arch_argument(text):
+    """argparse type of --arch: a named architecture or an mlp:/conv: spec."""
+    problem = architectures.problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _run_name(name):
+    """A directory name for a preset or arch (a spec's ':' is not welcome in every file system)."""
+    return name.replace(":", "_")
 
 
 def _progress(desc, disable):
@@ -40,22 +50,16 @@ def _progress(desc, disable):
     return on_batch
 
 
-def load_splits(data_dir, n_val, seed):
-    """MNIST as (train, val, test) pairs of (uint8 images, int64 labels)."""
-    mnist = data.load_mnist(data_dir)
-    tx, ty, vx, vy = data.train_val_split(mnist.train_images, mnist.train_labels, n_val=n_val, seed=seed)
-    return (tx, ty), (vx, vy), (mnist.test_images, mnist.test_labels), mnist.source
-
-
 def cmd_train(args):
-    recipe = TRAIN_RECIPES[args.arch]
+    recipe = architectures.get(args.arch).recipe
     epochs = args.epochs if args.epochs is not None else recipe["epochs"]
     lr = args.lr if args.lr is not None else recipe["lr"]
     batch_size = args.batch_size or recipe["batch_size"]
     weight_decay = args.weight_decay if args.weight_decay is not None else recipe["weight_decay"]
-    out = Path(args.out or f"runs/{args.arch}/model.npz")
+    out = Path(args.out or f"runs/{_run_name(args.arch)}/model.npz")
 
-    train, val, test, source = load_splits(args.data_dir, args.n_val, args.seed)
+    splits = data.load_splits(args.data_dir, args.n_val, args.seed)
+    train, val, test, source = splits["train"], splits["val"], splits["test"], splits["source"]
     start_epoch, rng, records = 0, np.random.default_rng(args.seed), []
     if args.resume and out.exists():
         net, optimizer, state = load_checkpoint(out)
@@ -63,9 +67,11 @@ def cmd_train(args):
         rng.bit_generator.state = state["rng"]
         print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
     else:
-        net = build(args.arch, width_scale=args.width_scale, density=args.density, seed=args.seed)
+        net = build(args.arch, width_scale=args.width_scale, density=args.density, seed=args.seed,
+                    image_shape=splits["image_shape"], classes=splits["classes"])
         optimizer = SGD(net, lr=lr, momentum=args.momentum, weight_decay=weight_decay)
-    print(f"{net.name}: data from {source}; {len(train[0])} train / {len(val[0])} validation / "
+    print(f"{net.name}: data {splits['dataset']['name']} from {source} "
+          f"(sha256 {splits['dataset']['checksum'][:16]}); {len(train[0])} train / {len(val[0])} validation / "
           f"{len(test[0])} test images; epochs={epochs} lr={lr} batch={batch_size} "
           f"schedule={args.schedule} weight_decay={weight_decay} augment={args.augment}")
 
@@ -76,7 +82,8 @@ def cmd_train(args):
         records.append(record)
         current["epoch"] = record["epoch"]
         save_checkpoint(out, net, optimizer, {"epoch": record["epoch"], "records": records,
-                                             "rng": rng.bit_generator.state, "arch": args.arch})
+                                             "rng": rng.bit_generator.state, "arch": args.arch,
+                                             "data": splits["dataset"]})
         print(f"epoch {record['epoch']:3d}/{epochs}  lr {record['lr']:.4g}  train loss {record['train_loss']:.4f}  "
               f"val error {100 * record['val_error']:.2f}%  ({record['seconds']:.1f} s)", flush=True)
 
@@ -100,9 +107,9 @@ def cmd_train(args):
 
 
 def cmd_synthesize(args):
-    from .config import PRESETS, make_config, parse_override
+    from .config import make_config, parse_override
     from .synthesize import synthesize
-    preset = args.preset or (args.arch if args.arch in PRESETS else None)
+    preset = args.preset or (architectures.default_preset(args.arch) if args.arch else None)
     overrides = dict(parse_override(item) for item in args.set)
     if args.arch:
         overrides["arch"] = args.arch
@@ -111,7 +118,8 @@ def cmd_synthesize(args):
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     config = make_config(preset, args.config, overrides)
-    out = Path(args.out or f"runs/{preset or config.arch}{'-prune-only' if config.mode == 'prune-only' else ''}")
+    out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
+                           f"{'-prune-only' if config.mode == 'prune-only' else ''}")
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, preset {preset}, output {out}")
 
     def on_round(rec):
@@ -131,7 +139,8 @@ def cmd_synthesize(args):
         return 2
     print()
     print(_format_report(report))
-    print(f"\nwrote {out}/report.json, history.json, model.npz, figures/")
+    print(f"\ndata: {report['data']['name']} from {report['data']['source']} (sha256 {report['data']['checksum']})")
+    print(f"wrote {out}/report.json, history.json, model.npz, figures/")
     return 0
 
 
@@ -154,12 +163,27 @@ def cmd_report(args):
     return 0
 
 
+def cmd_export(args):
+    from .export import export_onnx
+    print(f"wrote {export_onnx(args.run, args.onnx)}")
+    return 0
+
+
+def cmd_predict(args):
+    from .export import predict_classes
+    print("\n".join(str(c) for c in predict_classes(args.run, args.images)))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="nestref", description="NeST grow-and-prune synthesis, reference implementation")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a (dense or seed) LeNet on MNIST")
-    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="lenet-300-100")
+    arch_help = f"{', '.join(architectures.names())}, or a spec: mlp:784-300-100-10, conv:c20k5-p2-c50k5-p2-d500-d10"
+    data_help = ("a directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test, y_test "
+                 "(default: $NESTREF_DATA_DIR, the repository's data/mnist, the cache, a download)")
+    p = sub.add_parser("train", help="train a (dense or seed) network on MNIST or another data set")
+    p.add_argument("--arch", type=_arch_argument, default="lenet-300-100", help=arch_help)
     p.add_argument("--epochs", type=int, help="default: the arch's recipe")
     p.add_argument("--lr", type=float, help="initial learning rate (default: the arch's recipe)")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -170,7 +194,7 @@ def build_parser():
     p.add_argument("--density", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-val", type=int, default=5000, help="validation images split from the training set")
-    p.add_argument("--data-dir", help="directory with the MNIST IDX files (else $NESTREF_DATA_DIR, the cache, a download)")
+    p.add_argument("--data-dir", help=data_help)
     p.add_argument("--out", help="checkpoint path (default runs/<arch>/model.npz)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--augment", action="store_true", help="random affine distortions of the training images")
@@ -178,12 +202,12 @@ def build_parser():
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("synthesize", help="run NeST: seed -> grow -> prune -> compact")
-    p.add_argument("--arch", choices=sorted(ARCHITECTURES))
+    p.add_argument("--arch", type=_arch_argument, help=arch_help)
     p.add_argument("--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's")
     p.add_argument("--mode", choices=["nest", "prune-only"])
     p.add_argument("--config", help="TOML or JSON file of config values")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help=data_help)
     p.add_argument("--out", help="output directory (default runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -192,6 +216,16 @@ def build_parser():
     p = sub.add_parser("report", help="print the paper's table beside the runs in DIR...")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="write a synthesized network as ONNX (needs the onnx extra)")
+    p.add_argument("run", help="a run directory of nestref synthesize")
+    p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="print the class of each image in IMAGES.npy, one per line")
+    p.add_argument("run", help="a run directory of nestref synthesize")
+    p.add_argument("images", help=".npy of images (N, H, W) or (N, C, H, W): uint8 0-255 or floats in [0, 1]")
+    p.set_defaults(func=cmd_predict)
 
     # `nestref bench ...` is handed to nestref.bench before parsing (see main); listed here for --help
     sub.add_parser("bench", help="time training against PyTorch (nestref bench --help for its options)")
@@ -211,7 +245,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (data.MNISTNotFoundError, data.IDXError, ValueError) as err:
+    except (data.MNISTNotFoundError, data.IDXError, ValueError, errors.NestrefError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from . import architectures
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -77,7 +79,8 @@ class SynthesisConfig:
             if not ok:
                 problems.append(f"{name}={getattr(self, name)!r}: expected {expected}")
 
-        need(self.arch in ("lenet-300-100", "lenet5"), "arch", "'lenet-300-100' or 'lenet5'")
+        if architectures.problem(self.arch) is not None:
+            problems.append(f"arch={self.arch!r}: {architectures.problem(self.arch)}")
         need(self.mode in ("nest", "prune-only"), "mode", "'nest' or 'prune-only'")
         need(self.growth_init in ("gradient", "zero"), "growth_init", "'gradient' or 'zero'")
         need(self.birth_sign in ("positive", "random"), "birth_sign", "'positive' or 'random'")
@@ -117,17 +120,9 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# Recipes for the paper's rows (README: "Reproducing the paper's table").
-PRESETS = {
-    "lenet-300-100": dict(arch="lenet-300-100", augment=True, growth_epochs=3, settle_epochs=20, prune_epochs=2,
-                          finetune_epochs=30, param_budget=3800, prune_floor_params=3000),
-    "lenet-300-100-accurate": dict(arch="lenet-300-100", augment=True, growth_epochs=3, settle_epochs=20,
-                                   prune_epochs=2, finetune_epochs=30, param_budget=7800, prune_floor_params=6500),
-    "lenet5": dict(arch="lenet5", augment=True, width_scale=0.5, density=0.3, lr=0.02, prune_lr=0.01,
-                   weight_decay=5e-4, initial_epochs=2, growth_epochs=1, max_growth_rounds=3, growth_batches=10,
-                   settle_epochs=8, prune_epochs=2, prune_fractions=[0.03, 0.12, 0.15, 0.06], param_budget=5800,
-                   prune_floor_params=4500, finetune_epochs=10, max_prune_rounds=30),
-}
+# Recipes for the paper's rows (README: "Reproducing the paper's table"), from the
+# architecture table; an mlp:/conv: spec's derived preset is found by make_config too.
+PRESETS = architectures.presets()
 
 
 def config_field_names():
@@ -138,9 +133,11 @@ def make_config(preset=None, file=None, overrides=None):
     """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict)."""
     values = {}
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        values.update(PRESETS[preset])
+        preset_values = architectures.find_preset(preset)
+        if preset_values is None:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
+                             f"or an mlp:/conv: spec")
+        values.update(preset_values)
     if file is not None:
         values.update(read_config_file(file))
     values.update(overrides or {})

@@ -1,13 +1,34 @@
-"""MNIST for nestref: the IDX file format, finding/downloading/verifying MNIST, and splits.
+"""Data for nestref: the IDX file format, finding and checking a data set, and its splits.
 
-This is where MNIST enters nestref:
+This is where data enters nestref:
 
 * ``read_idx`` / ``write_idx`` read and write the IDX format MNIST is stored in
   (raw or gzip-compressed).
-* ``load_mnist`` finds the four MNIST files on disk (or downloads them), checks
-  their SHA-256 and shapes, and returns an ``MNIST`` record of NumPy arrays.
-* ``train_val_split`` carves a fixed validation set out of the training set.
+* ``load_dataset`` loads a data set: MNIST by default, or any directory in MNIST's IDX
+  layout, or an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``. It
+  validates what it reads and returns a ``Dataset`` that carries its name, where it was
+  read from and a checksum, so every report says what it was measured on.
+* ``load_mnist`` loads MNIST itself, checked against its known SHA-256 digests.
+* ``load_splits`` / ``split_dataset`` make the (train, validation, test) splits that
+  training and synthesis both use; ``train_val_split`` carves the validation set out.
 * ``scale_pixels`` turns uint8 pixels into float32 inputs in [0, 1].
+
+Where the data comes from (``load_dataset``), first match wins:
+
+1. ``data_dir`` (``--data-dir`` on the command line), if given: it must exist and be a
+   data set, else ``DataError`` naming it; there is no fall-back to another directory.
+2. ``$NESTREF_DATA_DIR``, if set: the same rule, the error names the variable.
+3. ``data/mnist`` of the repository, when nestref runs from a checkout (the four MNIST
+   files ship with the source, so a fresh clone works offline).
+4. ``default_cache_dir()``: ``~/.cache/nestref/mnist`` (or ``$XDG_CACHE_HOME/nestref/mnist``).
+5. A download of MNIST into that cache, each file verified by SHA-256 before it is kept.
+
+Known data sets are recognised by the SHA-256 of their files' decompressed payloads
+(``KNOWN_DATASETS``; today MNIST). A data set whose digests match none is named after its
+directory or file and validated: images (N, H, W) or (N, C, H, W) of uint8 (or floats in
+[0, 1]), integer labels in 0..classes-1, one label per image, train and test agreeing in
+image shape. A directory whose files match MNIST's digests only in part is a damaged
+MNIST and is refused.
 
 IDX layout (all multi-byte numbers big-endian)::
 
@@ -18,21 +39,20 @@ IDX layout (all multi-byte numbers big-endian)::
     then       ndim x uint32        the dimensions
     then       prod(dims) items     the payload, C order
 
-This module imports only the standard library and NumPy, and prints nothing.
+This module stands on the ground floor: it imports only the standard library, NumPy,
+``nestref.errors`` and ``nestref.storage``, and prints nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import math
 import os
-import secrets
-import shutil
 import struct
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -40,29 +60,39 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+from .storage import atomic_write_bytes
+
 __all__ = [
+    "DataError",
     "IDXError",
     "MNISTNotFoundError",
     "read_idx",
     "write_idx",
     "MNIST_FILES",
     "MNIST_MIRRORS",
+    "KNOWN_DATASETS",
+    "Dataset",
     "MNIST",
     "default_cache_dir",
+    "checkout_data_dir",
+    "load_dataset",
     "load_mnist",
+    "split_dataset",
+    "load_splits",
     "train_val_split",
     "scale_pixels",
 ]
 
 
-class IDXError(ValueError):
-    """A file is not a valid IDX file, is corrupt, or is not the MNIST it should be.
+class IDXError(DataError):
+    """A file is not a valid IDX file, is corrupt, or is not the data set it should be.
 
     The message always starts with the offending file's path.
     """
 
 
-class MNISTNotFoundError(FileNotFoundError):
+class MNISTNotFoundError(DataError, FileNotFoundError):
     """The MNIST files are not on disk and could not be downloaded.
 
     The message lists the missing files, every directory searched, what each
@@ -95,9 +125,23 @@ def _one_line(err: BaseException) -> str:
 
 
 def _read_payload(path: str | os.PathLike) -> bytes:
-    """Return the bytes of `path`, gunzipped if it starts with the gzip magic 1f 8b."""
-    with open(path, "rb") as f:
-        return _gunzip_if_gzip(f.read(), path)
+    """Return the bytes of `path`, gunzipped if it starts with the gzip magic 1f 8b.
+
+    A missing file raises FileNotFoundError; any other reason the file cannot be read
+    (permissions, a directory in its place, an I/O error) raises DataError naming it.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        reason = e.strerror or _one_line(e)
+        raise DataError(
+            f"{path}: cannot read the file ({reason}); make it readable (e.g. chmod u+r) "
+            "or point to another copy"
+        ) from e
+    return _gunzip_if_gzip(raw, path)
 
 
 def _gunzip_if_gzip(data: bytes, source) -> bytes:
@@ -119,7 +163,8 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
         )
     if data[0] != 0 or data[1] != 0:
         raise IDXError(
-            f"{path}: wrong magic: first two bytes are {data[:2].hex()}, an IDX file starts with 0000"
+            f"{path}: wrong magic: first two bytes are {data[:2].hex()}, "
+            "an IDX file starts with 0000"
         )
     code, ndim = data[2], data[3]
     if code not in _IDX_DTYPES:
@@ -128,7 +173,8 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise IDXError(
-            f"{path}: truncated header: {ndim} dims need {header_len} header bytes, file has {len(data)}"
+            f"{path}: truncated header: {ndim} dims need {header_len} header bytes, "
+            f"file has {len(data)}"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
     dtype = _IDX_DTYPES[code]
@@ -140,7 +186,8 @@ def _parse_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
         )
     if present > promised:
         raise IDXError(
-            f"{path}: {present - promised} trailing bytes: header promises {promised} payload bytes, "
+            f"{path}: {present - promised} trailing bytes: "
+            f"header promises {promised} payload bytes, "
             f"file has {present}"
         )
     # astype copies into native byte order, so the result is writable and owns its memory.
@@ -166,16 +213,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     IDXError
         Wrong magic, unknown type code, truncated header or payload, trailing
         bytes, or a corrupt gzip stream. The message starts with `path`.
-    OSError
-        The file cannot be opened (e.g. FileNotFoundError).
+    FileNotFoundError
+        There is no file at `path`.
+    DataError
+        The file exists but cannot be read (permissions, a directory, I/O error).
     """
     return _parse_idx(_read_payload(path), path)
-
-
-def _temp_path_for(path: Path) -> Path:
-    # Same directory as the target, so os.replace is a rename within one
-    # filesystem and therefore atomic. Hidden, and unique per writer.
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def write_idx(path: str | os.PathLike, array, compress: bool | None = None) -> None:
@@ -190,9 +233,8 @@ def write_idx(path: str | os.PathLike, array, compress: bool | None = None) -> N
     compress : bool or None
         True: gzip. False: raw. None (default): gzip iff `path` ends with ".gz".
 
-    The data goes to a temporary file in the same directory which then replaces
-    `path` in one step, so a crash leaves either the old file or the new one,
-    never half a file.
+    The bytes go through ``storage.atomic_write_bytes``: a crash leaves either
+    the old file or the new one, never half a file.
     """
     path = Path(path)
     array = np.asarray(array)
@@ -203,35 +245,41 @@ def write_idx(path: str | os.PathLike, array, compress: bool | None = None) -> N
             "supported: uint8, int8, int16, int32, float32, float64"
         )
     if array.ndim > 255 or any(d >= 2**32 for d in array.shape):
-        raise ValueError(f"{path}: IDX allows at most 255 dims each < 2**32, got shape {array.shape}")
+        raise ValueError(
+            f"{path}: IDX allows at most 255 dims each < 2**32, got shape {array.shape}"
+        )
     if compress is None:
         compress = path.name.endswith(".gz")
 
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(_IDX_DTYPES[code], copy=False).tobytes(order="C")
+    data = _idx_bytes(array, code)
     if compress:
         # mtime=0 makes the output byte-for-byte reproducible; level 6 is
         # nearly as small as 9 and several times faster on big arrays.
         data = gzip.compress(data, compresslevel=6, mtime=0)
+    atomic_write_bytes(path, lambda f: f.write(data))
 
-    tmp = _temp_path_for(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+def _idx_bytes(array: np.ndarray, code: int) -> bytes:
+    """The IDX encoding (header + big-endian payload) of `array` with type code `code`."""
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(_IDX_DTYPES[code], copy=False).tobytes(order="C")
 
 
 # ---------------------------------------------------------------------------
-# MNIST
+# Data sets: MNIST and the others
 # ---------------------------------------------------------------------------
 
-# key -> (file name without .gz, size of the decompressed file in bytes, sha256 of the decompressed file)
+# The four arrays of a data set, in the order digests are combined into its checksum.
+DATASET_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+# Their names inside an .npz (the Keras convention).
+NPZ_KEYS = {
+    "train_images": "x_train",
+    "train_labels": "y_train",
+    "test_images": "x_test",
+    "test_labels": "y_test",
+}
+
+# key -> (file name without .gz, bytes of the decompressed file, sha256 of the decompressed file)
 MNIST_FILES: dict[str, tuple[str, int, str]] = {
     "train_images": (
         "train-images-idx3-ubyte",
@@ -255,6 +303,16 @@ MNIST_FILES: dict[str, tuple[str, int, str]] = {
     ),
 }
 
+
+def _known_datasets() -> dict[str, dict[str, str]]:
+    # Read MNIST_FILES at call time, so the one table of MNIST's digests is MNIST_FILES.
+    return {"mnist": {key: sha for key, (_, _, sha) in MNIST_FILES.items()}}
+
+
+# name -> {key: SHA-256 of the decompressed IDX payload}; a data set whose four digests
+# all match an entry is that data set.
+KNOWN_DATASETS = _known_datasets()
+
 # Base URLs, tried in order; a file is fetched from <base><name>.gz.
 MNIST_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -262,23 +320,36 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
+_IDX_NAMES = ", ".join(n for n, _, _ in MNIST_FILES.values()) + "; each raw or .gz"
+_FIX_HINT = (
+    "pass --data-dir on the command line (data_dir=... from Python) a directory in MNIST's "
+    f"IDX layout ({_IDX_NAMES}) or an .npz holding x_train, y_train, x_test, y_test"
+)
+
 
 @dataclass(frozen=True, eq=False)
-class MNIST:
-    """The MNIST arrays, as returned by `load_mnist`.
+class Dataset:
+    """A data set's four arrays and what it is, as returned by `load_dataset`.
 
     Attributes
     ----------
-    train_images : np.ndarray, uint8, shape (60000, 28, 28)
-    train_labels : np.ndarray, int64, shape (60000,), values 0..9
-    test_images : np.ndarray, uint8, shape (10000, 28, 28)
-    test_labels : np.ndarray, int64, shape (10000,), values 0..9
+    train_images : np.ndarray, shape (N, H, W) or (N, C, H, W), uint8 (or float32 in [0, 1])
+    train_labels : np.ndarray, int64, shape (N,), values 0..classes-1
+    test_images : np.ndarray, shape (M, *train_images.shape[1:])
+    test_labels : np.ndarray, int64, shape (M,)
     source : str
-        The directory the files were read from.
+        The directory (or .npz file) the arrays were read from.
+    name : str
+        "mnist" when the files' digests match `KNOWN_DATASETS`, else the directory's
+        (or file's) name.
+    checksum : str
+        SHA-256 over the four payload digests (see `dataset_checksum`): equal for the
+        same arrays however they are stored (raw, gzip or npz).
+    classes : int
+        Number of classes: the output width a network for this data set needs.
 
-    `load_mnist` makes the arrays read-only: one MNIST object is often shared
-    (e.g. by every test), so an in-place edit would silently leak into other
-    users. Copy first (``x = m.train_images.copy()``) if you need to modify.
+    The arrays are read-only: one Dataset is often shared (e.g. by every test), so
+    an in-place edit would silently leak into other users. Copy first if you need to.
     eq=False because element-wise array comparison has no single truth value.
     """
 
@@ -287,6 +358,37 @@ class MNIST:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: str
+    name: str = "mnist"
+    checksum: str = ""
+    classes: int = 10
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one image: (H, W) or (C, H, W)."""
+        return tuple(int(s) for s in self.train_images.shape[1:])
+
+    def describe(self) -> dict:
+        """What a report records about the data: name, source, checksum, shapes, sizes."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "checksum": self.checksum,
+            "image_shape": list(self.image_shape),
+            "classes": self.classes,
+            "n_train": len(self.train_labels),
+            "n_test": len(self.test_labels),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={len(self.train_labels)}, test={len(self.test_labels)}, "
+            f"image_shape={self.image_shape}, classes={self.classes}, source={self.source!r})"
+        )
+
+
+class MNIST(Dataset):
+    """A `Dataset` that is MNIST (as returned by `load_mnist`): images uint8 (N, 28, 28),
+    labels int64 0..9."""
 
     def __repr__(self) -> str:
         return (
@@ -295,21 +397,34 @@ class MNIST:
         )
 
 
+def dataset_checksum(digests: dict[str, str]) -> str:
+    """SHA-256 of the four payload digests, one ``key=digest`` line each in `DATASET_KEYS` order."""
+    text = "".join(f"{key}={digests[key]}\n" for key in DATASET_KEYS)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/nestref/mnist`` if XDG_CACHE_HOME is set, else ``~/.cache/nestref/mnist``."""
+    """``$XDG_CACHE_HOME/nestref/mnist`` if XDG_CACHE_HOME is set, else ``~/.cache/nestref/mnist``.
+    """
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "nestref" / "mnist"
 
 
-def _candidate_dirs(data_dir) -> list[Path]:
-    dirs = []
-    if data_dir is not None:
-        dirs.append(Path(data_dir).expanduser())
-    env = os.environ.get("NESTREF_DATA_DIR")
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(default_cache_dir())
+def checkout_data_dir() -> Path | None:
+    """The repository's ``data/mnist`` when nestref runs from a source checkout, else None.
+
+    A checkout is recognised by the ``pyproject.toml`` beside the package; an installed
+    wheel has neither, and then the cache (and a download) is where MNIST comes from.
+    """
+    root = Path(__file__).resolve().parent.parent
+    directory = root / "data" / "mnist"
+    if (root / "pyproject.toml").is_file() and directory.is_dir():
+        return directory
+    return None
+
+
+def _unique(dirs: list[Path]) -> list[Path]:
     unique, seen = [], set()
     for d in dirs:
         key = os.path.abspath(d)
@@ -319,8 +434,23 @@ def _candidate_dirs(data_dir) -> list[Path]:
     return unique
 
 
+def _mnist_candidates(data_dir) -> list[Path]:
+    """Where `load_mnist` looks: `data_dir` alone if given, else env, checkout, cache."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    dirs = []
+    env = os.environ.get("NESTREF_DATA_DIR")
+    if env:
+        dirs.append(Path(env).expanduser())
+    checkout = checkout_data_dir()
+    if checkout is not None:
+        dirs.append(checkout)
+    dirs.append(default_cache_dir())
+    return _unique(dirs)
+
+
 def _find_files(directory: Path) -> dict[str, Path]:
-    """key -> path for each MNIST file present in `directory` (raw preferred over .gz)."""
+    """key -> path for each IDX-layout file present in `directory` (raw preferred over .gz)."""
     found = {}
     for key, (name, _, _) in MNIST_FILES.items():
         for candidate in (directory / name, directory / f"{name}.gz"):
@@ -328,6 +458,9 @@ def _find_files(directory: Path) -> dict[str, Path]:
                 found[key] = candidate
                 break
     return found
+
+
+# ------------------------------------------------------------------ download
 
 
 def _mirror_unreachable(err: BaseException) -> bool:
@@ -340,22 +473,17 @@ def _mirror_unreachable(err: BaseException) -> bool:
 
 
 def _download_one(url: str, dest: Path, size: int, sha256: str, timeout: float) -> None:
-    """Fetch `url` to `dest` atomically, keeping it only if its decompressed payload has `sha256`."""
-    tmp = _temp_path_for(dest)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "xb") as f:
-            shutil.copyfileobj(response, f)
-        payload = _gunzip_if_gzip(tmp.read_bytes(), url)
-        actual = hashlib.sha256(payload).hexdigest()
-        if actual != sha256:
-            raise IDXError(
-                f"{url}: checksum mismatch: expected sha256 {sha256} ({size} bytes), "
-                f"got {actual} ({len(payload)} bytes)"
-            )
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    """Fetch `url`; keep it as `dest` (atomically) only if its decompressed payload has `sha256`."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        raw = response.read()
+    payload = _gunzip_if_gzip(raw, url)
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != sha256:
+        raise IDXError(
+            f"{url}: checksum mismatch: expected sha256 {sha256} ({size} bytes), "
+            f"got {actual} ({len(payload)} bytes)"
+        )
+    atomic_write_bytes(dest, lambda f: f.write(raw))
 
 
 def _download_missing(target: Path, mirrors, timeout: float) -> list[str]:
@@ -382,7 +510,9 @@ def _download_missing(target: Path, mirrors, timeout: float) -> list[str]:
     return attempts
 
 
-def _not_found_message(dirs: list[Path], download: bool, attempts: list[str], mirrors) -> str:
+def _not_found_message(
+    dirs: list[Path], target: Path, download: bool, attempts: list[str], mirrors
+) -> str:
     all_names = [name for name, _, _ in MNIST_FILES.values()]
     lines = [
         "MNIST not found: no directory holds all four files "
@@ -399,7 +529,7 @@ def _not_found_message(dirs: list[Path], download: bool, attempts: list[str], mi
     if not download:
         lines.append("Download: not attempted (download=False).")
     elif attempts:
-        lines.append(f"Download into {dirs[0]} failed:")
+        lines.append(f"Download into {target} failed:")
         lines.extend(f"  {a}" for a in attempts)
     else:
         lines.append("Download: no mirrors given.")
@@ -407,7 +537,8 @@ def _not_found_message(dirs: list[Path], download: bool, attempts: list[str], mi
     base = base if base.endswith("/") else base + "/"
     lines += [
         "To fix, do one of:",
-        "  - pass load_mnist(data_dir=...) a directory holding the four files;",
+        "  - on the command line, pass --data-dir DIR, a directory holding the four files "
+        "(from Python: load_mnist(data_dir=...));",
         "  - set the environment variable NESTREF_DATA_DIR to such a directory;",
         "  - download these four files into one of the directories above:",
     ]
@@ -415,7 +546,20 @@ def _not_found_message(dirs: list[Path], download: bool, attempts: list[str], mi
     return "\n".join(lines)
 
 
-def _check_pair(images: np.ndarray, labels: np.ndarray, image_path: Path, label_path: Path) -> None:
+# ------------------------------------------------------------------ reading and checking
+
+
+def _read_payloads(paths: dict[str, Path]) -> dict[str, bytes]:
+    payloads = {}
+    for key, path in paths.items():
+        try:
+            payloads[key] = _read_payload(path)
+        except FileNotFoundError as e:  # vanished between listing and reading
+            raise DataError(f"{path}: the file disappeared while being read") from e
+    return payloads
+
+
+def _check_mnist_pair(images: np.ndarray, labels: np.ndarray, image_path, label_path) -> None:
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise IDXError(
             f"{image_path}: expected uint8 images of shape (N, 28, 28), "
@@ -433,28 +577,281 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, image_path: Path, label_
         raise IDXError(f"{label_path}: labels must be 0..9, found {int(labels.max())}")
 
 
-def _load_from(directory: Path, paths: dict[str, Path], verify: bool) -> MNIST:
-    arrays = {}
-    for key, path in paths.items():
-        payload = _read_payload(path)  # read once; hash and parse the same bytes
-        if verify:
-            name, size, sha256 = MNIST_FILES[key]
-            actual = hashlib.sha256(payload).hexdigest()
-            if actual != sha256:
-                raise IDXError(
-                    f"{path}: checksum mismatch: expected sha256 {sha256} ({size} bytes decompressed), "
-                    f"got {actual} ({len(payload)} bytes). The file is corrupt or not the original "
-                    f"{name}; delete it and download it again."
-                )
-        arrays[key] = _parse_idx(payload, path)
-    for split in ("train", "test"):
-        _check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
-                    paths[f"{split}_images"], paths[f"{split}_labels"])
-    for split in ("train", "test"):
-        arrays[f"{split}_labels"] = arrays[f"{split}_labels"].astype(np.int64)
+def _read_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for a in arrays.values():
         a.flags.writeable = False
-    return MNIST(**arrays, source=str(directory))
+    return arrays
+
+
+def _load_mnist_from(directory: Path, paths: dict[str, Path], verify: bool, payloads=None) -> MNIST:
+    arrays, digests = {}, {}
+    payloads = _read_payloads(paths) if payloads is None else payloads
+    for key, payload in payloads.items():  # read once; hash and parse the same bytes
+        path = paths[key]
+        digests[key] = hashlib.sha256(payload).hexdigest()
+        name, size, sha256 = MNIST_FILES[key]
+        if verify and digests[key] != sha256:
+            raise IDXError(
+                f"{path}: checksum mismatch: expected sha256 {sha256} ({size} bytes decompressed), "
+                f"got {digests[key]} ({len(payload)} bytes). "
+                "The file is corrupt or not the original "
+                f"{name}; delete it and download it again."
+            )
+        arrays[key] = _parse_idx(payload, path)
+    for split in ("train", "test"):
+        _check_mnist_pair(
+            arrays[f"{split}_images"],
+            arrays[f"{split}_labels"],
+            paths[f"{split}_images"],
+            paths[f"{split}_labels"],
+        )
+    for split in ("train", "test"):
+        arrays[f"{split}_labels"] = arrays[f"{split}_labels"].astype(np.int64)
+    return MNIST(
+        **_read_only(arrays),
+        source=str(directory),
+        name="mnist",
+        checksum=dataset_checksum(digests),
+        classes=10,
+    )
+
+
+def _identify(digests: dict[str, str], where: dict[str, str]) -> str | None:
+    """The known data set whose digests these are; None if none; DataError if only some match."""
+    for name, known in _known_datasets().items():
+        matching = [key for key in DATASET_KEYS if digests[key] == known[key]]
+        if len(matching) == len(DATASET_KEYS):
+            return name
+        if matching:
+            bad = [key for key in DATASET_KEYS if key not in matching]
+            details = "; ".join(
+                f"{where[key]}: expected sha256 {known[key]}, got {digests[key]}" for key in bad
+            )
+            raise IDXError(
+                f"checksum mismatch: {len(matching)} of 4 files are {name}'s, the others are not "
+                f"({details}). A file is corrupt or from another data set: replace it with the "
+                f"original (e.g. from {MNIST_MIRRORS[0]})."
+            )
+    return None
+
+
+def _check_images(images: np.ndarray, where: str) -> np.ndarray:
+    if images.ndim not in (3, 4) or images.shape[0] < 1 or 0 in images.shape[1:]:
+        raise DataError(
+            f"{where}: expected images of shape (N, H, W) or (N, C, H, W) with N >= 1, "
+            f"got shape {images.shape}"
+        )
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind == "f":
+        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise DataError(
+                f"{where}: float images must be finite and within [0, 1] "
+                f"(found {float(np.nanmin(images)):g}..{float(np.nanmax(images)):g}); "
+                "store uint8 pixels 0..255 or scale them to [0, 1]"
+            )
+        return images.astype(np.float32)
+    raise DataError(
+        f"{where}: expected uint8 pixels (or floats in [0, 1]), got dtype {images.dtype}"
+    )
+
+
+def _check_labels(labels: np.ndarray, n_images: int, where: str, image_where: str) -> np.ndarray:
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{where}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}"
+        )
+    if len(labels) != n_images:
+        raise DataError(f"{image_where} has {n_images} images but {where} has {len(labels)} labels")
+    if labels.min() < 0:
+        raise DataError(f"{where}: labels must be 0..classes-1, found {int(labels.min())}")
+    return labels.astype(np.int64)
+
+
+def _validated(arrays: dict[str, np.ndarray], where: dict[str, str]) -> tuple[dict, int]:
+    """Check a data set's four arrays.
+
+    Returns them (images uint8 or float32, labels int64) and the class count.
+    """
+    out = {}
+    for split in ("train", "test"):
+        images = _check_images(arrays[f"{split}_images"], where[f"{split}_images"])
+        out[f"{split}_images"] = images
+        out[f"{split}_labels"] = _check_labels(
+            arrays[f"{split}_labels"],
+            len(images),
+            where[f"{split}_labels"],
+            where[f"{split}_images"],
+        )
+    if out["train_images"].shape[1:] != out["test_images"].shape[1:]:
+        raise DataError(
+            f"train and test images differ in shape: {where['train_images']} has "
+            f"{out['train_images'].shape[1:]}, "
+            f"{where['test_images']} has {out['test_images'].shape[1:]}"
+        )
+    classes = int(out["train_labels"].max()) + 1
+    if classes < 2:
+        raise DataError(
+            f"{where['train_labels']}: all labels are 0; a classifier needs at least 2 classes"
+        )
+    if out["test_labels"].max() >= classes:
+        raise DataError(
+            f"{where['test_labels']}: label {int(out['test_labels'].max())} "
+            f"is outside 0..{classes - 1}, "
+            f"the classes of the training labels ({where['train_labels']})"
+        )
+    return out, classes
+
+
+def _custom_name(path: Path) -> str:
+    name = path.stem if path.is_file() else path.name
+    # a directory called "mnist" that is not MNIST must not pass for it in a report
+    return f"{name}-custom" if name in _known_datasets() else name
+
+
+def _load_idx_dataset(directory: Path, paths: dict[str, Path]) -> Dataset:
+    payloads = _read_payloads(paths)
+    digests = {key: hashlib.sha256(p).hexdigest() for key, p in payloads.items()}
+    where = {key: str(path) for key, path in paths.items()}
+    known = _identify(digests, where)
+    if known == "mnist":
+        return _load_mnist_from(
+            directory, paths, verify=False, payloads=payloads
+        )  # digests matched
+    arrays = {key: _parse_idx(payloads[key], paths[key]) for key in DATASET_KEYS}
+    arrays, classes = _validated(arrays, where)
+    return Dataset(
+        **_read_only(arrays),
+        source=str(directory),
+        name=_custom_name(directory),
+        checksum=dataset_checksum(digests),
+        classes=classes,
+    )
+
+
+def _load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS.values() if k not in npz.files]
+            if missing:
+                raise DataError(
+                    f"{path}: missing array(s) {', '.join(missing)}; a data set .npz holds "
+                    f"x_train, y_train, x_test, y_test (it has {', '.join(npz.files) or 'none'})"
+                )
+            return {key: np.asarray(npz[name]) for key, name in NPZ_KEYS.items()}
+    except DataError:
+        raise
+    except PermissionError as e:
+        raise DataError(
+            f"{path}: cannot read the file ({e.strerror}); make it readable (e.g. chmod u+r)"
+        ) from e
+    except (
+        zipfile.BadZipFile,
+        ValueError,
+        EOFError,
+        OSError,
+    ) as e:  # pickled object arrays are ValueErrors
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({_one_line(e)})") from e
+
+
+def _load_npz_dataset(path: Path) -> Dataset:
+    arrays = _load_npz_arrays(path)
+    where = {key: f"{path}[{name}]" for key, name in NPZ_KEYS.items()}
+    digests = {}
+    for key, array in arrays.items():
+        code = _IDX_CODES.get((array.dtype.kind, array.dtype.itemsize))
+        if (
+            key.endswith("labels")
+            and array.dtype.kind in "iu"
+            and array.size
+            and 0 <= array.min()
+            and array.max() < 256
+        ):
+            code, array = 0x08, array.astype(np.uint8)  # labels hash as MNIST's uint8 IDX files do
+        encoded = _idx_bytes(array, code) if code is not None else array.tobytes()
+        digests[key] = hashlib.sha256(encoded).hexdigest()
+    known = _identify(digests, where)
+    arrays, classes = _validated(arrays, where)
+    name = known if known is not None else _custom_name(path)
+    return Dataset(
+        **_read_only(arrays),
+        source=str(path),
+        name=name,
+        checksum=dataset_checksum(digests),
+        classes=classes,
+    )
+
+
+def load_path(path: str | os.PathLike, origin: str = "data_dir") -> Dataset:
+    """Load the data set at `path`: a directory in MNIST's IDX layout or an ``.npz``.
+
+    `origin` (e.g. "--data-dir", "NESTREF_DATA_DIR") is named in the errors, so the
+    user knows which setting to correct.
+
+    Raises
+    ------
+    DataError
+        `path` does not exist, is neither such a directory nor an .npz, or its arrays
+        fail validation (shapes, dtypes, labels, train/test agreement); IDXError
+        (a DataError) for a corrupt IDX file or a damaged known data set.
+    """
+    p = Path(path).expanduser()
+    if origin == "NESTREF_DATA_DIR":
+        fix = (
+            f"To fix, set NESTREF_DATA_DIR to a directory in MNIST's IDX layout ({_IDX_NAMES}) or "
+            "an .npz holding x_train, y_train, x_test, y_test, or unset it to use MNIST"
+        )
+    else:
+        fix = f"To fix, {_FIX_HINT}; or set NESTREF_DATA_DIR to one; or omit {origin} to use MNIST"
+    if not p.exists():
+        raise DataError(f"{origin} {p}: no such file or directory. {fix}")
+    if p.is_file():
+        if p.suffix != ".npz":
+            raise DataError(f"{origin} {p}: a file, but not an .npz. {fix}")
+        return _load_npz_dataset(p)
+    paths = _find_files(p)
+    if len(paths) < len(MNIST_FILES):
+        absent = [MNIST_FILES[k][0] for k in MNIST_FILES if k not in paths]
+        raise DataError(
+            f"{origin} {p}: not a data set: missing {', '.join(absent)} (each raw or .gz). {fix}"
+        )
+    return _load_idx_dataset(p, paths)
+
+
+def load_dataset(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    mirrors: tuple[str, ...] = MNIST_MIRRORS,
+    timeout: float = 30,
+) -> Dataset:
+    """Find and load the data set to train on, in the search order of the module docstring.
+
+    Parameters
+    ----------
+    data_dir : str or path-like, optional
+        A directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test,
+        y_test. Given, it is the only place looked at.
+    download, mirrors, timeout
+        As for `load_mnist`, used only when nothing is given and MNIST is not on disk.
+
+    Returns
+    -------
+    Dataset
+        Read-only arrays with the data set's name, source and checksum.
+
+    Raises
+    ------
+    DataError
+        `data_dir` or ``$NESTREF_DATA_DIR`` is not a data set, or a data set fails
+        validation; MNISTNotFoundError (a DataError) when MNIST is nowhere to be found.
+    """
+    if data_dir is not None:
+        return load_path(data_dir, "--data-dir")
+    env = os.environ.get("NESTREF_DATA_DIR")
+    if env:
+        return load_path(env, "NESTREF_DATA_DIR")
+    return load_mnist(None, download=download, mirrors=mirrors, timeout=timeout)
 
 
 def load_mnist(
@@ -470,10 +867,11 @@ def load_mnist(
     Parameters
     ----------
     data_dir : str or path-like, optional
-        Directory to look in first.
+        The directory to read (and, with `download`, to download missing files into).
+        Given, it is the only directory looked at.
     download : bool
-        If no directory holds the files, download the missing ones into the
-        first directory searched (created if needed).
+        If no directory holds the files, download the missing ones into `data_dir`, or
+        without it into `default_cache_dir()` (created if needed).
     verify : bool
         Check each file's decompressed SHA-256 against `MNIST_FILES`.
     mirrors : tuple of str
@@ -487,11 +885,11 @@ def load_mnist(
     MNIST
         Read-only arrays: images uint8 (N, 28, 28), labels int64 (N,).
 
-    Search order: `data_dir`, then ``$NESTREF_DATA_DIR``, then
-    `default_cache_dir()`. The first directory holding all four files (each as
-    ``<name>`` or ``<name>.gz``; raw preferred) wins. Downloads are always
-    checked against `MNIST_FILES`; a mismatch is deleted and the next mirror
-    is tried.
+    Search order without `data_dir`: ``$NESTREF_DATA_DIR``, the checkout's
+    ``data/mnist`` (`checkout_data_dir`), then `default_cache_dir()`. The first
+    directory holding all four files (each as ``<name>`` or ``<name>.gz``; raw
+    preferred) wins. Downloads are always checked against `MNIST_FILES`; a mismatch is
+    discarded and the next mirror is tried.
 
     Raises
     ------
@@ -500,25 +898,81 @@ def load_mnist(
     IDXError
         A file is corrupt, fails its checksum (with verify=True), or has the
         wrong shape, dtype, label range, or image/label count.
+    DataError
+        A file cannot be read (e.g. permissions).
     """
-    dirs = _candidate_dirs(data_dir)
+    dirs = _mnist_candidates(data_dir)
     for d in dirs:
         paths = _find_files(d)
         if len(paths) == len(MNIST_FILES):
-            return _load_from(d, paths, verify)
+            return _load_mnist_from(d, paths, verify)
 
+    target = dirs[0] if data_dir is not None else default_cache_dir()
     attempts = []
     if download:
-        attempts = _download_missing(dirs[0], mirrors, timeout)
-        paths = _find_files(dirs[0])
+        attempts = _download_missing(target, mirrors, timeout)
+        paths = _find_files(target)
         if len(paths) == len(MNIST_FILES):
-            return _load_from(dirs[0], paths, verify)
-    raise MNISTNotFoundError(_not_found_message(dirs, download, attempts, mirrors))
+            return _load_mnist_from(target, paths, verify)
+    raise MNISTNotFoundError(_not_found_message(dirs, target, download, attempts, mirrors))
 
 
 # ---------------------------------------------------------------------------
 # Splits and preprocessing
 # ---------------------------------------------------------------------------
+
+
+def split_dataset(
+    dataset: Dataset, n_val: int = 5000, seed: int = 0, train_limit: int | None = None
+) -> dict:
+    """The splits every run uses: a fixed validation part of the training set, and the test set.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    n_val : int
+        Validation images taken out of the training set (`train_val_split`).
+    seed : int
+        Seed of the split.
+    train_limit : int, optional
+        Use only the first `train_limit` training images (quick runs, tests).
+
+    Returns
+    -------
+    dict
+        ``"train"``, ``"val"``, ``"test"``: (images, labels) pairs (images as stored,
+        labels int64); ``"source"``: where the data was read; ``"dataset"``:
+        `Dataset.describe()`; ``"image_shape"`` and ``"classes"``.
+    """
+    images, labels = dataset.train_images, dataset.train_labels
+    if train_limit is not None:
+        images, labels = images[:train_limit], labels[:train_limit]
+    if (
+        isinstance(n_val, (int, np.integer))
+        and not isinstance(n_val, bool)
+        and n_val >= len(images)
+    ):
+        raise DataError(
+            f"n_val={n_val} leaves no training images out of {len(images)}: "
+            f"choose n_val below {len(images)}"
+        )
+    tx, ty, vx, vy = train_val_split(images, labels, n_val=n_val, seed=seed)
+    return {
+        "train": (tx, ty),
+        "val": (vx, vy),
+        "test": (dataset.test_images, dataset.test_labels),
+        "source": dataset.source,
+        "dataset": dataset.describe(),
+        "image_shape": dataset.image_shape,
+        "classes": dataset.classes,
+    }
+
+
+def load_splits(
+    data_dir=None, n_val: int = 5000, seed: int = 0, train_limit: int | None = None
+) -> dict:
+    """`split_dataset` of `load_dataset(data_dir)`: the splits of ``train`` and ``synthesize``."""
+    return split_dataset(load_dataset(data_dir), n_val=n_val, seed=seed, train_limit=train_limit)
 
 
 def train_val_split(images: np.ndarray, labels: np.ndarray, n_val: int = 5000, seed: int = 0):
@@ -553,7 +1007,9 @@ def train_val_split(images: np.ndarray, labels: np.ndarray, n_val: int = 5000, s
     if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)):
         raise ValueError(f"n_val must be an int, got {type(n_val).__name__} {n_val!r}")
     if not 0 < n_val < n:
-        raise ValueError(f"n_val must satisfy 0 < n_val < {n} (the number of examples), got {n_val}")
+        raise ValueError(
+            f"n_val must satisfy 0 < n_val < {n} (the number of examples), got {n_val}"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     # Sorting keeps each part in the original order: the split chooses who
     # goes where, shuffling for training is the training loop's business.

@@ -1,20 +1,23 @@
 """Networks: a list of layers, the two LeNets, and unit surgery.
 
 ``Network`` chains layers and keeps nothing but them and the shape of one input.
-``lenet_300_100`` and ``lenet5`` build the paper's baselines and, with
-``width_scale < 1`` and ``density < 1``, NeST's sparse seed networks.
+``build`` makes any architecture of ``nestref.architectures`` (the two LeNets, or an
+``mlp:``/``conv:`` spec); ``lenet_300_100`` and ``lenet5`` build the paper's baselines and,
+with ``width_scale < 1`` and ``density < 1``, NeST's sparse seed networks.
 
 ``add_units`` / ``keep_units`` change the width of a hidden layer: the rows of the
 layer and the matching columns of the next masked layer (and the optimizer's
 momentum for both) grow or shrink together. Growth and pruning both go through them.
 """
 import copy
+import functools
 import json
 
 import numpy as np
 
+from . import architectures
 from .losses import softmax_cross_entropy
-from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU, layer_from_config
+from .layers import Flatten, MaskedLayer, layer_from_config
 
 
 class Network:
@@ -141,48 +144,42 @@ def loss_and_grads(net, x, y):
 
 
 # ------------------------------------------------------------------ the LeNets
-def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32):
+def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
     """LeNet-300-100: 784 -> 300 -> 100 -> 10 with ReLU.
 
     width_scale scales the hidden widths (0.4 gives NeST's LeNet-120-40 seed);
-    density is the fraction of active connections in every layer.
+    density is the fraction of active connections in every layer. image_shape and
+    classes (of another data set) change the input size and the output width.
     x: (N, 784) -> logits (N, 10)
     """
-    _check_seed_args(width_scale, density)
-    rng = np.random.default_rng(seed)
-    h1, h2 = max(1, round(300 * width_scale)), max(1, round(100 * width_scale))
-    layers = [Dense(784, h1, density, rng, dtype), ReLU(),
-              Dense(h1, h2, density, rng, dtype), ReLU(),
-              Dense(h2, 10, density, rng, dtype)]
-    return Network(layers, (784,), name=f"lenet-{h1}-{h2}")
+    return build("lenet-300-100", width_scale, density, seed, dtype, image_shape, classes)
 
 
-def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32):
+def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
     """LeNet-5 as in Caffe: conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2, dense 500, ReLU, dense 10.
 
     Like Caffe's, there is no ReLU after the convolutions. width_scale scales the
     feature maps and the hidden dense width; density is the active fraction.
     x: (N, 1, 28, 28) -> logits (N, 10)
     """
+    return build("lenet5", width_scale, density, seed, dtype, image_shape, classes)
+
+
+def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
+    """A network by the name (or spec) the command line uses, from ``nestref.architectures``.
+
+    ``build("lenet5", width_scale=0.5)``; ``build("mlp:784-300-100-10")``;
+    ``build("lenet5", image_shape=(3, 32, 32), classes=100)`` for another data set.
+    """
+    entry = architectures.get(arch)
     _check_seed_args(width_scale, density)
     rng = np.random.default_rng(seed)
-    c1, c2, h = (max(1, round(n * width_scale)) for n in (20, 50, 500))
-    layers = [Conv2d(1, c1, 5, density=density, rng=rng, dtype=dtype), MaxPool2d(2),
-              Conv2d(c1, c2, 5, density=density, rng=rng, dtype=dtype), MaxPool2d(2),
-              Flatten(),
-              Dense(c2 * 4 * 4, h, density, rng, dtype), ReLU(),
-              Dense(h, 10, density, rng, dtype)]
-    return Network(layers, (1, 28, 28), name=f"lenet5-{c1}-{c2}-{h}")
+    layers, input_shape, name = entry.build_layers(width_scale, density, rng, dtype, image_shape, classes)
+    return Network(layers, input_shape, name=name)
 
 
-ARCHITECTURES = {"lenet-300-100": lenet_300_100, "lenet5": lenet5}
-
-
-def build(arch, **kwargs):
-    """``build("lenet5", width_scale=0.5)``: a network by the name the command line uses."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](**kwargs)
+# every named architecture's builder (specs go through ``build``)
+ARCHITECTURES = {name: functools.partial(build, name) for name in architectures.names()}
 
 
 def _check_seed_args(width_scale, density):

@@ -69,9 +69,13 @@ def widths_and_densities(history, fig=None):
 def first_layer_masks(mask, image_shape=(28, 28), n_units=16, fig=None):
     """Which pixels each first-layer unit still sees, and how many units see each pixel.
 
-    mask: (units, pixels) 0/1 for a dense first layer, or (maps, 1, k, k) for a conv one.
+    mask: (units, pixels) 0/1 for a dense first layer, or (maps, C, k, k) for a conv one.
+    image_shape: (H, W), or (C, H, W), when a pixel is seen through any of its channels.
     """
     mask = np.asarray(mask)
+    if mask.ndim == 2 and len(image_shape) == 3:  # a unit sees a pixel through any channel
+        mask = (mask.reshape(len(mask), image_shape[0], -1) != 0).any(axis=1).astype(mask.dtype)
+        image_shape = tuple(image_shape[1:])
     if mask.ndim == 4:  # conv kernels: show the kernels' masks themselves
         mask = mask[:, 0]
         image_shape = mask.shape[1:]
@@ -96,15 +100,17 @@ def first_layer_masks(mask, image_shape=(28, 28), n_units=16, fig=None):
     return fig
 
 
-def save_run_figures(history, first_mask, out_dir):
-    """Write the four figures of a run into out_dir as PNG; returns their paths."""
+def save_run_figures(history, first_mask, out_dir, image_shape=(28, 28)):
+    """Write the four figures of a run into out_dir as PNG; returns their paths.
+
+    image_shape: of one input image, (H, W) or (C, H, W), for the first-layer masks."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, draw in (("grow_prune_curve", lambda: grow_prune_curve(history).figure),
                        ("validation_error", lambda: validation_error_curve(history).figure),
                        ("widths_densities", lambda: widths_and_densities(history)),
-                       ("first_layer_masks", lambda: first_layer_masks(first_mask))):
+                       ("first_layer_masks", lambda: first_layer_masks(first_mask, image_shape))):
         fig = draw()
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import kernels
+from . import architectures, kernels
 from .checks import check_fraction, check_number, is_number
 from .connectivity import (
     as_seen_by_next,
@@ -49,17 +49,10 @@ __all__ = [
     "reachable_units", "PruneReport", "AreaPruneReport", "NeuronRemovalReport",
 ]
 
-# Per-masked-layer fractions of one pruning round, by architecture
-# [ours] (docs/nest.md#ours-prune-fractions).
-# lenet-300-100: (0.1, 0.08, 0.04) [measured: a uniform fraction starves the 10-unit output layer].
-# lenet5 (conv1, conv2, fc1, fc2): Han et al. (2015) end LeNet-5 at densities of
-#   about 66%, 12%, 8% and 19%; at fc1's 0.1 per round that is ~24 rounds, and
-#   1 - density**(1/24) gives ~0.02, ~0.08, 0.1, ~0.07 per round. The output layer
-#   is held at 0.04 as for LeNet-300-100, for the same reason.
-DEFAULT_PRUNE_FRACTIONS = {
-    "lenet-300-100": (0.1, 0.08, 0.04),
-    "lenet5": (0.02, 0.08, 0.1, 0.04),
-}
+# Per-masked-layer fractions of one pruning round, by architecture [ours]
+# (docs/nest.md#ours-prune-fractions): the values and their reasons are in
+# nestref.architectures (Architecture.prune_fractions).
+DEFAULT_PRUNE_FRACTIONS = {name: entry.prune_fractions for name, entry in architectures.TABLE.items()}
 
 
 # ================================================================= the rules

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accounting, grow, prune
+from . import accounting, architectures, grow, prune
 from .augment import random_affine
 from .compact import compact, save_compact
 from .config import SynthesisConfig
-from .data import load_mnist, train_val_split
+from .data import load_splits
 from .layers import Conv2d, Dense
 from .models import Network, build
 from .optim import SGD, cosine
@@ -48,16 +48,9 @@ CHECKPOINT = "checkpoint.npz"
 
 # ----------------------------------------------------------------------- data
 def load_data(config):
-    """{"train", "val", "test"}: (x, y) pairs of uint8 images and int64 labels, split by the config."""
-    mnist = load_mnist(config.data_dir)
-    images, labels = mnist.train_images, mnist.train_labels
-    if config.train_limit is not None:
-        images, labels = images[:config.train_limit], labels[:config.train_limit]
-    if config.n_val >= len(images):
-        raise ValueError(f"n_val={config.n_val} leaves no training images out of {len(images)}")
-    tx, ty, vx, vy = train_val_split(images, labels, n_val=config.n_val, seed=config.seed)
-    return {"train": (tx, ty), "val": (vx, vy), "test": (mnist.test_images, mnist.test_labels),
-            "source": mnist.source}
+    """The config's data set split as ``nestref.data.load_splits`` does: {"train", "val", "test"}
+    (x, y) pairs, "source", "dataset" (name, checksum, ...), "image_shape", "classes"."""
+    return load_splits(config.data_dir, config.n_val, config.seed, config.train_limit)
 
 
 # ------------------------------------------------------------------ snapshots
@@ -121,9 +114,12 @@ class Run:
         self.rng = np.random.default_rng(config.seed)
         self.history = []
         self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
-                      "prune_rounds": [], "chosen": None, "elapsed": 0.0}
+                      "prune_rounds": [], "chosen": None, "elapsed": 0.0,
+                      "data_checksum": (data.get("dataset") or {}).get("checksum")}
         self.net = self.optimizer = None
-        self.target_widths = build(config.arch).widths()
+        # the data's image shape and class count shape the network (input, output width)
+        self.data_shape = {"image_shape": data.get("image_shape"), "classes": data.get("classes")}
+        self.target_widths = build(config.arch, **self.data_shape).widths()
 
     # -------------------------------------------------------------- helpers
     def xy(self, split):
@@ -156,10 +152,10 @@ class Run:
     def step_seed(self):
         config, t0 = self.config, time.perf_counter()
         if config.mode == "prune-only":
-            self.net = build(config.arch, seed=config.seed)
+            self.net = build(config.arch, seed=config.seed, **self.data_shape)
         else:
             self.net = build(config.arch, width_scale=config.width_scale, density=config.density,
-                             seed=config.seed)
+                             seed=config.seed, **self.data_shape)
         self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
         loss = self.train(config.initial_epochs, config.lr)
@@ -224,7 +220,7 @@ class Run:
                 raise ValueError(f"prune_fractions has {len(config.prune_fractions)} entries; "
                                  f"{config.arch} has {len(self.net.masked_layers())} masked layers")
             return list(config.prune_fractions)
-        return list(prune.DEFAULT_PRUNE_FRACTIONS[config.arch])
+        return list(architectures.get(config.arch).prune_fractions)
 
     def step_prune(self):
         """One pruning round: magnitude, partial area, dead units, retraining; keep a snapshot."""
@@ -281,7 +277,12 @@ class Run:
 
     def restore(self):
         net, optimizer, saved = load_checkpoint(self.out / CHECKPOINT)
-        # where the data lives is not part of what the run is
+        # where the data lives is not part of what the run is; which data it is, is
+        data_sums = (saved["run"].get("data_checksum"), self.state.get("data_checksum"))
+        if None not in data_sums and data_sums[0] != data_sums[1]:
+            raise ValueError(f"{self.out / CHECKPOINT} was written on another data set (sha256 "
+                             f"{data_sums[0]}, this run reads {data_sums[1]}); resume with the same "
+                             f"data or choose another --out")
         ours = {k: v for k, v in self.config.to_dict().items() if k != "data_dir"}
         theirs = {k: v for k, v in saved["config"].items() if k != "data_dir"}
         if ours != theirs:
@@ -312,7 +313,7 @@ class Run:
         compact_error = float((small.predict(x_test).argmax(axis=1) != y_test).mean())
         save_compact(self.out / "model.npz", small)
         params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
-        baseline = accounting.DENSE_BASELINES[config.arch]
+        baseline = accounting.dense_baseline(config.arch, **self.data_shape)
         report = {
             "arch": config.arch, "mode": config.mode, "seed": config.seed,
             "augment": config.augment,
@@ -324,12 +325,14 @@ class Run:
             "stop_reason": self.state.get("stop_reason"),
             "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
             "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
+            "data": self.data.get("dataset"),
             "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
             "config": config.to_dict(),
         }
         save_json(self.out / "history.json", self.history)
         save_json(self.out / "report.json", report)
-        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures")
+        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures",
+                         self.data_shape["image_shape"] or (28, 28))
         return report
 
 

@@ -1,6 +1,6 @@
 """NeST growth on a real MNIST seed: connection growth, then neuron growth.
 
-    NESTREF_DATA_DIR=/path/to/mnist python scripts/grow_demo.py
+    python scripts/grow_demo.py    # MNIST: the repository's data/mnist, or $NESTREF_DATA_DIR
 
 Builds the LeNet-120-40 seed (lenet_300_100 with width_scale 0.4, 10% of connections
 active), trains it for one epoch, then grows it on a batch held out from training
@@ -8,7 +8,6 @@ active), trains it for one epoch, then grows it on a batch held out from trainin
 The loss is shown on the growth batch itself and on the rest of the validation part,
 which growth never saw. Takes well under a minute.
 """
-import os
 import time
 
 from nestref.data import load_mnist, train_val_split
@@ -33,7 +32,7 @@ def params(net):
 
 def main():
     t0 = time.perf_counter()
-    mnist = load_mnist(os.environ.get("NESTREF_DATA_DIR"), download=False)
+    mnist = load_mnist(download=False)  # $NESTREF_DATA_DIR, else the repository's data/mnist
     train_images, train_labels, val_images, val_labels = train_val_split(
         mnist.train_images, mnist.train_labels, n_val=5000, seed=0)
 

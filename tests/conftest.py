@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real MNIST is, and MNIST itself (loaded once per test session)."""
+"""Shared fixtures: where the real MNIST is, MNIST itself (loaded once per test session), no data."""
 
 import os
 from pathlib import Path
@@ -19,7 +19,7 @@ def _holds_mnist(directory: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """A directory holding the real MNIST files: $NESTREF_DATA_DIR, else <repo>/../shared/data/mnist.
+    """A directory holding the real MNIST files: $NESTREF_DATA_DIR, else the repository's data/mnist.
 
     Skips the test if neither has them, or fails it if NESTREF_REQUIRE_MNIST=1
     (CI sets that, so the real-data tests cannot silently vanish there).
@@ -27,7 +27,7 @@ def mnist_dir() -> Path:
     candidates = []
     if os.environ.get("NESTREF_DATA_DIR"):
         candidates.append(Path(os.environ["NESTREF_DATA_DIR"]).expanduser())
-    candidates.append((REPO_ROOT / ".." / "shared" / "data" / "mnist").resolve())
+    candidates.append(REPO_ROOT / "data" / "mnist")
     for directory in candidates:
         if _holds_mnist(directory):
             return directory
@@ -45,10 +45,12 @@ def mnist(mnist_dir):
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    """No MNIST anywhere and no network: every download attempt fails at once."""
+    """No MNIST anywhere (no $NESTREF_DATA_DIR, no checkout copy, an empty cache) and no
+    network: every download attempt fails at once."""
     import urllib.error
 
-    monkeypatch.setenv("NESTREF_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("NESTREF_DATA_DIR", raising=False)
+    monkeypatch.setattr("nestref.data.checkout_data_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def refuse(url, timeout=None):

@@ -32,8 +32,10 @@ UNREACHABLE = "http://127.0.0.1:9/"  # discard port: connection refused at once,
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path):
-    """Keep every test away from the user's NESTREF_DATA_DIR, ~/.cache and the internet."""
+    """Keep every test away from the user's NESTREF_DATA_DIR, ~/.cache, the checkout's
+    data/mnist and the internet."""
     monkeypatch.delenv("NESTREF_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "checkout_data_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     real_urlopen = urllib.request.urlopen
 
@@ -319,11 +321,23 @@ def test_search_order(tmp_path, monkeypatch):
     assert m.source == str(env_dir)
     assert_same(m, from_env)
 
-    # A candidate without all four files is passed over.
-    m = load_mnist(tmp_path / "empty", download=False, verify=False)
-    assert m.source == str(env_dir)
+    # A given directory is the only one looked at: without the files it is an error,
+    # never a silent fall-back to another directory (this changed on purpose).
+    with pytest.raises(MNISTNotFoundError) as info:
+        load_mnist(tmp_path / "empty", download=False, verify=False)
+    assert str(tmp_path / "empty") in str(info.value) and str(env_dir) not in str(info.value)
 
+    # The checkout's data/mnist comes after the environment and before the cache.
+    checkout = tmp_path / "checkout"
+    _, from_checkout = write_fake_mnist(checkout, seed=4)
+    monkeypatch.setattr(data, "checkout_data_dir", lambda: checkout)
+    assert load_mnist(download=False, verify=False).source == str(env_dir)
     monkeypatch.delenv("NESTREF_DATA_DIR")
+    m = load_mnist(download=False, verify=False)
+    assert m.source == str(checkout)
+    assert_same(m, from_checkout)
+
+    monkeypatch.setattr(data, "checkout_data_dir", lambda: None)
     m = load_mnist(download=False, verify=False)
     assert m.source == str(cache_dir)
     assert_same(m, from_cache)
@@ -397,11 +411,11 @@ def test_no_mirror_works(tmp_path, monkeypatch):
         assert name in message
         assert f"{empty_mirror.as_uri()}/{name}.gz" in message  # attempts and the how-to-fix URLs
         assert f"{bad_mirror.as_uri()}/{name}.gz: checksum mismatch" in message
-    for d in (target, env_dir, default_cache_dir()):
-        assert str(d) in message
+    # the given directory is the only one searched (and the download target)
+    assert str(target) in message and f"Download into {target} failed" in message
     # An unreachable mirror is given up after one attempt: one line, not four.
     assert message.count(UNREACHABLE) == 1
-    assert "NESTREF_DATA_DIR" in message and "data_dir=" in message
+    assert "NESTREF_DATA_DIR" in message and "data_dir=" in message and "--data-dir" in message
     assert leftovers(target) == []
     assert os.listdir(target) == []
 
@@ -412,7 +426,10 @@ def test_download_false_raises_not_found(tmp_path):
         load_mnist(target, download=False)
     message = str(info.value)
     assert all(name in message for name in NAMES)
-    assert str(target) in message and str(default_cache_dir()) in message
+    assert str(target) in message
+    with pytest.raises(MNISTNotFoundError) as info:
+        load_mnist(download=False)
+    assert str(default_cache_dir()) in str(info.value)
     assert "download=False" in message
     assert "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz" in message
     assert not target.exists()  # nothing created when not downloading
