@@ -13,6 +13,8 @@ import json
 
 import numpy as np
 
+from .checks import check_number, check_positive_int, is_int
+from .errors import InvalidArgumentError
 from .losses import softmax_cross_entropy
 from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU, layer_from_config
 
@@ -32,8 +34,7 @@ class Network:
         self.shapes()  # fail now, not at the first batch, if the layers do not chain
 
     def forward(self, x):
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        self._check_input(x)
         for layer in self.layers:
             x = layer.forward(x)
         return x
@@ -49,8 +50,23 @@ class Network:
             return first.backward(grad, input_grad=input_grad)
         return first.backward(grad)
 
+    def _check_input(self, x):
+        """Dtype and shape only: forward is the hot loop, so values are not scanned."""
+        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+            kind = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise InvalidArgumentError(
+                f"{self.name} expects float inputs in [0, 1], got {kind}: scale uint8 pixels with "
+                f"nestref.data.scale_pixels (or nestref.train.prepare_inputs, which also reshapes)")
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise InvalidArgumentError(
+                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
+        self._check_input(x)
+        check_positive_int("batch_size", batch_size)
+        if len(x) == 0:
+            return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
         return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
     def masked_layers(self):
@@ -131,7 +147,7 @@ def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32):
     density is the fraction of active connections in every layer.
     x: (N, 784) -> logits (N, 10)
     """
-    _check_seed_args(width_scale, density)
+    _check_seed_args(width_scale, density, seed, dtype)
     rng = np.random.default_rng(seed)
     h1, h2 = max(1, round(300 * width_scale)), max(1, round(100 * width_scale))
     layers = [Dense(784, h1, density, rng, dtype), ReLU(),
@@ -147,7 +163,7 @@ def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32):
     feature maps and the hidden dense width; density is the active fraction.
     x: (N, 1, 28, 28) -> logits (N, 10)
     """
-    _check_seed_args(width_scale, density)
+    _check_seed_args(width_scale, density, seed, dtype)
     rng = np.random.default_rng(seed)
     c1, c2, h = (max(1, round(n * width_scale)) for n in (20, 50, 500))
     layers = [Conv2d(1, c1, 5, density=density, rng=rng, dtype=dtype), MaxPool2d(2),
@@ -164,15 +180,21 @@ ARCHITECTURES = {"lenet-300-100": lenet_300_100, "lenet5": lenet5}
 def build(arch, **kwargs):
     """``build("lenet5", width_scale=0.5)``: a network by the name the command line uses."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        raise InvalidArgumentError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](**kwargs)
 
 
-def _check_seed_args(width_scale, density):
-    if not 0.0 < width_scale <= 10.0:
-        raise ValueError(f"width_scale must be in (0, 10], got {width_scale}")
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}")
+def _check_seed_args(width_scale, density, seed, dtype):
+    check_number("width_scale", width_scale, minimum=1e-9, maximum=10.0)
+    check_number("density", density, minimum=1e-9, maximum=1.0)
+    if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or (is_int(seed) and seed >= 0)):
+        raise InvalidArgumentError(f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}")
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind not in (np.float32, np.float64):
+        raise InvalidArgumentError(f"dtype must be np.float32 or np.float64 (the weights are real numbers), got {dtype!r}")
 
 
 # ---------------------------------------------------------------- unit surgery

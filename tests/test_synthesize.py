@@ -134,7 +134,7 @@ def test_config_files_and_overrides(tmp_path):
 
 def test_synthesize_command_fails_before_training_without_data(tmp_path, offline, capsys):
     code = main(["synthesize", "--arch", "lenet-300-100", "--out", str(tmp_path / "run"), "--no-progress"])
-    assert code == 2 and "MNIST not found" in capsys.readouterr().err
+    assert code == 1 and "MNIST not found" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
     assert main(["synthesize", "--set", "lr=-3", "--out", str(tmp_path / "run")]) == 2
     assert "lr=-3" in capsys.readouterr().err
