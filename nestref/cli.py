@@ -199,7 +199,8 @@ def cmd_train(args):
             rng.bit_generator.state = saved_state["rng"]
         except (TypeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{out}: state field 'rng' is not a random generator state ({err})") from err
-        print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
+        if start_epoch < epochs:
+            print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
     else:
         net = build(settings["arch"], width_scale=settings["width_scale"], density=settings["density"],
                     seed=settings["seed"])

@@ -122,7 +122,7 @@ class SynthesisConfig:
             need(self.birth_strength_min <= self.birth_strength_max, "birth_strength_min", "<= birth_strength_max")
         if _is_int(self.train_limit) and _is_int(self.n_val):
             need(self.n_val < self.train_limit, "n_val", f"< train_limit={self.train_limit} (some images must be left to train on)")
-        if self.arch in MASKED_LAYERS and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions:
+        if isinstance(self.arch, str) and self.arch in MASKED_LAYERS and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions:
             need(len(self.prune_fractions) == MASKED_LAYERS[self.arch], "prune_fractions",
                  f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), or [] for the arch's default")
         if problems:

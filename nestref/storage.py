@@ -60,7 +60,7 @@ def atomic_write_bytes(path, write, *, keep_previous=False):
 def save_arrays(path, arrays, *, keep_previous=False):
     """Save a dict of arrays as .npz, atomically. Strings and dicts go in as JSON strings."""
     def write(f):
-        np.savez(f, **{k: _to_array(v) for k, v in arrays.items()})
+        np.savez(f, **{k: to_array(v) for k, v in arrays.items()})
     atomic_write_bytes(path, write, keep_previous=keep_previous)
 
 
@@ -76,14 +76,23 @@ def load_arrays(path, error=ValueError):
     if path.is_dir():
         raise error(f"{path} is a directory, not a .npz file")
     try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        with open(path, "rb") as f:
+            is_zip = zipfile.is_zipfile(f)
+            if is_zip:
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+                others = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+                if not others:
+                    return arrays
+                raise ValueError(f"member(s) {others} are not .npy arrays")
     except PermissionError as err:
         raise error(f"{path}: permission denied; make the file readable (chmod u+r)") from err
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, TypeError,
-            SyntaxError, OverflowError, MemoryError, AttributeError) as err:
-        # a tampered .npy header can make numpy's parser fail in any of these ways
+            SyntaxError, OverflowError, MemoryError, AttributeError, NotImplementedError) as err:
+        # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these ways
         raise error(f"{path}: not a readable nestref .npz file ({type(err).__name__}: {err})") from err
+    raise error(f"{path}: not a .npz file (not a zip archive); was it written by nestref?")
 
 
 def check_writable_dir(path, what="--out"):
@@ -114,7 +123,8 @@ def save_json(path, obj):
     atomic_write_bytes(path, lambda f: f.write(text))
 
 
-def _to_array(value):
+def to_array(value):
+    """What ``save_arrays`` stores for ``value``: the array, or a JSON string for a dict or list."""
     if isinstance(value, (dict, list)):
         return np.array(json.dumps(value, default=_json_default))
     return np.asarray(value)

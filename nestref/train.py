@@ -10,6 +10,7 @@ to it when the latest is missing or corrupt, and says so. Everything read back i
 validated before a network is built from it: a tampered file raises
 ``CheckpointError`` naming the file and the field.
 """
+import hashlib
 import json
 import math
 import time
@@ -23,7 +24,7 @@ from .errors import CheckpointError, InvalidArgumentError, TrainingDiverged
 from .losses import check_labels, softmax_cross_entropy
 from .models import Network, loss_and_grads
 from .optim import SGD
-from .storage import load_arrays, previous_path, save_arrays
+from .storage import load_arrays, previous_path, save_arrays, to_array
 
 __all__ = ["TrainingDiverged", "checkpoint_exists", "evaluate", "fit", "load_checkpoint", "load_network", "minibatches",
            "prepare_inputs", "resume_checkpoint", "save_checkpoint", "train_epoch"]
@@ -157,7 +158,15 @@ def save_checkpoint(path, net, optimizer=None, state=None, keep_previous=True):
         arrays["optimizer"] = {"lr": optimizer.lr, "momentum": optimizer.momentum,
                                "weight_decay": optimizer.weight_decay}
     arrays["state"] = state or {}
+    # a digest of every array, so that a missing or altered one (an optional area mask too) is caught on load
+    arrays["manifest"] = {name: _digest(to_array(value)) for name, value in arrays.items()}
     save_arrays(path, arrays, keep_previous=keep_previous)
+
+
+def _digest(array):
+    h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:32]
 
 
 def checkpoint_exists(path):
@@ -213,7 +222,7 @@ def _check_spec(path, arrays):
     dtype = np.dtype(spec["dtype"])
     for i, cfg in enumerate(spec["layers"]):
         kind = cfg.get("type")
-        if kind not in _LAYER_FIELDS:
+        if not isinstance(kind, str) or kind not in _LAYER_FIELDS:
             raise CheckpointError(f"{path}: spec layer {i} has unknown type {kind!r}; expected one of {sorted(_LAYER_FIELDS)}")
         for name in _LAYER_FIELDS[kind]:
             low = 0 if name == "padding" else 1
@@ -238,7 +247,15 @@ def _check_spec(path, arrays):
 
 
 def _build_network(path, arrays):
-    _check_spec(path, arrays)
+    spec = _check_spec(path, arrays)
+    masked = {i for i, cfg in enumerate(spec["layers"]) if cfg["type"] in ("Dense", "Conv2d")}
+    layer_keys = {k.split(".")[0] for k in arrays if k.startswith("layer")}
+    stray = sorted(layer_keys - {f"layer{i}" for i in masked})
+    if stray:
+        raise CheckpointError(f"{path}: arrays of {stray} have no masked layer at that position in the spec")
+    if spec["layers"][-1]["type"] != "Dense":
+        raise CheckpointError(f"{path}: the spec must end with a Dense layer (the logits), got "
+                              f"{spec['layers'][-1].get('type')!r}")
     try:
         net = Network.from_arrays(arrays)
     except (ValueError, KeyError, TypeError) as err:
@@ -274,6 +291,17 @@ def load_checkpoint(path):
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
     arrays = load_arrays(path, error=CheckpointError)
+    if "manifest" in arrays:  # checkpoints from before the manifest are checked field by field only
+        manifest = _json_field(path, arrays, "manifest", dict)
+        names = set(arrays) - {"manifest"}
+        missing, extra = sorted(set(manifest) - names), sorted(names - set(manifest))
+        if missing or extra:
+            raise CheckpointError(f"{path}: array(s) {missing or extra} are {'missing' if missing else 'unexpected'}; "
+                                  f"the file is incomplete or was altered")
+        altered = sorted(k for k in names if manifest[k] != _digest(arrays[k]))
+        if altered:
+            raise CheckpointError(f"{path}: array(s) {altered} do not match the checkpoint's manifest; "
+                                  f"the file was altered or damaged")
     net = _build_network(path, arrays)
     optimizer = None
     if "optimizer" in arrays:
