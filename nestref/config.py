@@ -182,19 +182,34 @@ def config_field_names():
 
 
 def make_config(preset=None, file=None, overrides=None):
-    """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict)."""
-    values = {}
+    """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict).
+
+    A bad value's message says where it came from (the preset, the file, or an override).
+    """
+    values, origin = {}, {}
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
         values.update(PRESETS[preset])
+        origin.update(dict.fromkeys(PRESETS[preset], f"preset {preset}"))
     if file is not None:
-        values.update(read_config_file(file))
+        from_file = read_config_file(file)
+        values.update(from_file)
+        origin.update(dict.fromkeys(from_file, f"config file {file}"))
     values.update(overrides or {})
+    origin.update(dict.fromkeys(overrides or {}, "--set"))
     unknown = sorted(set(values) - set(config_field_names()))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(config_field_names())}")
-    return SynthesisConfig(**values)
+        sources = sorted({origin[k] for k in unknown})
+        raise ConfigError(f"unknown config key(s) {unknown} (from {', '.join(sources)}); "
+                          f"valid keys: {', '.join(config_field_names())}")
+    try:
+        return SynthesisConfig(**values)
+    except ConfigError as err:
+        sources = sorted(set(origin.values()))
+        if not sources:
+            raise
+        raise ConfigError(f"{err}\n(values from {', '.join(sources)})") from None
 
 
 def read_config_file(path):

@@ -412,8 +412,9 @@ class Run:
         lower = getattr(self.config, name) / 2
         saved = (f"the run is saved up to its last finished step in {self.out / CHECKPOINT}"
                  if (self.out / CHECKPOINT).exists() else "no step had finished, so nothing is saved")
-        return (f"training diverged in the {phase} phase ({err}); {saved}. Rerun the same command with "
-                f"--resume --set {name}={lower:g} (learning rates may change on resume)")
+        return (f"training diverged in the {phase} phase ({err}); {saved}. Lower {name} (it is "
+                f"{getattr(self.config, name):g}) and resume: rerun the command with --resume --set {name}={lower:g} "
+                f"(or lower; learning rates may change on resume)")
 
     def finish(self):
         """Compact the result, evaluate it once on the test set, write model, history, report."""
@@ -521,5 +522,9 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
     has_checkpoint = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
     if data is not None and not (isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)):
         raise InvalidArgumentError("data must be the dict load_data(config) returns, with train, val, test and source")
-    data = data if data is not None else load_data(config)
-    return Run(config, data, out_dir, on_round, on_batch, on_warning).run(has_checkpoint)
+    run = Run(config, data, out_dir, on_round, on_batch, on_warning)
+    if has_checkpoint:
+        run.restore()  # a bad checkpoint or a refused config change fails before the data is read
+    if data is None:
+        run.data = load_data(config)
+    return run.run(resume=False)
