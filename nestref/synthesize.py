@@ -381,6 +381,12 @@ class Run:
             self.rng.bit_generator.state = saved["rng"]
         except (TypeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{path}: state field 'rng' is not a random generator state ({err})") from err
+        # the report's config is the latest; what changed on resume, and where, is kept beside it
+        changed = {k: [saved["config"].get(k), v] for k, v in self.config.to_dict().items()
+                   if k != "data_dir" and saved["config"].get(k) != v}
+        if changed:
+            run.setdefault("config_changes", []).append({"phase": run["phase"], "round": run["round"],
+                                                         "changed": changed})
         self.net, self.optimizer = net, optimizer
         self.state, self.history = run, saved["history"]
         if warning:
@@ -437,7 +443,7 @@ class Run:
             "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
             "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
             "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
-            "config": c.to_dict(), "warnings": self.warnings,
+            "config": c.to_dict(), "config_changes": self.state.get("config_changes", []), "warnings": self.warnings,
         }
         save_json(self.out / "history.json", self.history)
         save_json(self.out / "report.json", report)

@@ -110,6 +110,7 @@ def test_after_a_divergence_the_advice_given_works(tiny_data, tmp_path, mnist_di
     report = synthesize(SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=0.02), tmp_path, resume=True,
                         data=tiny_data)
     assert report["config"]["prune_lr"] == 0.02 and report["test_error"] < 0.5
+    assert report["config_changes"] == [{"phase": "prune", "round": 0, "changed": {"prune_lr": [1e4, 0.02]}}]
 
 
 def test_resume_with_another_config_is_refused(tiny_run, tiny_data, mnist_dir):
