@@ -52,21 +52,22 @@ class Network:
 
     def _check_input(self, x):
         """Dtype and shape only: forward is the hot loop, so values are not scanned."""
-        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
             kind = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
             raise InvalidArgumentError(
-                f"{self.name} expects float inputs in [0, 1], got {kind}: scale uint8 pixels with "
+                f"{self.name} expects float32 (or float64) inputs in [0, 1], got {kind}: scale uint8 pixels with "
                 f"nestref.data.scale_pixels (or nestref.train.prepare_inputs, which also reshapes)")
-        if tuple(x.shape[1:]) != self.input_shape:
+        if tuple(x.shape[1:]) != self.input_shape or len(x) == 0:
             raise InvalidArgumentError(
-                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}) with N >= 1, "
+                f"got {x.shape}")
 
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
+        if isinstance(x, np.ndarray) and len(x) == 0 and tuple(x.shape[1:]) == self.input_shape:
+            return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
         self._check_input(x)
         check_positive_int("batch_size", batch_size)
-        if len(x) == 0:
-            return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
         return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
     def masked_layers(self):

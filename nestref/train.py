@@ -56,7 +56,7 @@ def _check_xy(name, xy, net):
     if not isinstance(xy, (tuple, list)) or len(xy) != 2:
         raise InvalidArgumentError(f"{name} must be an (x, y) pair of arrays, got {type(xy).__name__}")
     x, y = xy
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
         kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
         raise InvalidArgumentError(f"{name} x must be a float array (scale uint8 pixels with "
                                    f"nestref.data.scale_pixels or nestref.train.prepare_inputs), got {kind}")
