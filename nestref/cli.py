@@ -30,6 +30,7 @@ from .checks import (
 from .errors import (
     CheckpointError,
     ConfigError,
+    InvalidArgumentError,
     NestrefError,
     OutputExistsError,
     OutputPathError,
@@ -103,7 +104,8 @@ def _check_train_args(args):
     if args.momentum is not None:
         check_fraction("--momentum", args.momentum, include_zero=True, include_one=False)
     if args.width_scale is not None:
-        check_number("--width-scale", args.width_scale, minimum=1e-9, maximum=10)
+        if check_positive_number("--width-scale", args.width_scale) > 10:
+            raise InvalidArgumentError(f"--width-scale must be a number in (0, 10], got {args.width_scale!r}")
     if args.density is not None:
         check_fraction("--density", args.density)
     if args.seed is not None:

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from .checks import check_number, check_positive_int, is_int
+from .checks import check_positive_int, is_int, is_number
 from .errors import InvalidArgumentError
 from .losses import softmax_cross_entropy
 from .layers import Conv2d, Dense, Flatten, MaskedLayer, MaxPool2d, ReLU, layer_from_config
@@ -186,8 +186,9 @@ def build(arch, **kwargs):
 
 
 def _check_seed_args(width_scale, density, seed, dtype):
-    check_number("width_scale", width_scale, minimum=1e-9, maximum=10.0)
-    check_number("density", density, minimum=1e-9, maximum=1.0)
+    for name, value, high in (("width_scale", width_scale, 10.0), ("density", density, 1.0)):
+        if not (is_number(value) and 0.0 < value <= high):
+            raise InvalidArgumentError(f"{name} must be a number in (0, {high:g}], got {value!r}")
     if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or (is_int(seed) and seed >= 0)):
         raise InvalidArgumentError(f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}")
     try:

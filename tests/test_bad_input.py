@@ -13,7 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref.config import RESUME_SAFE_FIELDS, SynthesisConfig, make_config, read_config_file, resume_conflicts
+from nestref.config import (
+    RESUME_SAFE_FIELDS,
+    SynthesisConfig,
+    make_config,
+    read_config_file,
+    resume_conflicts,
+)
 from nestref.errors import (
     CheckpointError,
     ConfigError,
@@ -29,7 +35,13 @@ from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD
 from nestref.storage import atomic_write_bytes, load_arrays, previous_path, save_arrays
 from nestref.synthesize import prepare_run_dir, read_report
-from nestref.train import evaluate, fit, load_checkpoint, resume_checkpoint, save_checkpoint
+from nestref.train import (
+    evaluate,
+    fit,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8),
