@@ -249,7 +249,7 @@ def cmd_train(args):
 
 def cmd_synthesize(args):
     from .config import PRESETS, make_config, parse_override
-    from .synthesize import synthesize
+    from .synthesize import CHECKPOINT, synthesize
     preset = args.preset or (args.arch if args.arch in PRESETS else None)
     overrides = dict(parse_override(item) for item in args.set)
     if args.arch:
@@ -268,6 +268,8 @@ def cmd_synthesize(args):
         print(line, flush=True)
 
     on_batch = _progress(lambda: "training", args.no_progress)
+    if args.resume and not checkpoint_exists(out / CHECKPOINT):
+        _warn(f"--resume: no checkpoint in {out} yet; starting from the beginning")
     try:
         report = synthesize(config, out, resume=args.resume, on_round=on_round, on_batch=on_batch,
                             overwrite=args.overwrite, on_warning=_warn)
