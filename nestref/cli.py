@@ -2,19 +2,52 @@
 
 Only this module talks to the screen: it turns the callbacks of the loops into a
 progress bar and lines of text.
+
+A user's mistake (an argument, a config, a file, the data) ends the command with one
+line, ``error: <the problem and the fix>``, and no traceback; ``--debug`` shows the
+traceback instead. Exit codes (README: "Exit codes"): 0 done; 1 a file, the data or the
+run failed (e.g. missing MNIST, a corrupt checkpoint, training diverged); 2 the command
+must change (a bad argument or config value, an output that would be overwritten);
+130 interrupted (Ctrl-C; resume with ``--resume``).
 """
 import argparse
-import json
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 
-from . import architectures, data, errors
+from . import architectures, data
 from .augment import random_affine
+from .checks import (
+    check_fraction,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_positive_number,
+)
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    InvalidArgumentError,
+    NestrefError,
+    OutputExistsError,
+    OutputPathError,
+)
 from .models import build
 from .optim import SCHEDULES, SGD
-from .train import TrainingDiverged, evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
+from .storage import check_writable_dir, load_arrays, previous_path
+from .train import (
+    TrainingDiverged,
+    checkpoint_exists,
+    evaluate,
+    fit,
+    prepare_inputs,
+    resume_checkpoint,
+    save_checkpoint,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Recipes for the dense baselines (README: "Dense baselines"), from the architecture table.
 TRAIN_RECIPES = {name: entry.recipe for name, entry in architectures.TABLE.items()}
@@ -31,6 +64,12 @@ def _arch_argument(text):
 def _run_name(name):
     """A directory name for a preset or arch (a spec's ':' is not welcome in every file system)."""
     return name.replace(":", "_")
+
+
+# what `train` fixes for the whole run (saved in the checkpoint, compared on --resume), and the defaults
+# of those the recipe does not set; --lr, --epochs, --data-dir may change on resume
+TRAIN_SETTINGS = {"arch": "lenet-300-100", "width_scale": 1.0, "density": 1.0, "seed": 0, "n_val": 5000,
+                  "batch_size": None, "weight_decay": None, "momentum": 0.9, "schedule": "cosine", "augment": False}
 
 
 def _progress(desc, disable):
@@ -50,30 +89,130 @@ def _progress(desc, disable):
     return on_batch
 
 
+def _warn(message):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _check_train_args(args):
+    """Every number of `train` checked before anything is read or trained (InvalidArgumentError)."""
+    if args.epochs is not None:
+        check_positive_int("--epochs", args.epochs)
+    if args.lr is not None:
+        check_positive_number("--lr", args.lr)
+    if args.batch_size is not None:
+        check_positive_int("--batch-size", args.batch_size)
+    if args.weight_decay is not None:
+        check_number("--weight-decay", args.weight_decay, minimum=0)
+    if args.momentum is not None:
+        check_fraction("--momentum", args.momentum, include_zero=True, include_one=False)
+    if args.width_scale is not None:
+        if check_positive_number("--width-scale", args.width_scale) > 10:
+            raise InvalidArgumentError(f"--width-scale must be a number in (0, 10], got {args.width_scale!r}")
+    if args.density is not None:
+        check_fraction("--density", args.density)
+    if args.seed is not None:
+        check_int("--seed", args.seed, minimum=0)
+    if args.n_val is not None:
+        check_positive_int("--n-val", args.n_val)
+
+
+def _train_settings(args, saved=None):
+    """The run's fixed settings: the command line's, else the checkpoint's (on resume), else the defaults.
+
+    Refuses (ConfigError) a setting given on the command line that differs from the checkpoint's.
+    """
+    given = {name: getattr(args, name) for name in TRAIN_SETTINGS}
+    given["augment"] = True if args.augment else None
+    if saved is not None:
+        differing = [(k, saved[k], v) for k, v in given.items() if v is not None and k in saved and saved[k] != v]
+        if differing:
+            k, theirs, ours = differing[0]
+            if k == "arch":
+                raise ConfigError(f"{args.out_path} is a checkpoint of a {theirs} network, and --arch asks for {ours}: "
+                                  f"drop --arch to continue the {theirs} run, or train {ours} with another --out")
+            flags = ", ".join(f"--{k.replace('_', '-')} ({theirs!r} in the checkpoint, {ours!r} given)"
+                              for k, theirs, ours in differing)
+            raise ConfigError(f"{args.out_path} was trained with other settings: {flags}. On --resume only --lr, "
+                              f"--epochs and --data-dir may change: drop the others, or start again with --overwrite")
+        settings = {k: given[k] if given[k] is not None else saved.get(k, TRAIN_SETTINGS[k]) for k in TRAIN_SETTINGS}
+    else:
+        settings = {k: v if v is not None else TRAIN_SETTINGS[k] for k, v in given.items()}
+    recipe = architectures.get(settings["arch"]).recipe
+    for k in ("batch_size", "weight_decay"):
+        if settings[k] is None:
+            settings[k] = recipe[k]
+    return settings
+
+
+def _is_nestref_checkpoint(path):
+    try:
+        return "spec" in load_arrays(path, error=CheckpointError)
+    except (CheckpointError, OSError):
+        return False
+
+
 def cmd_train(args):
-    recipe = architectures.get(args.arch).recipe
+    _check_train_args(args)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: --resume continues --out, "
+                          "--overwrite starts it again; pass one")
+    out = Path(args.out or f"runs/{_run_name(args.arch or TRAIN_SETTINGS['arch'])}/model.npz")
+    args.out_path = out
+    if out.is_dir():
+        raise OutputPathError(f"--out {out} is a directory; train's --out is the checkpoint file, e.g. {out / 'model.npz'}")
+    check_writable_dir(out.parent, "--out's directory")
+
+    saved_state = None
+    if checkpoint_exists(out) and not args.resume:
+        if not out.exists() or _is_nestref_checkpoint(out):
+            if not args.overwrite:
+                raise OutputExistsError(f"--out {out} holds a checkpoint: pass --resume to continue training it, "
+                                        f"or --overwrite to start again")
+            for path in (out, previous_path(out)):
+                path.unlink(missing_ok=True)
+        else:
+            raise OutputExistsError(f"--out {out} exists and is not a nestref checkpoint; nestref will not replace "
+                                    f"it: choose another --out")
+    elif args.resume and checkpoint_exists(out):
+        net, optimizer, saved_state, warning = resume_checkpoint(out)
+        if warning:
+            _warn(warning)
+        if not (isinstance(saved_state.get("epoch"), int) and isinstance(saved_state.get("records"), list)
+                and isinstance(saved_state.get("rng"), dict)
+                and architectures.problem(saved_state.get("arch")) is None):
+            raise CheckpointError(f"{out}: not a checkpoint of `nestref train` (its state lacks epoch, records, rng "
+                                  f"or arch); choose another --out")
+        if optimizer is None:
+            raise CheckpointError(f"{out}: holds no optimizer state; not a checkpoint of `nestref train`")
+    elif args.resume:
+        _warn(f"--resume: no checkpoint at {out} yet; starting from scratch")
+
+    saved_settings = None if saved_state is None else {**saved_state.get("settings", {}), "arch": saved_state["arch"]}
+    settings = _train_settings(args, saved_settings)
+    recipe = architectures.get(settings["arch"]).recipe
     epochs = args.epochs if args.epochs is not None else recipe["epochs"]
     lr = args.lr if args.lr is not None else recipe["lr"]
-    batch_size = args.batch_size or recipe["batch_size"]
-    weight_decay = args.weight_decay if args.weight_decay is not None else recipe["weight_decay"]
-    out = Path(args.out or f"runs/{_run_name(args.arch)}/model.npz")
+    batch_size = settings["batch_size"]
 
-    splits = data.load_splits(args.data_dir, args.n_val, args.seed)
+    splits = data.load_splits(args.data_dir, settings["n_val"], settings["seed"])
     train, val, test, source = splits["train"], splits["val"], splits["test"], splits["source"]
-    start_epoch, rng, records = 0, np.random.default_rng(args.seed), []
-    if args.resume and out.exists():
-        net, optimizer, state = load_checkpoint(out)
-        start_epoch, records = state["epoch"], state["records"]
-        rng.bit_generator.state = state["rng"]
-        print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
+    start_epoch, rng, records = 0, np.random.default_rng(settings["seed"]), []
+    if saved_state is not None:
+        start_epoch, records = saved_state["epoch"], saved_state["records"]
+        try:
+            rng.bit_generator.state = saved_state["rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{out}: state field 'rng' is not a random generator state ({err})") from err
+        if start_epoch < epochs:
+            print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
     else:
-        net = build(args.arch, width_scale=args.width_scale, density=args.density, seed=args.seed,
-                    image_shape=splits["image_shape"], classes=splits["classes"])
-        optimizer = SGD(net, lr=lr, momentum=args.momentum, weight_decay=weight_decay)
+        net = build(settings["arch"], width_scale=settings["width_scale"], density=settings["density"],
+                    seed=settings["seed"], image_shape=splits["image_shape"], classes=splits["classes"])
+        optimizer = SGD(net, lr=lr, momentum=settings["momentum"], weight_decay=settings["weight_decay"])
     print(f"{net.name}: data {splits['dataset']['name']} from {source} "
           f"(sha256 {splits['dataset']['checksum'][:16]}); {len(train[0])} train / {len(val[0])} validation / "
           f"{len(test[0])} test images; epochs={epochs} lr={lr} batch={batch_size} "
-          f"schedule={args.schedule} weight_decay={weight_decay} augment={args.augment}")
+          f"schedule={settings['schedule']} weight_decay={settings['weight_decay']} augment={settings['augment']}")
 
     to_xy = lambda split: (prepare_inputs(split[0], net), split[1])  # noqa: E731
     current = {"epoch": start_epoch}
@@ -82,33 +221,38 @@ def cmd_train(args):
         records.append(record)
         current["epoch"] = record["epoch"]
         save_checkpoint(out, net, optimizer, {"epoch": record["epoch"], "records": records,
-                                             "rng": rng.bit_generator.state, "arch": args.arch,
-                                             "data": splits["dataset"]})
+                                             "rng": rng.bit_generator.state, "arch": settings["arch"],
+                                             "settings": settings, "data": splits["dataset"]})
         print(f"epoch {record['epoch']:3d}/{epochs}  lr {record['lr']:.4g}  train loss {record['train_loss']:.4f}  "
               f"val error {100 * record['val_error']:.2f}%  ({record['seconds']:.1f} s)", flush=True)
 
     on_batch = _progress(lambda: f"epoch {current['epoch'] + 1}/{epochs}", args.no_progress)
-    schedule = SCHEDULES[args.schedule](lr)
+    schedule = SCHEDULES[settings["schedule"]](lr)
+    if start_epoch >= epochs:
+        print(f"{out} has already trained {start_epoch} epochs (--epochs {epochs}): nothing to train; "
+              f"pass a larger --epochs to train on")
     try:
         fit(net, optimizer, to_xy(train), to_xy(val), epochs, schedule, batch_size, rng, start_epoch,
-            on_epoch=on_epoch, on_batch=on_batch, augment=random_affine if args.augment else None)
+            on_epoch=on_epoch, on_batch=on_batch, augment=random_affine if settings["augment"] else None)
     except TrainingDiverged as err:
-        print(f"error: training diverged: {err}. The last good checkpoint is {out}.", file=sys.stderr)
-        return 2
+        saved = (f"the last good checkpoint is {out} (epoch {current['epoch']}); rerun the same command with "
+                 f"--resume --lr {lr / 2:g} (the learning rate may change on resume)" if out.exists() else
+                 f"no epoch finished, so nothing was saved; rerun with --lr {lr / 2:g}")
+        raise TrainingDiverged(f"training diverged: {err}. {saved}") from err
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with the same command and --resume (checkpoint: {out})", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     v = evaluate(net, *to_xy(val))
     t = evaluate(net, *to_xy(test))
     seconds = sum(r["seconds"] for r in records)
     print(f"done: validation error {100 * v['error']:.2f}%  test error {100 * t['error']:.2f}%  "
           f"({seconds:.0f} s of training, {seconds / max(1, len(records)):.1f} s/epoch); model: {out}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_synthesize(args):
     from .config import make_config, parse_override
-    from .synthesize import synthesize
+    from .synthesize import CHECKPOINT, synthesize
     preset = args.preset or (architectures.default_preset(args.arch) if args.arch else None)
     overrides = dict(parse_override(item) for item in args.set)
     if args.arch:
@@ -128,20 +272,20 @@ def cmd_synthesize(args):
         print(line, flush=True)
 
     on_batch = _progress(lambda: "training", args.no_progress)
+    if args.resume and not checkpoint_exists(out / CHECKPOINT):
+        _warn(f"--resume: no checkpoint in {out} yet; starting from the beginning")
     try:
-        report = synthesize(config, out, resume=args.resume, on_round=on_round, on_batch=on_batch)
+        report = synthesize(config, out, resume=args.resume, on_round=on_round, on_batch=on_batch,
+                            overwrite=args.overwrite, on_warning=_warn)
     except KeyboardInterrupt:
         print("\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
               file=sys.stderr)
-        return 130
-    except TrainingDiverged as err:
-        print(f"error: training diverged: {err}. Resume with --resume after lowering lr (a new --out).", file=sys.stderr)
-        return 2
+        return EXIT_INTERRUPTED
     print()
     print(_format_report(report))
     print(f"\ndata: {report['data']['name']} from {report['data']['source']} (sha256 {report['data']['checksum']})")
     print(f"wrote {out}/report.json, history.json, model.npz, figures/")
-    return 0
+    return EXIT_OK
 
 
 def _format_report(report):
@@ -151,16 +295,13 @@ def _format_report(report):
 
 def cmd_report(args):
     from .paper import comparison_table
+    from .synthesize import read_report
     runs = []
     for d in args.dirs:
-        path = Path(d) / "report.json"
-        if not path.exists():
-            print(f"error: {path} not found (run nestref synthesize --out {d} first)", file=sys.stderr)
-            return 2
-        report = json.loads(path.read_text())
+        report = read_report(Path(d) / "report.json")
         runs.append((f"{'NeST' if report['mode'] == 'nest' else 'pruning only'} ({Path(d).name})", report))
     print(comparison_table(runs))
-    return 0
+    return EXIT_OK
 
 
 def cmd_export(args):
@@ -176,32 +317,41 @@ def cmd_predict(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="nestref", description="NeST grow-and-prune synthesis, reference implementation")
+    parser = argparse.ArgumentParser(
+        prog="nestref", description="NeST grow-and-prune synthesis, reference implementation",
+        epilog="exit codes: 0 done, 1 a file, the data or the run failed, 2 bad usage (fix the command), "
+               "130 interrupted (resume with --resume)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # --debug is also accepted after the command name; SUPPRESS keeps it from resetting the flag above
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     arch_help = f"{', '.join(architectures.names())}, or a spec: mlp:784-300-100-10, conv:c20k5-p2-c50k5-p2-d500-d10"
     data_help = ("a directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test, y_test "
                  "(default: $NESTREF_DATA_DIR, the repository's data/mnist, the cache, a download)")
-    p = sub.add_parser("train", help="train a (dense or seed) network on MNIST or another data set")
-    p.add_argument("--arch", type=_arch_argument, default="lenet-300-100", help=arch_help)
-    p.add_argument("--epochs", type=int, help="default: the arch's recipe")
-    p.add_argument("--lr", type=float, help="initial learning rate (default: the arch's recipe)")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p = sub.add_parser("train", parents=[common], help="train a (dense or seed) network on MNIST or another data set")
+    p.add_argument("--arch", type=_arch_argument,
+                   help=arch_help + " (default: lenet-300-100; on --resume: the checkpoint's)")
+    p.add_argument("--epochs", type=int, help="total epochs (default: the arch's recipe); may change on --resume")
+    p.add_argument("--lr", type=float, help="initial learning rate (default: the arch's recipe); may change on --resume")
+    p.add_argument("--momentum", type=float, help="default 0.9")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="cosine")
-    p.add_argument("--width-scale", type=float, default=1.0)
-    p.add_argument("--density", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-val", type=int, default=5000, help="validation images split from the training set")
+    p.add_argument("--schedule", choices=sorted(SCHEDULES), help="default: cosine")
+    p.add_argument("--width-scale", type=float, help="default 1.0")
+    p.add_argument("--density", type=float, help="default 1.0")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--n-val", type=int, help="validation images split from the training set (default 5000)")
     p.add_argument("--data-dir", help=data_help)
     p.add_argument("--out", help="checkpoint path (default runs/<arch>/model.npz)")
-    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the checkpoint at --out and start again")
     p.add_argument("--augment", action="store_true", help="random affine distortions of the training images")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("synthesize", help="run NeST: seed -> grow -> prune -> compact")
+    p = sub.add_parser("synthesize", parents=[common], help="run NeST: seed -> grow -> prune -> compact")
     p.add_argument("--arch", type=_arch_argument, help=arch_help)
     p.add_argument("--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's")
     p.add_argument("--mode", choices=["nest", "prune-only"])
@@ -209,20 +359,24 @@ def build_parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
     p.add_argument("--data-dir", help=data_help)
     p.add_argument("--out", help="output directory (default runs/<preset>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (learning rates, data_dir and the "
+                        "epochs of phases not yet started may change)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start the run in --out again, removing only nestref's own files there")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("report", help="print the paper's table beside the runs in DIR...")
+    p = sub.add_parser("report", parents=[common], help="print the paper's table beside the runs in DIR...")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="write a synthesized network as ONNX (needs the onnx extra)")
+    p = sub.add_parser("export", parents=[common], help="write a synthesized network as ONNX (needs the onnx extra)")
     p.add_argument("run", help="a run directory of nestref synthesize")
     p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="print the class of each image in IMAGES.npy, one per line")
+    p = sub.add_parser("predict", parents=[common], help="print the class of each image in IMAGES.npy, one per line")
     p.add_argument("run", help="a run directory of nestref synthesize")
     p.add_argument("images", help=".npy of images (N, H, W) or (N, C, H, W): uint8 0-255 or floats in [0, 1]")
     p.set_defaults(func=cmd_predict)
@@ -234,6 +388,13 @@ def build_parser():
     return parser
 
 
+def _one_line(err):
+    """An OSError as 'path: reason', the way a user named the path."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return str(err) or type(err).__name__
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -242,12 +403,19 @@ def main(argv=None):
     if argv[:1] == ["conformance"]:
         from .conformance import main as conformance_main
         return conformance_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # bad usage: argparse prints it and exits with 2
     try:
         return args.func(args)
-    except (data.MNISTNotFoundError, data.IDXError, ValueError, errors.NestrefError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (NestrefError, data.IDXError, data.MNISTNotFoundError, OSError, ValueError) as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        if not args.debug and not isinstance(err, NestrefError | data.IDXError | data.MNISTNotFoundError):
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_FAILED)
 
 
 if __name__ == "__main__":

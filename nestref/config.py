@@ -4,7 +4,7 @@
 README's table was measured with. A config can be read from TOML or JSON, and each
 field overridden from the command line (``--set key=value``). Unknown keys and
 out-of-range values fail before any training, with a message that says what to
-change.
+change (``ConfigError``).
 """
 import json
 import math
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from . import architectures
+from .errors import ConfigError
 
 try:
     import tomllib
@@ -21,6 +22,21 @@ except ModuleNotFoundError:  # Python 3.10
 
 @dataclass
 class SynthesisConfig:
+    """Every hyperparameter of a synthesis run; ``validate`` checks them all at construction.
+
+    On ``--resume`` the config must be the one the run was started with, except for the
+    fields in ``RESUME_SAFE_FIELDS``, which change nothing already done:
+
+    * ``lr``, ``prune_lr``: the learning rates of the steps still to run (lower them after
+      a divergence);
+    * ``data_dir``: where the (same) data lives;
+    * ``initial_epochs``, ``growth_epochs``, ``settle_epochs``, ``prune_epochs``,
+      ``finetune_epochs``: only while their phase (seed, growth, settle, pruning,
+      fine-tuning) has not started.
+
+    Any other change is refused, naming the field (``resume_conflicts``).
+    """
+
     # what to synthesise, and how
     arch: str = "lenet-300-100"
     mode: str = "nest"                    # "nest" (seed -> grow -> prune) or "prune-only" (dense -> prune)
@@ -72,7 +88,7 @@ class SynthesisConfig:
         self.validate()
 
     def validate(self):
-        """Raise ValueError naming every field that is out of range."""
+        """Raise ConfigError naming every field that is out of range, or that contradicts another."""
         problems = []
 
         def need(ok, name, expected):
@@ -103,10 +119,16 @@ class SynthesisConfig:
         need(isinstance(self.augment, bool), "augment", "true or false")
         need(isinstance(self.prune_fractions, (list, tuple)) and all(_is_number(f) and 0 <= f < 1 for f in self.prune_fractions),
              "prune_fractions", "a list of numbers in [0, 1), one per masked layer")
+        need(self.data_dir is None or isinstance(self.data_dir, str), "data_dir", "null or a directory path (a string)")
         if _is_number(self.birth_strength_min) and _is_number(self.birth_strength_max):
             need(self.birth_strength_min <= self.birth_strength_max, "birth_strength_min", "<= birth_strength_max")
+        if _is_int(self.train_limit) and _is_int(self.n_val):
+            need(self.n_val < self.train_limit, "n_val", f"< train_limit={self.train_limit} (some images must be left to train on)")
+        if isinstance(self.arch, str) and self.arch in MASKED_LAYERS and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions:
+            need(len(self.prune_fractions) == MASKED_LAYERS[self.arch], "prune_fractions",
+                 f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), or [] for the arch's default")
         if problems:
-            raise ValueError("invalid synthesis config:\n  " + "\n  ".join(problems))
+            raise ConfigError("invalid synthesis config:\n  " + "\n  ".join(problems))
 
     def to_dict(self):
         return asdict(self)
@@ -120,6 +142,30 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# masked (Dense / Conv2d) layers of each architecture: one pruning fraction each
+MASKED_LAYERS = {name: len(entry.prune_fractions) for name, entry in architectures.TABLE.items()}
+
+# phase of the run -> the epochs field that only that phase reads
+_PHASE_EPOCHS = {"seed": "initial_epochs", "grow": "growth_epochs", "settle": "settle_epochs",
+                 "prune": "prune_epochs", "finetune": "finetune_epochs"}
+_PHASES = ("seed", "grow", "settle", "prune", "finetune", "done")
+RESUME_SAFE_FIELDS = ("lr", "prune_lr", "data_dir", *_PHASE_EPOCHS.values())
+
+
+def resume_conflicts(saved, config, phase, round_):
+    """The fields in which ``config`` differs from a run's ``saved`` config dict and may not, on resume.
+
+    phase, round_: where the run stands (the next step to run, the rounds done in it).
+    A learning rate or the data directory may always change; a phase's epochs only while
+    the phase has not started. Returns [(field, saved value, new value)], sorted.
+    """
+    ours = config.to_dict()
+    started = {p: _PHASES.index(phase) > _PHASES.index(p) or (p == phase and round_ > 0) for p in _PHASE_EPOCHS}
+    safe = {"lr", "prune_lr", "data_dir"} | {f for p, f in _PHASE_EPOCHS.items() if not started[p]}
+    return [(k, saved.get(k, "(absent)"), ours.get(k, "(absent)")) for k in sorted(set(ours) | set(saved))
+            if ours.get(k) != saved.get(k) and k not in safe]
+
+
 # Recipes for the paper's rows (README: "Reproducing the paper's table"), from the
 # architecture table; an mlp:/conv: spec's derived preset is found by make_config too.
 PRESETS = architectures.presets()
@@ -130,39 +176,72 @@ def config_field_names():
 
 
 def make_config(preset=None, file=None, overrides=None):
-    """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict)."""
-    values = {}
+    """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict).
+
+    A bad value's message says where it came from (the preset, the file, or an override).
+    """
+    values, origin = {}, {}
     if preset is not None:
-        preset_values = architectures.find_preset(preset)
+        preset_values = architectures.find_preset(preset) if isinstance(preset, str) else None
         if preset_values is None:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
-                             f"or an mlp:/conv: spec")
+            raise ConfigError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)} "
+                              f"or an mlp:/conv: spec")
         values.update(preset_values)
+        origin.update(dict.fromkeys(preset_values, f"preset {preset}"))
     if file is not None:
-        values.update(read_config_file(file))
+        from_file = read_config_file(file)
+        values.update(from_file)
+        origin.update(dict.fromkeys(from_file, f"config file {file}"))
     values.update(overrides or {})
+    origin.update(dict.fromkeys(overrides or {}, "--set"))
     unknown = sorted(set(values) - set(config_field_names()))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(config_field_names())}")
-    return SynthesisConfig(**values)
+        sources = sorted({origin[k] for k in unknown})
+        raise ConfigError(f"unknown config key(s) {unknown} (from {', '.join(sources)}); "
+                          f"valid keys: {', '.join(config_field_names())}")
+    try:
+        return SynthesisConfig(**values)
+    except ConfigError as err:
+        sources = sorted(set(origin.values()))
+        if not sources:
+            raise
+        raise ConfigError(f"{err}\n(values from {', '.join(sources)})") from None
 
 
 def read_config_file(path):
-    """A dict of config values from a .toml or .json file."""
+    """A dict of config values from a .toml file, or a .json file (any other name is read as JSON).
+
+    Raises ConfigError, naming the file, for a missing, unreadable or malformed file, or
+    one whose top level is not a table / object of key = value pairs.
+    """
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a .toml or .json file")
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        text = path.read_text(encoding="utf-8")
+    except PermissionError as err:
+        raise ConfigError(f"config file {path} cannot be read (permission denied); make it readable") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason}); is it really a {kind} file?") from err
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from err
+    try:
+        values = tomllib.loads(text) if kind == "TOML" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"config file {path} is not valid {path.suffix[1:].upper()}: {err}") from err
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: the top level must be an object of key: value pairs "
+                          f"(e.g. {{\"lr\": 0.05}}), got a {type(values).__name__}")
+    return values
 
 
 def parse_override(text):
     """'key=value' -> (key, value), the value parsed as JSON where it can be (numbers, lists, null, true)."""
     if "=" not in text:
-        raise ValueError(f"--set expects key=value, got {text!r}")
+        raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     try:
         value = json.loads(raw)

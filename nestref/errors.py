@@ -4,19 +4,29 @@ Each derives from :class:`NestrefError`, which the command line prints as one li
 problem and the fix) instead of a traceback, and also from the built-in type a Python caller
 would expect (``ValueError``, ``FileExistsError``), so ``except ValueError`` keeps working.
 Messages name the file or argument, what was expected, and how to fix it.
+
+``exit_code`` is what ``nestref`` exits with for each kind (README: "Exit codes"): 2 when
+the command itself must change (an argument, the config, the output directory), 1 when a
+file, the data or the run failed.
 """
 
 
 class NestrefError(Exception):
     """Base of every error that is the user's to fix (bad argument, file, config, data)."""
 
+    exit_code = 1
+
 
 class InvalidArgumentError(NestrefError, ValueError):
     """A function argument or hyperparameter is out of range or of the wrong type."""
 
+    exit_code = 2
+
 
 class ConfigError(NestrefError, ValueError):
     """A config file, preset or ``--set key=value`` is unreadable or invalid."""
+
+    exit_code = 2
 
 
 class DataError(NestrefError, ValueError):
@@ -37,3 +47,15 @@ class ReportError(NestrefError, ValueError):
 
 class OutputExistsError(NestrefError, FileExistsError):
     """An output path already holds files the user did not ask to overwrite."""
+
+    exit_code = 2
+
+
+class OutputPathError(NestrefError, ValueError):
+    """An output path cannot be created or written (read-only, or under a regular file)."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(NestrefError, RuntimeError):
+    """The loss became NaN or infinite; the message says which checkpoint to resume and what to lower."""

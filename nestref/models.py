@@ -16,6 +16,8 @@ import json
 import numpy as np
 
 from . import architectures
+from .checks import check_positive_int, is_int, is_number
+from .errors import InvalidArgumentError
 from .losses import softmax_cross_entropy
 from .layers import Flatten, MaskedLayer, layer_from_config
 
@@ -35,8 +37,7 @@ class Network:
         self.shapes()  # fail now, not at the first batch, if the layers do not chain
 
     def forward(self, x):
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        self._check_input(x)
         for layer in self.layers:
             x = layer.forward(x)
         return x
@@ -69,8 +70,24 @@ class Network:
             x = layer.forward(x)
         return x
 
+    def _check_input(self, x):
+        """Dtype and shape only: forward is the hot loop, so values are not scanned."""
+        if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+            kind = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise InvalidArgumentError(
+                f"{self.name} expects float32 (or float64) inputs in [0, 1], got {kind}: scale uint8 pixels with "
+                f"nestref.data.scale_pixels (or nestref.train.prepare_inputs, which also reshapes)")
+        if tuple(x.shape[1:]) != self.input_shape or len(x) == 0:
+            raise InvalidArgumentError(
+                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}) with N >= 1, "
+                f"got {x.shape}")
+
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
+        if isinstance(x, np.ndarray) and len(x) == 0 and tuple(x.shape[1:]) == self.input_shape:
+            return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
+        self._check_input(x)
+        check_positive_int("batch_size", batch_size)
         return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
     def masked_layers(self):
@@ -172,7 +189,7 @@ def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_sh
     ``build("lenet5", image_shape=(3, 32, 32), classes=100)`` for another data set.
     """
     entry = architectures.get(arch)
-    _check_seed_args(width_scale, density)
+    _check_seed_args(width_scale, density, seed, dtype)
     rng = np.random.default_rng(seed)
     layers, input_shape, name = entry.build_layers(width_scale, density, rng, dtype, image_shape, classes)
     return Network(layers, input_shape, name=name)
@@ -182,11 +199,18 @@ def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_sh
 ARCHITECTURES = {name: functools.partial(build, name) for name in architectures.names()}
 
 
-def _check_seed_args(width_scale, density):
-    if not 0.0 < width_scale <= 10.0:
-        raise ValueError(f"width_scale must be in (0, 10], got {width_scale}")
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}")
+def _check_seed_args(width_scale, density, seed, dtype):
+    for name, value, high in (("width_scale", width_scale, 10.0), ("density", density, 1.0)):
+        if not (is_number(value) and 0.0 < value <= high):
+            raise InvalidArgumentError(f"{name} must be a number in (0, {high:g}], got {value!r}")
+    if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or (is_int(seed) and seed >= 0)):
+        raise InvalidArgumentError(f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}")
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        kind = None
+    if kind not in (np.float32, np.float64):
+        raise InvalidArgumentError(f"dtype must be np.float32 or np.float64 (the weights are real numbers), got {dtype!r}")
 
 
 # ---------------------------------------------------------------- unit surgery

@@ -22,28 +22,115 @@ baseline that NeST's grow-then-prune is compared against on the same budget.
 
 All decisions use the validation split; the test set is evaluated once, at the end.
 The run is a chain of *steps*; after each one, the network, optimizer, random state
-and history are checkpointed atomically, so an interrupted run resumes from its last
-step and reaches the same result as an uninterrupted one.
+and history are checkpointed atomically (the checkpoint before it kept as
+``checkpoint.prev.npz``), so an interrupted run resumes from its last step and reaches
+the same result as an uninterrupted one.
+
+The output directory is checked before any training (``prepare_run_dir``): it must be
+writable, and a directory holding files nestref did not write, or a run's checkpoint,
+is refused unless the caller resumes (``resume=True``) or replaces nestref's own files
+(``overwrite=True``).
 """
 import json
+import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import accounting, architectures, grow, prune
 from .augment import random_affine
+from .checks import is_int, is_number
 from .compact import compact, save_compact
-from .config import SynthesisConfig
+from .config import RESUME_SAFE_FIELDS, SynthesisConfig, resume_conflicts
 from .data import load_splits
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    InvalidArgumentError,
+    OutputExistsError,
+    ReportError,
+    TrainingDiverged,
+)
 from .layers import Conv2d, Dense
-from .models import Network, build
+from .models import build
 from .optim import SGD, cosine
 from .plots import save_run_figures
-from .storage import load_arrays, save_arrays, save_json
-from .train import evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
+from .storage import check_writable_dir, previous_path, save_arrays, save_json
+from .train import (
+    evaluate,
+    fit,
+    load_checkpoint,
+    load_network,
+    prepare_inputs,
+    resume_checkpoint,
+    save_checkpoint,
+)
 
 CHECKPOINT = "checkpoint.npz"
+# what a run writes into its directory, and nothing else ``overwrite`` removes
+RUN_FILES = (CHECKPOINT, previous_path(CHECKPOINT).name, "report.json", "history.json", "model.npz")
+FIGURES = ("grow_prune_curve.png", "validation_error.png", "widths_densities.png", "first_layer_masks.png")
+_ROUND_FILE = re.compile(r"prune-\d{3,}\.npz")
+_TEMP_FILE = re.compile(r"\..+\.tmp")  # storage.atomic_write_bytes' temporary names
+
+
+# ------------------------------------------------------------ the output directory
+def _run_entries(out):
+    """(nestref's own files in ``out``, every other entry), as paths."""
+    own, foreign = [], []
+    if not out.is_dir():
+        return own, foreign
+    for entry in sorted(out.iterdir()):
+        if entry.is_file() and (entry.name in RUN_FILES or _TEMP_FILE.fullmatch(entry.name)):
+            own.append(entry)
+        elif entry.is_dir() and entry.name in ("figures", "rounds"):
+            pattern = (lambda n: n in FIGURES) if entry.name == "figures" else _ROUND_FILE.fullmatch
+            for sub in sorted(entry.iterdir()):
+                ours = sub.is_file() and (pattern(sub.name) or _TEMP_FILE.fullmatch(sub.name))
+                (own if ours else foreign).append(sub)
+        else:
+            foreign.append(entry)
+    return own, foreign
+
+
+def prepare_run_dir(out_dir, resume=False, overwrite=False):
+    """Check (and create) a synthesis output directory before any training; True if there is a checkpoint to resume.
+
+    Refuses (OutputExistsError) a directory holding files nestref did not write, unless
+    ``overwrite``; and one holding a run's checkpoint, unless ``resume`` (continue it) or
+    ``overwrite``. ``overwrite`` removes only nestref's own files (``RUN_FILES``, the
+    figures, the pruning rounds), never anything else. Raises OutputPathError for a path
+    that cannot be written.
+    """
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise InvalidArgumentError("resume and overwrite exclude each other: --resume continues the run in --out, "
+                                   "--overwrite starts it again; pass one")
+    check_writable_dir(out)
+    own, foreign = _run_entries(out)
+    has_checkpoint = (out / CHECKPOINT).exists() or previous_path(out / CHECKPOINT).exists()
+    if overwrite:
+        for path in own:
+            path.unlink()
+        for sub in ("figures", "rounds"):
+            if (out / sub).is_dir() and not any((out / sub).iterdir()):
+                (out / sub).rmdir()
+        return False
+    if resume and has_checkpoint:
+        return True
+    if foreign:
+        names = ", ".join(str(p.relative_to(out)) for p in foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise OutputExistsError(f"--out {out} is not empty and holds files nestref did not write ({names}): "
+                                f"choose another directory, or pass --overwrite (it removes only nestref's own files)")
+    if has_checkpoint:
+        raise OutputExistsError(f"--out {out} holds a nestref run ({CHECKPOINT}): pass --resume to continue it, "
+                                f"or --overwrite to start it again (removes the run's files)")
+    if own:
+        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({own[0].name}, ...) but no checkpoint "
+                                f"to resume: pass --overwrite to replace them, or choose another directory")
+    return False
 
 
 # ----------------------------------------------------------------------- data
@@ -108,18 +195,31 @@ class Run:
     ``state`` holds what decides the next step, and all of it is checkpointed.
     """
 
-    def __init__(self, config, data, out_dir, on_round=None, on_batch=None):
+    def __init__(self, config, data, out_dir, on_round=None, on_batch=None, on_warning=None):
         self.config, self.data, self.out = config, data, Path(out_dir)
         self.on_round, self.on_batch = on_round, on_batch
+        self.on_warning = on_warning or (lambda message: warnings.warn(message, stacklevel=3))
+        self.warnings = []
         self.rng = np.random.default_rng(config.seed)
         self.history = []
         self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
-                      "prune_rounds": [], "chosen": None, "elapsed": 0.0,
-                      "data_checksum": (data.get("dataset") or {}).get("checksum")}
-        self.net = self.optimizer = None
-        # the data's image shape and class count shape the network (input, output width)
+                      "prune_rounds": [], "chosen": None, "elapsed": 0.0, "data_checksum": None}
+        self.net = self.optimizer = self.data = None
+        if data is not None:
+            self.use_data(data)
+
+    def use_data(self, data):
+        """Attach the data set (after ``restore``, when resuming): its image shape and class
+        count shape the network (input, output width), and a resumed run must read the
+        data set it was started on (where it lives may change)."""
+        checksum = (data.get("dataset") or {}).get("checksum")
+        started_on = self.state.get("data_checksum")
+        if None not in (started_on, checksum) and started_on != checksum:
+            raise ConfigError(f"{self.out / CHECKPOINT} was written on another data set (sha256 {started_on}, "
+                              f"this run reads {checksum}); resume with the same data or choose another --out")
+        self.data, self.state["data_checksum"] = data, checksum
         self.data_shape = {"image_shape": data.get("image_shape"), "classes": data.get("classes")}
-        self.target_widths = build(config.arch, **self.data_shape).widths()
+        self.target_widths = build(self.config.arch, **self.data_shape).widths()
 
     # -------------------------------------------------------------- helpers
     def xy(self, split):
@@ -217,7 +317,7 @@ class Run:
         config = self.config
         if config.prune_fractions:
             if len(config.prune_fractions) != len(self.net.masked_layers()):
-                raise ValueError(f"prune_fractions has {len(config.prune_fractions)} entries; "
+                raise ConfigError(f"prune_fractions has {len(config.prune_fractions)} entries; "
                                  f"{config.arch} has {len(self.net.masked_layers())} masked layers")
             return list(config.prune_fractions)
         return list(architectures.get(config.arch).prune_fractions)
@@ -257,7 +357,7 @@ class Run:
             target = self.state["grown_val"] + config.tolerance
             index, smoothed = choose_round(rounds, config.smoothing, config.param_budget, target)
             chosen = rounds[index]
-            self.net = Network.from_arrays(load_arrays(self.out / chosen["path"]))
+            self.net = load_network(self.out / chosen["path"])
             self.state["chosen"] = {**chosen, "smoothed_val_error": smoothed[index], "target_val_error": target,
                                     "param_budget": config.param_budget}
         self.optimizer = SGD(self.net, lr=config.prune_lr, momentum=config.momentum,
@@ -276,33 +376,70 @@ class Run:
                          "config": self.config.to_dict()})
 
     def restore(self):
-        net, optimizer, saved = load_checkpoint(self.out / CHECKPOINT)
-        # where the data lives is not part of what the run is; which data it is, is
-        data_sums = (saved["run"].get("data_checksum"), self.state.get("data_checksum"))
-        if None not in data_sums and data_sums[0] != data_sums[1]:
-            raise ValueError(f"{self.out / CHECKPOINT} was written on another data set (sha256 "
-                             f"{data_sums[0]}, this run reads {data_sums[1]}); resume with the same "
-                             f"data or choose another --out")
-        ours = {k: v for k, v in self.config.to_dict().items() if k != "data_dir"}
-        theirs = {k: v for k, v in saved["config"].items() if k != "data_dir"}
-        if ours != theirs:
-            changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
-            raise ValueError(f"{self.out / CHECKPOINT} was written with a different config (differs in {changed}); "
-                             f"resume with the same config or choose another --out")
+        path = self.out / CHECKPOINT
+        net, optimizer, saved, warning = resume_checkpoint(path)
+        for key, kind in (("run", dict), ("history", list), ("rng", dict), ("config", dict)):
+            if not isinstance(saved.get(key), kind):
+                raise CheckpointError(f"{path}: state field '{key}' must be a {kind.__name__}, got "
+                                      f"{type(saved.get(key)).__name__}; not a synthesis checkpoint")
+        run = saved["run"]
+        steps = ("seed", "grow", "settle", "prune", "finetune", "done")
+        if run.get("phase") not in steps or not is_int(run.get("round")) or not is_number(run.get("elapsed", 0.0)):
+            raise CheckpointError(f"{path}: state field 'run' has no valid phase/round: {run.get('phase')!r}, "
+                                  f"{run.get('round')!r}")
+        if optimizer is None:
+            raise CheckpointError(f"{path}: no optimizer state inside; not a synthesis checkpoint")
+        conflicts = resume_conflicts(saved["config"], self.config, run["phase"], run["round"])
+        if conflicts:
+            changes = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in conflicts)
+            raise ConfigError(
+                f"{path} was written with a different config (differs in {[k for k, _, _ in conflicts]}: {changes}). "
+                f"On resume only {', '.join(RESUME_SAFE_FIELDS[:3])} and the epochs of phases not yet started may "
+                f"change; resume with the run's config, or start a new run in another --out (or with --overwrite)")
+        try:
+            self.rng.bit_generator.state = saved["rng"]
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{path}: state field 'rng' is not a random generator state ({err})") from err
+        # the report's config is the latest; what changed on resume, and where, is kept beside it
+        changed = {k: [saved["config"].get(k), v] for k, v in self.config.to_dict().items()
+                   if k != "data_dir" and saved["config"].get(k) != v}
+        if changed:
+            run.setdefault("config_changes", []).append({"phase": run["phase"], "round": run["round"],
+                                                         "changed": changed})
         self.net, self.optimizer = net, optimizer
-        self.state, self.history = saved["run"], saved["history"]
-        self.rng.bit_generator.state = saved["rng"]
+        self.state, self.history = run, saved["history"]
+        if warning:
+            self.warn(warning)
+
+    def warn(self, message):
+        self.warnings.append(message)
+        self.on_warning(message)
 
     def run(self, resume=False):
+        """Run the remaining steps (from the checkpoint when ``resume``); returns report.json's dict."""
         self._t_resume = time.perf_counter()
-        if resume and (self.out / CHECKPOINT).exists():
+        if resume:
             self.restore()
         steps = {"seed": self.step_seed, "grow": self.step_grow, "settle": self.step_settle, "prune": self.step_prune,
                  "finetune": self.step_finetune}
         while self.state["phase"] != "done":
-            steps[self.state["phase"]]()
+            phase = self.state["phase"]
+            try:
+                steps[phase]()
+            except TrainingDiverged as err:
+                raise TrainingDiverged(self._divergence_advice(phase, err)) from err
             self.save()
         return self.finish()
+
+    def _divergence_advice(self, phase, err):
+        """What to do after a divergence: resume with a lower learning rate, which resume allows."""
+        name = "prune_lr" if phase in ("prune", "finetune") else "lr"
+        lower = getattr(self.config, name) / 2
+        saved = (f"the run is saved up to its last finished step in {self.out / CHECKPOINT}"
+                 if (self.out / CHECKPOINT).exists() else "no step had finished, so nothing is saved")
+        return (f"training diverged in the {phase} phase ({err}); {saved}. Lower {name} (it is "
+                f"{getattr(self.config, name):g}) and resume: rerun the command with --resume --set {name}={lower:g} "
+                f"(or lower; learning rates may change on resume)")
 
     def finish(self):
         """Compact the result, evaluate it once on the test set, write model, history, report."""
@@ -327,13 +464,51 @@ class Run:
             "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
             "data": self.data.get("dataset"),
             "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
-            "config": config.to_dict(),
+            "config": config.to_dict(), "config_changes": self.state.get("config_changes", []), "warnings": self.warnings,
         }
         save_json(self.out / "history.json", self.history)
         save_json(self.out / "report.json", report)
         save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures",
                          self.data_shape["image_shape"] or (28, 28))
         return report
+
+
+REPORT_FIELDS = {"arch": str, "mode": str, "test_error": float, "params": int, "flops": int,
+                 "params_compression": float, "flops_compression": float}
+
+
+def read_report(path):
+    """A run's report.json as a dict, checked to hold what the table and ``load_run`` read.
+
+    Raises ReportError naming the file and the field for a missing, unreadable,
+    malformed or incomplete report.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.exists():
+        raise ReportError(f"{path} not found: run `nestref synthesize --out {path.parent}` first")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{path} is not a readable JSON report ({err}); rerun the synthesis with --resume "
+                          f"to write it again") from err
+    if not isinstance(report, dict):
+        raise ReportError(f"{path}: the top level must be a JSON object, got a {type(report).__name__}")
+    for name, kind in REPORT_FIELDS.items():
+        value = report.get(name)
+        ok = (isinstance(value, str) if kind is str else is_int(value) and value >= 0 if kind is int
+              else is_number(value))
+        if not ok:
+            raise ReportError(f"{path}: field '{name}' is missing or not a{'n' if kind is int else ''} "
+                              f"{kind.__name__} (got {value!r}); rewrite it with `nestref synthesize --resume --out "
+                              f"{path.parent}`")
+    if report["mode"] not in ("nest", "prune-only"):
+        raise ReportError(f"{path}: field 'mode' must be 'nest' or 'prune-only', got {report['mode']!r}")
+    if report["arch"] not in accounting.DENSE_BASELINES:
+        raise ReportError(f"{path}: field 'arch' must be one of {sorted(accounting.DENSE_BASELINES)}, "
+                          f"got {report['arch']!r}")
+    return report
 
 
 def load_run(out_dir):
@@ -343,17 +518,40 @@ def load_run(out_dir):
         if not (out / name).exists():
             raise FileNotFoundError(f"{out / name} not found: is {out} a finished nestref synthesize run?")
     net, _, _ = load_checkpoint(out / CHECKPOINT)
-    return json.loads((out / "report.json").read_text()), json.loads((out / "history.json").read_text()), net
+    try:
+        history = json.loads((out / "history.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"{out / 'history.json'} is not readable JSON ({err})") from err
+    if not isinstance(history, list):
+        raise ReportError(f"{out / 'history.json'}: the top level must be a list of round records")
+    return read_report(out / "report.json"), history, net
 
 
-def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None):
+def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None, overwrite=False,
+               on_warning=None):
     """Run NeST (or the prune-only baseline) as ``config`` says; returns report.json's dict.
 
-    out_dir receives checkpoint.npz (after every step), rounds/prune-NNN.npz, model.npz
-    (the compact network), history.json and report.json. on_round(record) is called
-    after every round; on_batch(b, n, loss) after every training batch.
+    out_dir receives checkpoint.npz (after every step; the one before it as
+    checkpoint.prev.npz), rounds/prune-NNN.npz, model.npz (the compact network),
+    history.json and report.json. on_round(record) is called after every round;
+    on_batch(b, n, loss) after every training batch; on_warning(message) when resume
+    had to fall back to the previous checkpoint (default: ``warnings.warn``; the
+    messages also go to the report's "warnings").
+
+    resume: continue the run in out_dir from its checkpoint (a fresh start if there is
+    none). overwrite: replace the run in out_dir, removing only nestref's own files.
+    Without either, a non-empty out_dir is refused (``prepare_run_dir``). The directory
+    and the config are checked before the data is loaded or anything trains.
     """
     if not isinstance(config, SynthesisConfig):
-        raise TypeError(f"config must be a SynthesisConfig, got {type(config).__name__}")
-    data = data if data is not None else load_data(config)
-    return Run(config, data, out_dir, on_round, on_batch).run(resume)
+        raise InvalidArgumentError(f"config must be a SynthesisConfig (see nestref.config.make_config), "
+                                   f"got {type(config).__name__}")
+    config.validate()  # fields may have been changed after construction
+    has_checkpoint = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    if data is not None and not (isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)):
+        raise InvalidArgumentError("data must be the dict load_data(config) returns, with train, val, test and source")
+    run = Run(config, None, out_dir, on_round, on_batch, on_warning)
+    if has_checkpoint:
+        run.restore()  # a bad checkpoint or a refused config change fails before the data is read
+    run.use_data(data if data is not None else load_data(config))
+    return run.run(resume=False)

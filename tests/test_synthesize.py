@@ -7,6 +7,7 @@ import pytest
 from nestref.cli import main
 from nestref.compact import load_compact
 from nestref.config import PRESETS, SynthesisConfig, make_config, parse_override
+from nestref.errors import TrainingDiverged
 from nestref.models import Network
 from nestref.storage import load_arrays
 from nestref.synthesize import choose_round, load_data, synthesize
@@ -80,6 +81,38 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_pat
         np.testing.assert_array_equal(la.mask, lb.mask)
 
 
+def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same_result(tiny_run, tiny_data, tmp_path,
+                                                                                         mnist_dir):
+    out, report = tiny_run
+    config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
+    seen = []
+
+    def interrupt_in_pruning(rec):
+        seen.append(rec["phase"])
+        if seen.count("prune") == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(config, tmp_path, on_round=interrupt_in_pruning, data=tiny_data)
+    assert (tmp_path / "checkpoint.prev.npz").exists()
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short by a crash")
+    warnings = []
+    resumed = synthesize(config, tmp_path, resume=True, data=tiny_data, on_warning=warnings.append)
+    assert len(warnings) == 1 and "checkpoint.prev.npz" in warnings[0] and resumed["warnings"] == warnings
+    assert resumed["params"] == report["params"] and resumed["test_error"] == report["test_error"]
+
+
+def test_after_a_divergence_the_advice_given_works(tiny_data, tmp_path, mnist_dir):
+    quick = {**TINY, "max_growth_rounds": 1, "max_prune_rounds": 1}
+    with pytest.raises(TrainingDiverged, match=r"prune phase.*--resume --set prune_lr=") as diverged:
+        synthesize(SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=1e4), tmp_path, data=tiny_data)
+    assert str(tmp_path / "checkpoint.npz") in str(diverged.value)
+    report = synthesize(SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=0.02), tmp_path, resume=True,
+                        data=tiny_data)
+    assert report["config"]["prune_lr"] == 0.02 and report["test_error"] < 0.5
+    assert report["config_changes"] == [{"phase": "prune", "round": 0, "changed": {"prune_lr": [1e4, 0.02]}}]
+
+
 def test_resume_with_another_config_is_refused(tiny_run, tiny_data, mnist_dir):
     out, _ = tiny_run
     other = SynthesisConfig(data_dir=str(mnist_dir), **{**TINY, "growth_ratio": 0.2})
@@ -134,7 +167,7 @@ def test_config_files_and_overrides(tmp_path):
 
 def test_synthesize_command_fails_before_training_without_data(tmp_path, offline, capsys):
     code = main(["synthesize", "--arch", "lenet-300-100", "--out", str(tmp_path / "run"), "--no-progress"])
-    assert code == 2 and "MNIST not found" in capsys.readouterr().err
+    assert code == 1 and "MNIST not found" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
     assert main(["synthesize", "--set", "lr=-3", "--out", str(tmp_path / "run")]) == 2
     assert "lr=-3" in capsys.readouterr().err
