@@ -1,4 +1,4 @@
-"""The ``nestref`` command: train, synthesize, report, bench.
+"""The ``nestref`` command: train, synthesize, report (benchmarks: ``python -m benchmarks.NAME``).
 
 Only this module talks to the screen: it turns the callbacks of the loops into a
 progress bar and lines of text.
@@ -192,17 +192,11 @@ def build_parser():
     p = sub.add_parser("report", help="print the paper's table beside the runs in DIR...")
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_report)
-
-    # `nestref bench ...` is handed to nestref.bench before parsing (see main); listed here for --help
-    sub.add_parser("bench", help="time training against PyTorch (nestref bench --help for its options)")
     return parser
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
-        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,4 +1,7 @@
-"""Training speed of nestref against PyTorch on the CPU: ``nestref bench``.
+"""Training speed of nestref against PyTorch on the CPU.
+
+    python -m benchmarks.training [--quick] [--networks lenet-300-100 lenet5] [--threads 2] [--json out.json]
+
 
 What is timed, for each network: ``n_batches`` training steps (forward, softmax
 cross-entropy, backward, SGD momentum step) at batch 64 in float32, after a few
@@ -11,20 +14,18 @@ PyTorch runs the same network (built layer by layer from the nestref one, starti
 from the same weights, so both compute the same function: their first-batch losses
 are reported side by side as a check), the same SGD (lr, momentum, no dampening) and
 the same number of threads as nestref's BLAS. The ratio nestref time / PyTorch time
-is printed beside the targets of issue 2 (``TARGETS``).
+is printed beside the targets (``TARGETS``).
 
-Throughput is given in GFLOP/s of *nominal* training FLOPs: 3 x the forward FLOPs of
-NEST.md's counting (2 per multiply-accumulate, dense), the usual rule of thumb for
+Throughput is given in GFLOP/s of *nominal* training FLOPs: 3 x the dense forward FLOPs
+(``nestref.accounting.count_flops`` of the built network), the usual rule of thumb for
 forward + input gradient + weight gradient **[ours]**. The machine's float32 GEMM peak,
 measured in the same run with one large ``np.matmul``, puts them in proportion.
 
 PyTorch is optional (the ``bench`` extra): it is imported only inside the functions
-that need it, so ``import nestref.bench`` works without it. threadpoolctl is
-optional too; without it the OpenBLAS that NumPy loaded is asked directly (ctypes).
+that need it. BLAS threads are read and set through threadpoolctl.
 """
 import argparse
 import contextlib
-import ctypes
 import math
 import os
 import platform
@@ -34,101 +35,21 @@ import time
 
 import numpy as np
 
-from . import data
-from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
-from .models import build, loss_and_grads
-from .optim import SGD
+from nestref import data
+from nestref.accounting import count_flops
+from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from nestref.models import build, loss_and_grads
+from nestref.optim import SGD
+
+from .common import blas_threads, describe_blas, limited_blas, load_average, seconds, timed_in_turns
 
 NETWORKS = ("lenet-300-100", "lenet5")
-FORWARD_FLOPS = {"lenet-300-100": 532_400, "lenet5": 4_586_000}  # per image, NEST.md's counting
 TRAINING_FLOPS_PER_FORWARD = 3
-TARGETS = {"lenet-300-100": 1.0, "lenet5": 1.2}  # nestref time / PyTorch time, at most
+TARGETS = {"lenet-300-100": 0.8, "lenet5": 0.9}  # nestref time / PyTorch time, at most
 DEFAULT_BATCHES = {"lenet-300-100": 500, "lenet5": 200}
 QUICK_BATCHES = {"lenet-300-100": 50, "lenet5": 10}
 EPOCH_IMAGES = 55_000  # MNIST's training set less the 5,000 validation images
 SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
-# ------------------------------------------------------------------ BLAS threads
-class _BlasThreads:
-    """How many threads NumPy's BLAS uses, and a way to change that for a while.
-
-    threadpoolctl if it is installed; else the OpenBLAS that NumPy loaded, through its
-    own ``*_get_num_threads`` / ``*_set_num_threads`` (found in /proc/self/maps, so
-    Linux only); else nothing can be read or set and ``threads`` is None.
-    """
-
-    def __init__(self):
-        self.how, self._controller, self._lib = "none", None, None
-        try:
-            from threadpoolctl import ThreadpoolController
-            controller = ThreadpoolController().select(user_api="blas")
-            if controller.lib_controllers:
-                self.how, self._controller = "threadpoolctl", controller
-                return
-        except ImportError:
-            pass
-        self._lib, self._symbol = _find_openblas()
-        if self._lib is not None:
-            self.how = "openblas"
-
-    @property
-    def threads(self):
-        if self._controller is not None:
-            return int(self._controller.lib_controllers[0].num_threads)
-        if self._lib is not None:
-            return int(getattr(self._lib, self._symbol.format("get_num_threads"))())
-        return None
-
-    def describe(self):
-        """e.g. 'OpenBLAS 0.3.31 (Haswell kernel)'."""
-        if self._controller is not None:
-            info = self._controller.lib_controllers[0].info()
-            return f"{info.get('internal_api')} {info.get('version')} ({info.get('architecture')} kernel)"
-        if self._lib is not None:
-            config, corename = (getattr(self._lib, self._symbol.format(f)) for f in ("get_config", "get_corename"))
-            config.restype = corename.restype = ctypes.c_char_p
-            version = " ".join(config().decode().split()[:2])  # "OpenBLAS 0.3.31 USE64BITINT ..."
-            return f"{version} ({corename().decode()} kernel)"
-        return "unknown BLAS"
-
-    @contextlib.contextmanager
-    def limited_to(self, n):
-        """Run the body with n BLAS threads (None: leave as is); restore afterwards."""
-        if n is None or self.how == "none":
-            yield
-            return
-        if self._controller is not None:
-            with self._controller.limit(limits=n):
-                yield
-            return
-        before = self.threads
-        setter = getattr(self._lib, self._symbol.format("set_num_threads"))
-        setter(ctypes.c_int(n))
-        try:
-            yield
-        finally:
-            setter(ctypes.c_int(before))
-
-
-def _find_openblas():
-    """(ctypes library, symbol pattern like "openblas_{}64_") of the OpenBLAS loaded here, or (None, None)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None, None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        # scipy-openblas (NumPy >= 2 wheels) prefixes and suffixes its symbols
-        for symbol in ("scipy_openblas_{}64_", "openblas_{}64_", "openblas_{}"):
-            names = ("get_num_threads", "set_num_threads", "get_corename", "get_config")
-            if all(hasattr(lib, symbol.format(f)) for f in names):
-                return lib, symbol
-    return None, None
 
 
 # ------------------------------------------------------------------ measurements
@@ -138,14 +59,13 @@ def matmul_peak_gflops(size=2048, repeats=3):
     a = rng.random((size, size), dtype=np.float32)
     b = rng.random((size, size), dtype=np.float32)
     a @ b  # warm-up: threads started, pages touched
-    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    best = min(seconds(lambda: a @ b) for _ in range(repeats))
     return 2.0 * size ** 3 / best / 1e9
 
 
-def _seconds(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def forward_flops(arch):
+    """Dense forward FLOPs per image of ``arch``, counted by ``nestref.accounting``."""
+    return count_flops(build(arch))
 
 
 def make_batches(arch, batch_size, n_distinct, data_dir=None, seed=0):
@@ -231,7 +151,7 @@ def _torch_first_loss(model, batch):
 
 def _timing(seconds, n_batches, batch_size, arch, peak):
     median = statistics.median(seconds)
-    gflops = TRAINING_FLOPS_PER_FORWARD * FORWARD_FLOPS[arch] * batch_size * n_batches / median / 1e9
+    gflops = TRAINING_FLOPS_PER_FORWARD * forward_flops(arch) * batch_size * n_batches / median / 1e9
     return {"seconds": list(seconds), "median_seconds": median,
             "ms_per_batch": 1e3 * median / n_batches,
             "seconds_per_epoch": median / n_batches * math.ceil(EPOCH_IMAGES / batch_size), "gflops": gflops,
@@ -281,16 +201,12 @@ def run_benchmark(networks=NETWORKS, batches=None, batch_size=64, repeats=3, war
     if use_torch and not torch_available():
         use_torch = False
 
-    blas = _BlasThreads()
-    if threads is not None and blas.how == "none":
-        raise ValueError("cannot set the BLAS threads here (no threadpoolctl and no OpenBLAS found); "
-                         "set OPENBLAS_NUM_THREADS before starting Python instead")
-    with blas.limited_to(threads), _torch_threads(threads if threads else blas.threads, use_torch) as torch_threads:
+    with limited_blas(threads), _torch_threads(threads if threads else blas_threads(), use_torch) as torch_threads:
         environment = {
-            "blas": blas.describe(), "blas_threads": blas.threads, "blas_threads_read_by": blas.how,
+            "blas": describe_blas(), "blas_threads": blas_threads(),
             "torch_threads": torch_threads, "torch_version": _torch_version() if use_torch else None,
             "numpy_version": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_average_before": _load_average(),
+            "load_average_before": load_average(),
             "slow_blas_variables": {v: os.environ[v] for v in SLOW_BLAS_VARIABLES if v in os.environ},
         }
         peak = matmul_peak_gflops(peak_size)
@@ -298,7 +214,7 @@ def run_benchmark(networks=NETWORKS, batches=None, batch_size=64, repeats=3, war
         for name in networks:
             results[name] = _bench_network(name, batches[name], batch_size, repeats, warmup, use_torch,
                                            data_dir, lr, momentum, peak, seed)
-        environment["load_average_after"] = _load_average()
+        environment["load_average_after"] = load_average()
     settings = {"networks": list(networks), "batches": {n: batches[n] for n in networks}, "batch_size": batch_size,
                 "repeats": repeats, "warmup": warmup, "lr": lr, "momentum": momentum, "dtype": "float32",
                 "peak_size": peak_size, "training_flops_per_forward": TRAINING_FLOPS_PER_FORWARD}
@@ -318,15 +234,12 @@ def _bench_network(name, n_batches, batch_size, repeats, warmup, use_torch, data
         runners["torch"] = _torch_runner(model, torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum), pool)
     for run in runners.values():
         run(warmup)
-    seconds = {key: [] for key in runners}
-    for _ in range(repeats):  # take turns, so that load from elsewhere hits both
-        for key, run in runners.items():
-            seconds[key].append(_seconds(lambda: run(n_batches)))
+    times = timed_in_turns({key: (lambda run=run: run(n_batches)) for key, run in runners.items()}, repeats)
     result = {"batches": n_batches, "data": source, "first_loss": first_loss,
-              "nestref": _timing(seconds["nestref"], n_batches, batch_size, name, peak), "torch": None,
+              "nestref": _timing(times["nestref"], n_batches, batch_size, name, peak), "torch": None,
               "ratio": None, "target": TARGETS[name], "meets_target": None}
     if use_torch:
-        result["torch"] = _timing(seconds["torch"], n_batches, batch_size, name, peak)
+        result["torch"] = _timing(times["torch"], n_batches, batch_size, name, peak)
         result["ratio"] = result["nestref"]["median_seconds"] / result["torch"]["median_seconds"]
         result["meets_target"] = bool(result["ratio"] <= TARGETS[name])
     return result
@@ -353,13 +266,6 @@ def _torch_version():
     return torch.__version__
 
 
-def _load_average():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 # ------------------------------------------------------------------ profile
 def profile_layers(arch="lenet5", n_batches=20, batch_size=64, data_dir=None, seed=0):
     """Milliseconds per batch spent in each layer's forward and backward, the loss and the SGD step.
@@ -369,7 +275,7 @@ def profile_layers(arch="lenet5", n_batches=20, batch_size=64, data_dir=None, se
     """
     if arch not in NETWORKS:
         raise ValueError(f"arch must be one of {NETWORKS}, got {arch!r}")
-    from .losses import softmax_cross_entropy
+    from nestref.losses import softmax_cross_entropy
     pool, _ = make_batches(arch, batch_size, min(n_batches, 50), data_dir, seed)
     net = build(arch, seed=seed)
     optimizer = SGD(net, lr=0.01, momentum=0.9)
@@ -387,9 +293,9 @@ def profile_layers(arch="lenet5", n_batches=20, batch_size=64, data_dir=None, se
         loss_seconds = time.perf_counter() - start
         for i in reversed(range(n_layers)):
             start = time.perf_counter()
-            grad = net.layers[i].backward(grad)
+            grad = net.layers[i].backward(grad, input_grad=i > 0)
             times["backward"][i] = time.perf_counter() - start
-        step_seconds = _seconds(optimizer.step)
+        step_seconds = seconds(optimizer.step)
         if b >= 0:
             for key in ("forward", "backward"):
                 totals[key] = [t + s for t, s in zip(totals[key], times[key])]
@@ -419,8 +325,8 @@ def format_results(results):
     for variable, value in env["slow_blas_variables"].items():
         lines.append(f"note: {variable}={value} is set; it can pick a slower OpenBLAS kernel "
                      f"(unset {', '.join(SLOW_BLAS_VARIABLES)} together to benchmark the default)")
-    lines.append("training GFLOP/s count 3 x forward FLOPs per image "
-                 + ", ".join(f"{n} {FORWARD_FLOPS[n]:,}" for n in settings["networks"]))
+    lines.append("training GFLOP/s count 3 x dense forward FLOPs per image (nestref.accounting) "
+                 + ", ".join(f"{n} {forward_flops(n):,}" for n in settings["networks"]))
     lines.append("")
     header = (f"{'network':<14} {'batches':>7}  {'nestref ms/batch':>16} {'GFLOP/s':>8} {'%peak':>6}"
               f"  {'torch ms/batch':>14} {'GFLOP/s':>8} {'%peak':>6}  {'ratio':>6}  target")
@@ -466,7 +372,7 @@ def format_profile(profile):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="nestref bench",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.training",
                                      description="time nestref's training against PyTorch's on the CPU")
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--batches", type=int, help=f"timed batches per repeat, for every network "
@@ -488,8 +394,6 @@ def build_parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--"]:  # ``nestref bench -- --quick``: argparse.REMAINDER keeps the separator
-        argv = argv[1:]
     args = build_parser().parse_args(argv)
     batches = args.batches if args.batches is not None else (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
     try:
@@ -503,13 +407,12 @@ def main(argv=None):
         print("PyTorch is not installed (pip install 'nestref[bench]'): timing nestref alone\n")
     print(format_results(results))
     if args.profile:
-        blas = _BlasThreads()
-        with blas.limited_to(args.threads):
+        with limited_blas(args.threads):
             for name in args.networks:
                 print()
                 print(format_profile(profile_layers(name, 10 if args.quick else 50, args.batch_size, args.data_dir)))
     if args.json:
-        from .storage import save_json
+        from nestref.storage import save_json
         save_json(args.json, results)
         print(f"\nresults written to {args.json}")
     return 0
