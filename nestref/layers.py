@@ -38,13 +38,21 @@ import numpy as np
 
 from . import kernels
 
-# Density below which a Dense layer trains with the CSR kernels: the crossover where
-# the sparse training step (forward + input gradient + weight gradient) of a LeNet-300-100
-# layer stops being faster than the dense (BLAS) one, measured on this project's 2-core
-# machine (float32, batch 64, 1 BLAS thread per core) with
-#     python benchmarks/sparse_crossover.py
-# SPARSE_CROSSOVER_MEASUREMENT
-SPARSE_BELOW = 0.25
+# Density below which a Dense layer trains with the CSR kernels: where the sparse training
+# step (forward + input gradient + weight gradient + SGD) of LeNet-300-100 stops being
+# faster than the dense (BLAS) one. Measured on this project's 2-core machine with
+#     python -m benchmarks.sparse_step --threads 1
+# (2026-12-01, shared machine, load average 4.7 -> 6.3, so provisional):
+#     density  sparse ms  dense ms  dense/sparse
+#       0.02     2.631     5.994      2.28x
+#       0.05     2.853     5.285      1.85x
+#       0.10     3.634     5.273      1.45x
+#       0.15     4.376     6.022      1.38x
+#       0.20     4.862     5.738      1.18x
+#       0.30     7.235     7.194      0.99x
+#       0.40    10.481     6.363      0.61x
+#     crossover (sparse stops paying): 0.297
+SPARSE_BELOW = 0.3
 
 
 class Layer:
