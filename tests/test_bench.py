@@ -123,3 +123,55 @@ def test_bad_settings_are_refused(kwargs, message):
 def test_main_reports_bad_settings(argv, capsys):
     assert bench.main(argv) == 2
     assert "batches" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ the other benchmarks
+def test_sparse_step_quick_prints_a_ratio_per_density(capsys):
+    from benchmarks import sparse_step
+    assert sparse_step.main(["--quick", "--threads", "1", "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    for density in sparse_step.REPORTED:
+        assert f"{density:>8.2f}" in printed
+    assert "dense/sparse" in printed and "crossover" in printed and "load average" in printed
+
+
+def test_sparse_step_measures_both_paths():
+    from benchmarks import sparse_step
+    results = sparse_step.measure(densities=(0.05, 0.5), steps=2, repeats=1, batch_size=8, threads=1)
+    assert [row["density"] for row in results["rows"]] == [0.05, 0.5]
+    for row in results["rows"]:
+        assert row["sparse_ms"] > 0 and row["dense_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["dense_ms"] / row["sparse_ms"])
+    rows = [{"density": 0.1, "ratio": 2.0}, {"density": 0.3, "ratio": 0.0}]
+    assert sparse_step.crossover(rows) == pytest.approx(0.2)
+    assert sparse_step.crossover([{"density": 0.1, "ratio": 2.0}]) is None
+    with pytest.raises(ValueError, match="steps"):
+        sparse_step.measure(steps=0)
+
+
+def test_sparse_step_forces_each_path():
+    from benchmarks import sparse_step
+    net = build("lenet-300-100", density=0.5)
+    assert all(layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net.copy(), True).masked_layers())
+    assert not any(layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net, False).masked_layers())
+
+
+def test_compact_quick_prints_the_ratios(capsys):
+    from benchmarks import compact
+    assert compact.main(["--quick", "--threads", "1", "--no-torch", "--images", "200", "--density", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "compact vs dense" in printed and "compact vs masked" in printed and "load average" in printed
+
+
+def test_nest_run_quick_times_a_whole_run(mnist_dir, tmp_path, capsys):
+    from benchmarks import nest_run
+    assert nest_run.main(["--quick", "--threads", "1", "--data-dir", str(mnist_dir),
+                          "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "min wall" in printed and "test error" in printed and (tmp_path / "run" / "report.json").exists()
+
+
+def test_dense_flops_come_from_the_accounting():
+    from nestref.accounting import DENSE_BASELINES
+    assert {arch: bench.forward_flops(arch) for arch in bench.NETWORKS} == {
+        arch: DENSE_BASELINES[arch]["flops"] for arch in bench.NETWORKS}
