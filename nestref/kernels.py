@@ -418,6 +418,28 @@ def same_support_numba(mask, flat):
     return _same_support_numba(np.ascontiguousarray(mask).reshape(-1), flat)
 
 
+def masked_weight_numpy(weight, mask):
+    """(W*M, number of nonzeros of M): the effective weight and how dense it may be, any shape."""
+    return weight * mask, int(np.count_nonzero(mask))
+
+
+@njit(cache=True)
+def _masked_weight_numba(weight, mask):
+    # one pass over W and M: the dense path learns its density for free
+    out = np.empty_like(weight)
+    count = 0
+    for i in range(weight.size):
+        m = mask[i]
+        out[i] = weight[i] * m
+        count += 1 if m != 0 else 0
+    return out, count
+
+
+def masked_weight_numba(weight, mask):
+    out, count = _masked_weight_numba(np.ascontiguousarray(weight).reshape(-1), np.ascontiguousarray(mask).reshape(-1))
+    return out.reshape(weight.shape), int(count)
+
+
 def gather_effective_numpy(weight, mask, flat):
     """(W*M) at the flat positions ``flat``: weight, mask flat (size,) -> (len(flat),)."""
     return weight[flat] * mask[flat]
@@ -457,6 +479,7 @@ _TWINS["sparse_weight_grad"] = (sparse_weight_grad_numpy, sparse_weight_grad_num
 _TWINS["csr_matmul"] = (csr_matmul_numpy, csr_matmul_numba)
 _TWINS["same_support"] = (same_support_numpy, same_support_numba)
 _TWINS["gather_effective"] = (gather_effective_numpy, gather_effective_numba)
+_TWINS["masked_weight"] = (masked_weight_numpy, masked_weight_numba)
 _TWINS["sgd_at_positions"] = (sgd_at_positions_numpy, sgd_at_positions_numba)
 
 
@@ -494,6 +517,13 @@ def csr_matmul(x, data, indices, indptr, n_out):
     """
     dtype = np.result_type(x, data)
     return _pick("csr_matmul")(np.asarray(x, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out))
+
+
+def masked_weight(weight, mask):
+    """(W*M, count of nonzeros in M) for weight and mask of one shape and dtype; see ``masked_weight_numpy``."""
+    if weight.dtype != mask.dtype or weight.shape != mask.shape:
+        return masked_weight_numpy(weight, mask)
+    return _pick("masked_weight")(weight, mask)
 
 
 def gather_effective(weight, mask, flat):

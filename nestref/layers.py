@@ -121,13 +121,6 @@ class MaskedLayer(Layer):
             return None
         return self._active_grad
 
-    def support(self):
-        """The active positions of the current mask as a ``Support`` (rebuilt if the mask changed)."""
-        cached = getattr(self, "_support", None)
-        if cached is None or not cached.matches(self.mask):
-            cached = self._support = Support(self.mask)
-        return cached
-
     @property
     def n_out(self):
         return self.weight.shape[0]
@@ -180,15 +173,31 @@ class Dense(MaskedLayer):
 
     def uses_sparse_kernels(self):
         """Does the current mask make this layer compute with the CSR kernels?"""
-        return self.support().density < self.sparse_below
+        return self._path()[0] is not None
+
+    def _path(self):
+        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as it is now.
+
+        A Support is kept only while it matches the mask (checked here, at every use); the
+        dense path counts the mask's nonzeros while it forms W*M, at no extra pass.
+        """
+        cached = getattr(self, "_support", None)
+        if cached is not None and cached.density < self.sparse_below and cached.matches(self.mask):
+            return cached, None
+        effective, nnz = kernels.masked_weight(self.weight, self.mask)
+        if nnz >= self.sparse_below * self.mask.size:
+            self._support = None
+            return None, effective
+        self._support = Support(self.mask)
+        return self._support, None
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}")
         self._x, self._xt = x, None
-        support = self.support()
-        if support.density >= self.sparse_below:
-            return x @ self.effective_weight().T + self.bias
+        support, effective = self._path()
+        if support is None:
+            return x @ effective.T + self.bias
         # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer returned
         self._xt = np.ascontiguousarray(x.T)
         out_t = kernels.sparse_forward(self._xt, support.values(self), support.indices, support.indptr, self.n_out)
@@ -198,10 +207,10 @@ class Dense(MaskedLayer):
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
         x = self._x
         self.grad_bias = grad_out.sum(axis=0)
-        support = self.support()
-        if support.density >= self.sparse_below:
+        support, effective = self._path()
+        if support is None:
             self.grad_weight = self._dense_weight_gradient(grad_out, x)
-            return grad_out @ self.effective_weight() if input_grad else None
+            return grad_out @ effective if input_grad else None
         grad_t = np.ascontiguousarray(grad_out.T)
         if self._xt is None:  # the forward ran the dense path (the mask changed in between)
             self._xt = np.ascontiguousarray(x.T)

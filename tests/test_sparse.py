@@ -226,3 +226,15 @@ def test_a_layer_crossing_the_threshold_switches_path():
     layer.weight *= layer.mask
     assert layer.uses_sparse_kernels() == (0.2 < layer.sparse_below)
     np.testing.assert_allclose(layer.forward(x), x @ layer.weight.T + layer.bias, rtol=1e-12)
+
+
+@FAST
+@given(seed=st.integers(0, 2**31), shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+       density=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float32, np.float64]))
+def test_masked_weight_twins_agree(seed, shape, density, dtype):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random(shape) < density).astype(dtype)
+    weight = rng.standard_normal(shape).astype(dtype)
+    (a, count_a), (b, count_b) = kernels.masked_weight_numpy(weight, mask), kernels.masked_weight_numba(weight, mask)
+    np.testing.assert_array_equal(a, b)
+    assert count_a == count_b == int((mask != 0).sum()) and b.dtype == dtype
