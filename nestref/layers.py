@@ -344,24 +344,19 @@ class Conv2d(MaskedLayer):
             raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape (out_c, in_c, Ho, Wo) = "
                              f"{expected} for this input, got {self.area_mask.shape}")
 
-    def _per_input_map(self, n, positions):
-        """Views split by input map: cols (N, P, C, k*k), kernel (O, C, k*k), area (O, C, P)."""
-        c, kk = self.n_in, self.kernel_size ** 2
-        return (self._cols.reshape(n, positions, c, kk),
-                self.effective_weight().reshape(self.n_out, c, kk),
-                self.area_mask.reshape(self.n_out, c, positions))
-
     def _area_forward(self, n, positions):
         """(N*P, O) without bias: each input map's contribution, kept only on its area."""
-        cols, kernel, area = self._per_input_map(n, positions)
+        cols, kernel = split_by_input_map(self._cols, self.effective_weight(), n)
+        area = self.area_mask.reshape(self.n_out, self.n_in, positions)
         u = np.zeros((n, positions, self.n_out), dtype=np.result_type(cols, kernel))
         for i in range(self.n_in):
-            u += (cols[:, :, i, :] @ kernel[:, i, :].T) * area[:, i, :].T
+            u += input_map_product(cols, kernel, i) * area[:, i, :].T
         return u.reshape(n * positions, self.n_out)
 
     def _area_backward(self, g, n, positions):
         """g = dL/du (N*P, O) -> dL/dcols (N*P, C*k*k); sets grad_weight (O, C, k, k)."""
-        cols, kernel, area = self._per_input_map(n, positions)
+        cols, kernel = split_by_input_map(self._cols, self.effective_weight(), n)
+        area = self.area_mask.reshape(self.n_out, self.n_in, positions)
         o, c, kk = kernel.shape
         g = g.reshape(n, positions, o)
         grad_weight = np.empty((o, c, kk), dtype=np.result_type(g, cols))
@@ -382,6 +377,25 @@ class Conv2d(MaskedLayer):
     def config(self):
         return {"type": "Conv2d", "in_c": self.n_in, "out_c": self.n_out, "kernel_size": self.kernel_size,
                 "stride": self.stride, "padding": self.padding}
+
+
+def split_by_input_map(cols, kernel, n_images):
+    """One slice per input map, as views: cols (N*P, C*k*k) -> (N, P, C, k*k); kernel (O, C, k, k) -> (O, C, k*k).
+
+    The partial-area convolution (``Conv2d.area_mask``, ``nestref.prune.area_contributions``)
+    works map by map: ``input_map_product`` gives what one input map adds.
+    """
+    out_c, in_c = kernel.shape[:2]
+    kk = kernel.shape[2] * kernel.shape[3]
+    return cols.reshape(n_images, -1, in_c, kk), kernel.reshape(out_c, in_c, kk)
+
+
+def input_map_product(cols, kernel, i):
+    r"""What input map i adds to every output map at every position: $(I_i * K_{\cdot i})(p)$.
+
+    cols (N, P, C, k*k), kernel (O, C, k*k) as ``split_by_input_map`` gives them -> (N, P, O).
+    """
+    return cols[:, :, i, :] @ kernel[:, i, :].T
 
 
 class ReLU(Layer):
