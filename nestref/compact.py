@@ -125,6 +125,8 @@ class CompactNetwork(Network):
             row = layer.config()
             if isinstance(layer, (Dense, Conv2d)):
                 row["nnz"] = int(np.count_nonzero(layer.weight))
+            if isinstance(layer, Conv2d):
+                row["partial_area"] = layer.area_mask is not None
             rows.append(row)
         return rows
 
@@ -297,9 +299,14 @@ class _ModelReader:
         in_c, out_c, k = (self.count(i, cfg, key) for key in ("in_c", "out_c", "kernel_size"))
         stride, padding = self.count(i, cfg, "stride"), self.count(i, cfg, "padding", 0)
         weight = self.array(i, "weight", (out_c, in_c, k, k))
+        partial_area = cfg.get("partial_area")
+        if not isinstance(partial_area, bool):
+            self.fail(f"spec.layers[{i}].partial_area", f"{partial_area!r}, expected true or false")
+        if not partial_area and f"layer{i}.area_mask" in self.arrays:
+            self.fail(f"layer{i}.area_mask", "present, but the spec says the layer has no partial area")
         area = None
-        if f"layer{i}.area_mask" in self.arrays:
-            area = np.asarray(self.arrays[f"layer{i}.area_mask"])
+        if partial_area:
+            area = np.asarray(self.arrays.get(f"layer{i}.area_mask", np.zeros(0)))
             shape = area.shape if area.ndim == 4 else (out_c, in_c, "Ho", "Wo")
             area = self.array(i, "area_mask", shape)  # its Ho, Wo are checked once the shapes chain
         conv = Conv2d(in_c, out_c, k, stride, padding, dtype=weight.dtype)
