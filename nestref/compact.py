@@ -277,6 +277,13 @@ class _ModelReader:
             self.fail(field, "holds NaN or inf")
         return a
 
+    def stored_nonzeros(self, i, cfg, weight):
+        """weight, once the spec's nnz is seen to count its nonzeros."""
+        nnz = self.count(i, cfg, "nnz", 0)
+        if nnz != np.count_nonzero(weight):
+            self.fail(f"spec.layers[{i}].nnz", f"{nnz}, but layer{i}.weight has {np.count_nonzero(weight)} nonzeros")
+        return weight
+
     def sparse_dense(self, i, cfg):
         n_in, n_out, nnz = self.count(i, cfg, "n_in"), self.count(i, cfg, "n_out"), self.count(i, cfg, "nnz", 0)
         indptr = self.array(i, "indptr", (n_out + 1,), "i").astype(np.int64)
@@ -292,13 +299,13 @@ class _ModelReader:
 
     def dense(self, i, cfg):
         n_in, n_out = self.count(i, cfg, "n_in"), self.count(i, cfg, "n_out")
-        weight = self.array(i, "weight", (n_out, n_in))
+        weight = self.stored_nonzeros(i, cfg, self.array(i, "weight", (n_out, n_in)))
         return _fixed(Dense(n_in, n_out, dtype=weight.dtype), weight, self.array(i, "bias", (n_out,)))
 
     def conv(self, i, cfg):
         in_c, out_c, k = (self.count(i, cfg, key) for key in ("in_c", "out_c", "kernel_size"))
         stride, padding = self.count(i, cfg, "stride"), self.count(i, cfg, "padding", 0)
-        weight = self.array(i, "weight", (out_c, in_c, k, k))
+        weight = self.stored_nonzeros(i, cfg, self.array(i, "weight", (out_c, in_c, k, k)))
         partial_area = cfg.get("partial_area")
         if not isinstance(partial_area, bool):
             self.fail(f"spec.layers[{i}].partial_area", f"{partial_area!r}, expected true or false")
