@@ -1,4 +1,5 @@
 """What every benchmark shares: BLAS threads (threadpoolctl), timing in turns, the load average."""
+
 import contextlib
 import os
 import statistics

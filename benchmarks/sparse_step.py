@@ -11,6 +11,7 @@ the median kept; the ratio dense / sparse (> 1: sparse is faster) is measured in
 The crossover is the density where the ratio falls through 1 (linear interpolation
 between the two densities around it): ``nestref.layers.SPARSE_BELOW`` records it.
 """
+
 import argparse
 import json
 import sys
@@ -20,12 +21,19 @@ import numpy as np
 from nestref.models import build, loss_and_grads
 from nestref.optim import SGD
 
-from .common import blas_threads, check_positive_ints, describe_blas, limited_blas, load_average, median, \
-    timed_in_turns
+from .common import (
+    blas_threads,
+    check_positive_ints,
+    describe_blas,
+    limited_blas,
+    load_average,
+    median,
+    timed_in_turns,
+)
 
-REPORTED = (0.02, 0.05, 0.10, 0.20)       # the densities the issue asks about
+REPORTED = (0.02, 0.05, 0.10, 0.20)  # the densities the issue asks about
 SCAN = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40)  # where the crossover is looked for
-TARGET_AT_5_PERCENT = 4.0                 # dense / sparse, at least
+TARGET_AT_5_PERCENT = 4.0  # dense / sparse, at least
 
 
 def forced(net, sparse):
@@ -44,31 +52,60 @@ def stepper(net, batches):
             x, y = batches[b % len(batches)]
             loss_and_grads(net, x, y)
             optimizer.step()
+
     return run
 
 
-def measure(arch="lenet-300-100", densities=SCAN, steps=100, repeats=5, batch_size=64, threads=None, seed=0):
+def measure(
+    arch="lenet-300-100", densities=SCAN, steps=100, repeats=5, batch_size=64, threads=None, seed=0
+):
     """{"rows": [{"density", "sparse_ms", "dense_ms", "ratio"}], "crossover", environment...}."""
     check_positive_ints(steps=steps, repeats=repeats, batch_size=batch_size)
     rng = np.random.default_rng(seed)
     rows = []
     with limited_blas(threads):
-        environment = {"blas": describe_blas(), "blas_threads": blas_threads(), "load_average_before": load_average()}
+        environment = {
+            "blas": describe_blas(),
+            "blas_threads": blas_threads(),
+            "load_average_before": load_average(),
+        }
         for density in densities:
             net = build(arch, density=density, seed=seed)
-            batches = [(rng.random((batch_size,) + net.input_shape, dtype=np.float32),
-                        rng.integers(0, 10, batch_size)) for _ in range(8)]
-            runners = {"sparse": stepper(forced(net.copy(), True), batches),
-                       "dense": stepper(forced(net.copy(), False), batches)}
+            batches = [
+                (
+                    rng.random((batch_size,) + net.input_shape, dtype=np.float32),
+                    rng.integers(0, 10, batch_size),
+                )
+                for _ in range(8)
+            ]
+            runners = {
+                "sparse": stepper(forced(net.copy(), True), batches),
+                "dense": stepper(forced(net.copy(), False), batches),
+            }
             for run in runners.values():
                 run(5)  # warm-up: compilation, caches
-            times = timed_in_turns({k: (lambda run=run: run(steps)) for k, run in runners.items()}, repeats)
+            times = timed_in_turns(
+                {k: (lambda run=run: run(steps)) for k, run in runners.items()}, repeats
+            )
             sparse_ms, dense_ms = (1e3 * median(times[k]) / steps for k in ("sparse", "dense"))
-            rows.append({"density": density, "sparse_ms": sparse_ms, "dense_ms": dense_ms,
-                         "ratio": dense_ms / sparse_ms})
+            rows.append(
+                {
+                    "density": density,
+                    "sparse_ms": sparse_ms,
+                    "dense_ms": dense_ms,
+                    "ratio": dense_ms / sparse_ms,
+                }
+            )
         environment["load_average_after"] = load_average()
-    return {"arch": arch, "batch_size": batch_size, "steps": steps, "repeats": repeats, "rows": rows,
-            "crossover": crossover(rows), **environment}
+    return {
+        "arch": arch,
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "rows": rows,
+        "crossover": crossover(rows),
+        **environment,
+    }
 
 
 def crossover(rows):
@@ -81,25 +118,38 @@ def crossover(rows):
 
 
 def format_results(results):
-    lines = [f"{results['arch']} training step (batch {results['batch_size']}, float32), sparse vs dense path, "
-             f"median of {results['repeats']} x {results['steps']} steps;",
-             f"BLAS {results['blas']}, {results['blas_threads']} thread(s); load average "
-             f"{results['load_average_before']} -> {results['load_average_after']}",
-             f"{'density':>8} {'sparse ms':>10} {'dense ms':>10} {'dense/sparse':>13}"]
+    lines = [
+        f"{results['arch']} training step (batch {results['batch_size']}, float32), sparse vs dense path, "
+        f"median of {results['repeats']} x {results['steps']} steps;",
+        f"BLAS {results['blas']}, {results['blas_threads']} thread(s); load average "
+        f"{results['load_average_before']} -> {results['load_average_after']}",
+        f"{'density':>8} {'sparse ms':>10} {'dense ms':>10} {'dense/sparse':>13}",
+    ]
     for row in results["rows"]:
         mark = f"  (target >= {TARGET_AT_5_PERCENT}x)" if np.isclose(row["density"], 0.05) else ""
-        lines.append(f"{row['density']:>8.2f} {row['sparse_ms']:>10.3f} {row['dense_ms']:>10.3f} "
-                     f"{row['ratio']:>12.2f}x{mark}")
+        lines.append(
+            f"{row['density']:>8.2f} {row['sparse_ms']:>10.3f} {row['dense_ms']:>10.3f} "
+            f"{row['ratio']:>12.2f}x{mark}"
+        )
     found = results["crossover"]
-    lines.append("crossover (sparse stops paying): " + ("beyond the scan" if found is None else f"{found:.3f}"))
+    lines.append(
+        "crossover (sparse stops paying): "
+        + ("beyond the scan" if found is None else f"{found:.3f}")
+    )
     return "\n".join(lines)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sparse_step", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.sparse_step", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--arch", default="lenet-300-100", choices=["lenet-300-100", "lenet5"])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: the reported densities, few steps")
-    parser.add_argument("--densities", type=float, nargs="+", help=f"default: {SCAN} (with --quick {REPORTED})")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: the reported densities, few steps"
+    )
+    parser.add_argument(
+        "--densities", type=float, nargs="+", help=f"default: {SCAN} (with --quick {REPORTED})"
+    )
     parser.add_argument("--steps", type=int, help="timed steps per repeat (default 100, --quick 3)")
     parser.add_argument("--repeats", type=int, help="default 5, --quick 1")
     parser.add_argument("--threads", type=int, help="BLAS threads (default: as they are)")
@@ -107,8 +157,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     densities = args.densities or (REPORTED if args.quick else SCAN)
     try:
-        results = measure(args.arch, densities, args.steps or (3 if args.quick else 100),
-                          args.repeats or (1 if args.quick else 5), threads=args.threads)
+        results = measure(
+            args.arch,
+            densities,
+            args.steps or (3 if args.quick else 100),
+            args.repeats or (1 if args.quick else 5),
+            threads=args.threads,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ builds a ``CompactNetwork`` that does not:
 ``save_compact`` / ``load_compact`` store it as an .npz (no pickle); ``load_compact``
 checks everything it reads before any kernel sees it (``ModelFileError``).
 """
+
 import json
 import math
 from pathlib import Path
@@ -49,9 +50,13 @@ class SparseDense(Layer):
         self.data, self.bias = np.asarray(data), np.asarray(bias)
         indices, self.indptr = np.asarray(indices, np.int64), np.asarray(indptr, np.int64)
         self.n_in = int(n_in)
-        if self.indptr.shape != (len(self.bias) + 1,) or not self.indptr[-1] == len(self.data) == len(indices):
-            raise ValueError("CSR arrays do not fit together: need indptr (out+1,), indptr[-1] == len(data) == "
-                             "len(indices)")
+        if self.indptr.shape != (len(self.bias) + 1,) or not self.indptr[-1] == len(
+            self.data
+        ) == len(indices):
+            raise ValueError(
+                "CSR arrays do not fit together: need indptr (out+1,), indptr[-1] == len(data) == "
+                "len(indices)"
+            )
         self.used, self.local_indices = np.unique(indices, return_inverse=True)
         self.local_indices = self.local_indices.astype(np.int64).reshape(-1)
 
@@ -79,7 +84,9 @@ class SparseDense(Layer):
         return out_t.T  # a transposed view: feature-major for a next SparseDense at no cost
 
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
-        raise NotImplementedError("a compact network is for inference only; train the masked network")
+        raise NotImplementedError(
+            "a compact network is for inference only; train the masked network"
+        )
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.n_in,):
@@ -87,10 +94,20 @@ class SparseDense(Layer):
         return (self.n_out,)
 
     def config(self):
-        return {"type": "SparseDense", "n_in": self.n_in, "n_out": self.n_out, "nnz": len(self.data)}
+        return {
+            "type": "SparseDense",
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "nnz": len(self.data),
+        }
 
     def arrays(self):
-        return {"data": self.data, "indices": self.indices, "indptr": self.indptr, "bias": self.bias}
+        return {
+            "data": self.data,
+            "indices": self.indices,
+            "indptr": self.indptr,
+            "bias": self.bias,
+        }
 
 
 def _fixed(layer, weight, bias, area_mask=None):
@@ -132,8 +149,13 @@ class CompactNetwork(Network):
 
     def to_arrays(self):
         """A dict of plain arrays (npz-ready, no pickle); inverse: ``from_arrays``."""
-        spec = {"format": FORMAT, "version": VERSION, "name": self.name, "input_shape": list(self.input_shape),
-                "layers": self.summary()}
+        spec = {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "layers": self.summary(),
+        }
         found = {"spec": np.array(json.dumps(spec))}
         for i, layer in enumerate(self.layers):
             found.update({f"layer{i}.{key}": value for key, value in _layer_arrays(layer).items()})
@@ -156,8 +178,14 @@ def _compact_layer(layer, sparse_below):
         return _fixed(Dense(layer.n_in, layer.n_out, dtype=weight.dtype), weight, layer.bias.copy())
     if isinstance(layer, Conv2d):
         area = None if layer.area_mask is None else layer.area_mask.copy()
-        conv = Conv2d(layer.n_in, layer.n_out, layer.kernel_size, layer.stride, layer.padding,
-                      dtype=layer.weight.dtype)
+        conv = Conv2d(
+            layer.n_in,
+            layer.n_out,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            dtype=layer.weight.dtype,
+        )
         return _fixed(conv, layer.effective_weight(), layer.bias.copy(), area)
     if isinstance(layer, ReLU):
         return ReLU()
@@ -174,12 +202,19 @@ def compact(net, sparse_below=0.3):
     sparse_below: Dense layers with density (after dead units are gone) below it are
     stored as CSR, the others densely.
     """
-    if isinstance(sparse_below, bool) or not isinstance(sparse_below, (int, float)) or not 0 <= sparse_below <= 1:
+    if (
+        isinstance(sparse_below, bool)
+        or not isinstance(sparse_below, (int, float))
+        or not 0 <= sparse_below <= 1
+    ):
         raise ValueError(f"sparse_below must be a number in [0, 1], got {sparse_below!r}")
     pruned = net.copy()
     remove_dead_neurons(pruned)
-    return CompactNetwork([_compact_layer(layer, sparse_below) for layer in pruned.layers],
-                          pruned.input_shape, name=f"{net.name}-compact")
+    return CompactNetwork(
+        [_compact_layer(layer, sparse_below) for layer in pruned.layers],
+        pruned.input_shape,
+        name=f"{net.name}-compact",
+    )
 
 
 def save_compact(path, cnet):
@@ -193,8 +228,10 @@ def load_compact(path):
     try:
         arrays = load_arrays(path)
     except (OSError, ValueError) as err:  # missing, unreadable, not an npz
-        raise ModelFileError(f"{path}: cannot read it as a compact model ({err}); give the model.npz that "
-                             f"`nestref synthesize` wrote") from err
+        raise ModelFileError(
+            f"{path}: cannot read it as a compact model ({err}); give the model.npz that "
+            f"`nestref synthesize` wrote"
+        ) from err
     return CompactNetwork.from_arrays(arrays, source=str(path))
 
 
@@ -239,8 +276,11 @@ class _ModelReader:
         if not isinstance(spec, dict):
             self.fail("spec", f"a {type(spec).__name__}, expected a JSON object")
         if spec.get("format") != FORMAT or spec.get("version") != VERSION:
-            self.fail("spec", f"not a {FORMAT} v{VERSION} file: format={spec.get('format')!r}, "
-                              f"version={spec.get('version')!r}")
+            self.fail(
+                "spec",
+                f"not a {FORMAT} v{VERSION} file: format={spec.get('format')!r}, "
+                f"version={spec.get('version')!r}",
+            )
         shape = spec.get("input_shape")
         if not isinstance(shape, list) or not shape or not all(_is_count(s) for s in shape):
             self.fail("spec.input_shape", f"{shape!r}, expected a list of positive ints")
@@ -281,26 +321,39 @@ class _ModelReader:
         """weight, once the spec's nnz is seen to count its nonzeros."""
         nnz = self.count(i, cfg, "nnz", 0)
         if nnz != np.count_nonzero(weight):
-            self.fail(f"spec.layers[{i}].nnz", f"{nnz}, but layer{i}.weight has {np.count_nonzero(weight)} nonzeros")
+            self.fail(
+                f"spec.layers[{i}].nnz",
+                f"{nnz}, but layer{i}.weight has {np.count_nonzero(weight)} nonzeros",
+            )
         return weight
 
     def sparse_dense(self, i, cfg):
-        n_in, n_out, nnz = self.count(i, cfg, "n_in"), self.count(i, cfg, "n_out"), self.count(i, cfg, "nnz", 0)
+        n_in, n_out, nnz = (
+            self.count(i, cfg, "n_in"),
+            self.count(i, cfg, "n_out"),
+            self.count(i, cfg, "nnz", 0),
+        )
         indptr = self.array(i, "indptr", (n_out + 1,), "i").astype(np.int64)
         if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != nnz:
-            self.fail(f"layer{i}.indptr", f"row starts must rise from 0 to nnz={nnz}, got {indptr[0]} .. "
-                                          f"{indptr[-1]}" + (" (falling somewhere)" if np.any(np.diff(indptr) < 0)
-                                                             else ""))
+            self.fail(
+                f"layer{i}.indptr",
+                f"row starts must rise from 0 to nnz={nnz}, got {indptr[0]} .. "
+                f"{indptr[-1]}" + (" (falling somewhere)" if np.any(np.diff(indptr) < 0) else ""),
+            )
         indices = self.array(i, "indices", (nnz,), "i")
         if nnz and (indices.min() < 0 or indices.max() >= n_in):
             bad = indices[(indices < 0) | (indices >= n_in)][0]
             self.fail(f"layer{i}.indices", f"column index {bad} out of range [0, {n_in})")
-        return SparseDense(self.array(i, "data", (nnz,)), indices, indptr, n_in, self.array(i, "bias", (n_out,)))
+        return SparseDense(
+            self.array(i, "data", (nnz,)), indices, indptr, n_in, self.array(i, "bias", (n_out,))
+        )
 
     def dense(self, i, cfg):
         n_in, n_out = self.count(i, cfg, "n_in"), self.count(i, cfg, "n_out")
         weight = self.stored_nonzeros(i, cfg, self.array(i, "weight", (n_out, n_in)))
-        return _fixed(Dense(n_in, n_out, dtype=weight.dtype), weight, self.array(i, "bias", (n_out,)))
+        return _fixed(
+            Dense(n_in, n_out, dtype=weight.dtype), weight, self.array(i, "bias", (n_out,))
+        )
 
     def conv(self, i, cfg):
         in_c, out_c, k = (self.count(i, cfg, key) for key in ("in_c", "out_c", "kernel_size"))
@@ -310,7 +363,9 @@ class _ModelReader:
         if not isinstance(partial_area, bool):
             self.fail(f"spec.layers[{i}].partial_area", f"{partial_area!r}, expected true or false")
         if not partial_area and f"layer{i}.area_mask" in self.arrays:
-            self.fail(f"layer{i}.area_mask", "present, but the spec says the layer has no partial area")
+            self.fail(
+                f"layer{i}.area_mask", "present, but the spec says the layer has no partial area"
+            )
         area = None
         if partial_area:
             area = np.asarray(self.arrays.get(f"layer{i}.area_mask", np.zeros(0)))
@@ -324,7 +379,12 @@ class _ModelReader:
 
 
 def _is_count(value, low=1):
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value < 2**31 and math.isfinite(value)
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and low <= value < 2**31
+        and math.isfinite(value)
+    )
 
 
 _READERS = {

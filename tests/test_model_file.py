@@ -6,6 +6,7 @@ dtype, a spec that is not JSON, names an unknown layer kind or breaks the chain 
 shapes) and checks that loading names the file and the field, with no crash and no
 network built. The untouched file loads and computes what was saved.
 """
+
 import json
 import tempfile
 from pathlib import Path
@@ -34,8 +35,10 @@ def _models():
         prune_network(conv, 0.3)
     prune_partial_area(conv, 2, 0.3, layer_input(conv, 2, x))
     # one model of SparseDense layers, one of Conv2d, pooling, Flatten and (dense) Dense layers
-    return {"lenet-300-100": compact(dense, sparse_below=1.0).to_arrays(),
-            "lenet5": compact(conv, sparse_below=0.0).to_arrays()}
+    return {
+        "lenet-300-100": compact(dense, sparse_below=1.0).to_arrays(),
+        "lenet5": compact(conv, sparse_below=0.0).to_arrays(),
+    }
 
 
 MODELS = _models()
@@ -56,20 +59,43 @@ def keys_ending(arrays, suffix):
 @st.composite
 def tampered(draw):
     """(description, tampered arrays) of one of the models."""
-    kind = draw(st.sampled_from(["index", "indptr_falls", "indptr_end", "missing", "not_finite", "shape", "dtype",
-                                 "spec_json", "spec_type", "spec_kind", "spec_chain", "spec_field", "spec_missing",
-                                 "area_shape"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "index",
+                "indptr_falls",
+                "indptr_end",
+                "missing",
+                "not_finite",
+                "shape",
+                "dtype",
+                "spec_json",
+                "spec_type",
+                "spec_kind",
+                "spec_chain",
+                "spec_field",
+                "spec_missing",
+                "area_shape",
+            ]
+        )
+    )
     csr = kind in ("index", "indptr_falls", "indptr_end")
-    name = "lenet-300-100" if csr else "lenet5" if kind == "area_shape" else draw(st.sampled_from(sorted(MODELS)))
+    name = (
+        "lenet-300-100"
+        if csr
+        else "lenet5"
+        if kind == "area_shape"
+        else draw(st.sampled_from(sorted(MODELS)))
+    )
     arrays = dict(MODELS[name])
     if kind == "index":
         key = draw(st.sampled_from(keys_ending(arrays, ".indices")))
-        layer = int(key[len("layer"):key.index(".")])
+        layer = int(key[len("layer") : key.index(".")])
         n_in = spec_of(arrays)["layers"][layer]["n_in"]
         bad = arrays[key].copy()
         if bad.size == 0:
             return kind, {k: v for k, v in arrays.items() if k != key}
-        bad[draw(st.integers(0, bad.size - 1))] = draw(st.sampled_from([-1, -2**40, n_in, 10**6]))
+        bad[draw(st.integers(0, bad.size - 1))] = draw(st.sampled_from([-1, -(2**40), n_in, 10**6]))
         arrays[key] = bad
     elif kind in ("indptr_falls", "indptr_end"):
         key = draw(st.sampled_from(keys_ending(arrays, ".indptr")))
@@ -83,20 +109,34 @@ def tampered(draw):
     elif kind == "missing":
         del arrays[draw(st.sampled_from(sorted(k for k in arrays if k != "spec")))]
     elif kind == "not_finite":
-        key = draw(st.sampled_from(sorted(k for k in arrays if k != "spec" and arrays[k].dtype.kind == "f"
-                                          and arrays[k].size)))
+        key = draw(
+            st.sampled_from(
+                sorted(
+                    k
+                    for k in arrays
+                    if k != "spec" and arrays[k].dtype.kind == "f" and arrays[k].size
+                )
+            )
+        )
         bad = arrays[key].astype(arrays[key].dtype)
-        bad.flat[draw(st.integers(0, bad.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        bad.flat[draw(st.integers(0, bad.size - 1))] = draw(
+            st.sampled_from([np.nan, np.inf, -np.inf])
+        )
         arrays[key] = bad
     elif kind == "shape":
         key = draw(st.sampled_from(sorted(k for k in arrays if k != "spec")))
         arrays[key] = np.concatenate([arrays[key].reshape(-1), arrays[key].reshape(-1)[:1]])
     elif kind == "dtype":
         key = draw(st.sampled_from(sorted(k for k in arrays if k != "spec")))
-        arrays[key] = (arrays[key].astype(np.float64) if arrays[key].dtype.kind in "iu"
-                       else np.full(arrays[key].shape, "w"))
+        arrays[key] = (
+            arrays[key].astype(np.float64)
+            if arrays[key].dtype.kind in "iu"
+            else np.full(arrays[key].shape, "w")
+        )
     elif kind == "spec_json":
-        arrays = with_spec(arrays, draw(st.sampled_from(['{"format": "nestref-compact"', "[1, 2]", "7", "null"])))
+        arrays = with_spec(
+            arrays, draw(st.sampled_from(['{"format": "nestref-compact"', "[1, 2]", "7", "null"]))
+        )
     elif kind == "spec_type":
         spec = spec_of(arrays)
         spec["layers"] = draw(st.sampled_from([[], None, "Dense", {"type": "ReLU"}]))
@@ -104,7 +144,8 @@ def tampered(draw):
     elif kind == "spec_kind":
         spec = spec_of(arrays)
         spec["layers"][draw(st.integers(0, len(spec["layers"]) - 1))]["type"] = draw(
-            st.sampled_from(["Linear", "Softmax", "", "__init__"]))
+            st.sampled_from(["Linear", "Softmax", "", "__init__"])
+        )
         arrays = with_spec(arrays, spec)
     elif kind == "spec_chain":
         spec = spec_of(arrays)
@@ -114,9 +155,18 @@ def tampered(draw):
         spec = spec_of(arrays)
         sized = [cfg for cfg in spec["layers"] if "n_in" in cfg or "in_c" in cfg]
         cfg = draw(st.sampled_from(sized))
-        key = draw(st.sampled_from(sorted(k for k in cfg if k in ("n_in", "n_out", "in_c", "out_c", "kernel_size",
-                                                                  "nnz"))))
-        cfg[key] = draw(st.sampled_from([-1, 0, 2**40, 1.5, "3", None, True])) if key != "nnz" else cfg[key] + 1
+        key = draw(
+            st.sampled_from(
+                sorted(
+                    k for k in cfg if k in ("n_in", "n_out", "in_c", "out_c", "kernel_size", "nnz")
+                )
+            )
+        )
+        cfg[key] = (
+            draw(st.sampled_from([-1, 0, 2**40, 1.5, "3", None, True]))
+            if key != "nnz"
+            else cfg[key] + 1
+        )
         arrays = with_spec(arrays, spec)
     elif kind == "spec_missing":
         spec = spec_of(arrays)
@@ -151,7 +201,9 @@ def test_the_untouched_model_file_loads_and_computes_what_was_saved(tmp_path, na
     assert set(again) == set(MODELS[name])
     x = np.random.default_rng(0).random((3,) + loaded.input_shape).astype(np.float32)
     save_compact(tmp_path / "again.npz", loaded)
-    np.testing.assert_array_equal(load_compact(tmp_path / "again.npz").forward(x), loaded.forward(x))
+    np.testing.assert_array_equal(
+        load_compact(tmp_path / "again.npz").forward(x), loaded.forward(x)
+    )
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04 truncated"])

@@ -5,6 +5,7 @@ a Dense layer below ``SPARSE_BELOW`` must give the dense path's outputs, gradien
 and SGD steps within float tolerance; and whatever edits a mask (in place, through a
 view, by replacing it, by unit surgery), the next use of the layer follows the edit.
 """
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,9 +27,17 @@ def random_sparse(rng, n_out, n_in, density, dtype):
 
 
 @FAST
-@given(seed=st.integers(0, 2**31), n=st.integers(0, 300), n_in=st.integers(1, 40), n_out=st.integers(1, 30),
-       density=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float32, np.float64]))
-def test_sparse_kernel_twins_agree_with_each_other_and_with_dense_products(seed, n, n_in, n_out, density, dtype):
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(0, 300),
+    n_in=st.integers(1, 40),
+    n_out=st.integers(1, 30),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_sparse_kernel_twins_agree_with_each_other_and_with_dense_products(
+    seed, n, n_in, n_out, density, dtype
+):
     rng = np.random.default_rng(seed)
     weight, _, support, data = random_sparse(rng, n_out, n_in, density, dtype)
     xt = rng.standard_normal((n_in, n)).astype(dtype)
@@ -41,7 +50,9 @@ def test_sparse_kernel_twins_agree_with_each_other_and_with_dense_products(seed,
         ("sparse_weight_grad", (gt, xt, *args), (gt @ xt.T).reshape(-1)[support.flat]),
     ]
     for name, arguments, dense in cases:
-        numpy_twin, numba_twin = (getattr(kernels, f"{name}_{backend}") for backend in ("numpy", "numba"))
+        numpy_twin, numba_twin = (
+            getattr(kernels, f"{name}_{backend}") for backend in ("numpy", "numba")
+        )
         a, b = numpy_twin(*arguments), numba_twin(*arguments)
         assert a.shape == b.shape == dense.shape and b.dtype == dtype, name
         np.testing.assert_allclose(b, a, rtol=tol, atol=tol * max(1, n), err_msg=name)
@@ -49,8 +60,12 @@ def test_sparse_kernel_twins_agree_with_each_other_and_with_dense_products(seed,
 
 
 @FAST
-@given(seed=st.integers(0, 2**31), shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
-       density=st.floats(0.0, 1.0), flips=st.integers(0, 3))
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    density=st.floats(0.0, 1.0),
+    flips=st.integers(0, 3),
+)
 def test_same_support_twins_agree_and_see_every_change(seed, shape, density, flips):
     rng = np.random.default_rng(seed)
     mask = (rng.random(shape) < density).astype(np.float32)
@@ -59,19 +74,30 @@ def test_same_support_twins_agree_and_see_every_change(seed, shape, density, fli
     for _ in range(flips):
         edited.flat[rng.integers(edited.size)] = rng.choice([0.0, 1.0, 0.5])
     expected = np.array_equal(np.flatnonzero(edited), flat)
-    assert kernels.same_support_numpy(edited, flat) == kernels.same_support_numba(edited, flat) == expected
+    assert (
+        kernels.same_support_numpy(edited, flat)
+        == kernels.same_support_numba(edited, flat)
+        == expected
+    )
 
 
 @FAST
-@given(seed=st.integers(0, 2**31), size=st.integers(1, 200), density=st.floats(0.0, 1.0),
-       momentum=st.floats(0.0, 0.99), weight_decay=st.floats(0.0, 0.1))
+@given(
+    seed=st.integers(0, 2**31),
+    size=st.integers(1, 200),
+    density=st.floats(0.0, 1.0),
+    momentum=st.floats(0.0, 0.99),
+    weight_decay=st.floats(0.0, 0.1),
+)
 def test_gather_and_sgd_twins_agree(seed, size, density, momentum, weight_decay):
     rng = np.random.default_rng(seed)
     mask = (rng.random(size) < density).astype(np.float64)
     flat = np.flatnonzero(mask)
     weight, velocity = rng.standard_normal(size) * mask, rng.standard_normal(size) * mask
-    np.testing.assert_array_equal(kernels.gather_effective_numpy(weight, mask, flat),
-                                  kernels.gather_effective_numba(weight, mask, flat))
+    np.testing.assert_array_equal(
+        kernels.gather_effective_numpy(weight, mask, flat),
+        kernels.gather_effective_numba(weight, mask, flat),
+    )
     grad = rng.standard_normal(len(flat))
     results = []
     for twin in (kernels.sgd_at_positions_numpy, kernels.sgd_at_positions_numba):
@@ -120,7 +146,9 @@ def test_sparse_layers_give_the_dense_paths_outputs_gradients_and_steps(dtype, t
         for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
             assert a.active_weight_gradient() is not None and b.active_weight_gradient() is None
             support, values = a.active_weight_gradient()
-            np.testing.assert_allclose(values, b.grad_weight.reshape(-1)[support.flat], rtol=tol, atol=tol)
+            np.testing.assert_allclose(
+                values, b.grad_weight.reshape(-1)[support.flat], rtol=tol, atol=tol
+            )
             # the gradient at every position (growth's), dormant ones included, computed on request
             np.testing.assert_allclose(a.grad_weight, b.grad_weight, rtol=tol, atol=tol)
             np.testing.assert_allclose(a.grad_bias, b.grad_bias, rtol=tol, atol=tol)
@@ -128,8 +156,12 @@ def test_sparse_layers_give_the_dense_paths_outputs_gradients_and_steps(dtype, t
             optimizer.step()
         for (i, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
             np.testing.assert_allclose(a.weight, b.weight, rtol=tol, atol=tol)
-            np.testing.assert_allclose(optimizers[0].velocity[i]["weight"], optimizers[1].velocity[i]["weight"],
-                                       rtol=tol, atol=tol)
+            np.testing.assert_allclose(
+                optimizers[0].velocity[i]["weight"],
+                optimizers[1].velocity[i]["weight"],
+                rtol=tol,
+                atol=tol,
+            )
             assert np.all(a.weight[a.mask == 0] == 0)
 
 
@@ -139,7 +171,9 @@ def test_dense_weight_grad_on_request_equals_the_lazy_one():
     loss_and_grads(net, x, y, dense_weight_grad=True)
     eager = [layer._grad_weight.copy() for _, layer in net.masked_layers()]
     loss_and_grads(net, x, y)
-    assert all(layer._grad_weight is None for _, layer in net.masked_layers())  # not computed unless read
+    assert all(
+        layer._grad_weight is None for _, layer in net.masked_layers()
+    )  # not computed unless read
     for g, (_, layer) in zip(eager, net.masked_layers()):
         np.testing.assert_allclose(layer.grad_weight, g, rtol=1e-6, atol=1e-7)
         assert np.any(g[layer.mask == 0] != 0)  # dormant positions have their slope
@@ -163,7 +197,9 @@ def replace_the_array(layer, rng):
     layer.mask = (rng.random(layer.mask.shape) < 0.1).astype(layer.mask.dtype)
 
 
-@pytest.mark.parametrize("edit", [edit_in_place, edit_through_a_view, edit_with_flat, replace_the_array])
+@pytest.mark.parametrize(
+    "edit", [edit_in_place, edit_through_a_view, edit_with_flat, replace_the_array]
+)
 def test_the_sparse_structure_follows_every_kind_of_mask_edit(edit):
     """After any edit of a mask, forward, backward and step agree with the dense path."""
     rng = np.random.default_rng(0)
@@ -187,7 +223,9 @@ def test_the_sparse_structure_follows_every_kind_of_mask_edit(edit):
             for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
                 edit(a, rng)
                 b.mask = a.mask.copy()
-            assert all(layer.active_weight_gradient() is None for _, layer in sparse.masked_layers())
+            assert all(
+                layer.active_weight_gradient() is None for _, layer in sparse.masked_layers()
+            )
         for optimizer in optimizers:
             optimizer.step()
         for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
@@ -229,12 +267,19 @@ def test_a_layer_crossing_the_threshold_switches_path():
 
 
 @FAST
-@given(seed=st.integers(0, 2**31), shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
-       density=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    seed=st.integers(0, 2**31),
+    shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 def test_masked_weight_twins_agree(seed, shape, density, dtype):
     rng = np.random.default_rng(seed)
     mask = (rng.random(shape) < density).astype(dtype)
     weight = rng.standard_normal(shape).astype(dtype)
-    (a, count_a), (b, count_b) = kernels.masked_weight_numpy(weight, mask), kernels.masked_weight_numba(weight, mask)
+    (a, count_a), (b, count_b) = (
+        kernels.masked_weight_numpy(weight, mask),
+        kernels.masked_weight_numba(weight, mask),
+    )
     np.testing.assert_array_equal(a, b)
     assert count_a == count_b == int((mask != 0).sum()) and b.dtype == dtype
