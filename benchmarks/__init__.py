@@ -1,4 +1,4 @@
-"""Speed benchmarks of nestref, outside the package: ``python -m benchmarks.NAME`` from the repository root.
+"""Speed benchmarks of nestref, outside the package: ``python -m benchmarks.NAME`` (from the root).
 
     training         nestref vs PyTorch dense training (LeNet-300-100, LeNet-5)
     sparse_step      sparse vs dense training step at 2, 5, 10, 20% density; the crossover

@@ -143,12 +143,14 @@ def measure(
 
 def format_results(r):
     lines = [
-        f"LeNet-300-100, {r['epochs']} training epoch(s), pruned in {r['rounds']} rounds to density "
+        f"LeNet-300-100, {r['epochs']} training epoch(s), pruned in {r['rounds']} rounds "
+        f"to density "
         f"{r['density']:.4f} ({r['params']} params, {r['flops_per_image']} FLOPs per image vs "
         f"{r['dense_flops_per_image']} dense)",
         f"compact layers: {r['layers']}",
         f"predict on {r['images']} {r['data']}, batch {r['batch_size']}, median of {r['repeats']}, "
-        f"{r['blas_threads']} BLAS thread(s), load average {r['load_average'][0]} -> {r['load_average'][1]}:",
+        f"{r['blas_threads']} BLAS thread(s), "
+        f"load average {r['load_average'][0]} -> {r['load_average'][1]}:",
     ]
     for name, ms in r["ms"].items():
         lines.append(f"  {name:8s} {ms:9.2f} ms   test error {r['errors'][name]:.4f}")

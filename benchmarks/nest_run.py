@@ -83,8 +83,10 @@ def format_results(r):
         )
     )
     lines = [
-        f"NeST {r['arch']}{' (quick smoke run)' if r['quick'] else ''}: {minutes:.2f} min wall{verdict}, "
-        f"{r['blas_threads']} BLAS thread(s), load average {r['load_average'][0]} -> {r['load_average'][1]}",
+        f"NeST {r['arch']}{' (quick smoke run)' if r['quick'] else ''}: "
+        f"{minutes:.2f} min wall{verdict}, "
+        f"{r['blas_threads']} BLAS thread(s), "
+        f"load average {r['load_average'][0]} -> {r['load_average'][1]}",
         f"  test error {r['test_error']}, params {r['params']}",
     ]
     lines += [f"  {phase:<12} {seconds:8.1f} s" for phase, seconds in r["phases"].items()]

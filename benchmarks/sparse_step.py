@@ -1,6 +1,6 @@
 """A training step on the sparse path against the dense path, by density; and the crossover.
 
-    python -m benchmarks.sparse_step [--quick] [--arch lenet-300-100] [--threads N] [--json out.json]
+    python -m benchmarks.sparse_step [--quick] [--arch lenet-300-100] [--threads N] [--json F]
 
 For each density, one seeded network with every masked layer at that density is timed
 twice: once with its Dense layers forced onto the CSR kernels, once forced onto the
@@ -109,7 +109,7 @@ def measure(
 
 
 def crossover(rows):
-    """The density where dense/sparse falls through 1, interpolated; None if it never does in the scan."""
+    """The density where dense/sparse falls through 1, interpolated; None if not in the scan."""
     for before, after in zip(rows, rows[1:]):
         if before["ratio"] >= 1.0 > after["ratio"]:
             t = (before["ratio"] - 1.0) / (before["ratio"] - after["ratio"])
@@ -119,7 +119,8 @@ def crossover(rows):
 
 def format_results(results):
     lines = [
-        f"{results['arch']} training step (batch {results['batch_size']}, float32), sparse vs dense path, "
+        f"{results['arch']} training step (batch {results['batch_size']}, float32), "
+        "sparse vs dense path, "
         f"median of {results['repeats']} x {results['steps']} steps;",
         f"BLAS {results['blas']}, {results['blas_threads']} thread(s); load average "
         f"{results['load_average_before']} -> {results['load_average_after']}",

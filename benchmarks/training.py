@@ -1,6 +1,6 @@
 """Training speed of nestref against PyTorch on the CPU.
 
-    python -m benchmarks.training [--quick] [--networks lenet-300-100 lenet5] [--threads 2] [--json out.json]
+    python -m benchmarks.training [--quick] [--networks lenet-300-100 lenet5] [--threads 2]
 
 
 What is timed, for each network: ``n_batches`` training steps (forward, softmax
@@ -55,7 +55,7 @@ SLOW_BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 # ------------------------------------------------------------------ measurements
 def matmul_peak_gflops(size=2048, repeats=3):
-    """Best float32 GFLOP/s of ``np.matmul`` on two (size, size) matrices: the machine's GEMM peak."""
+    """Best float32 GFLOP/s of ``np.matmul`` on two (size, size) matrices: the GEMM peak."""
     rng = np.random.default_rng(0)
     a = rng.random((size, size), dtype=np.float32)
     b = rng.random((size, size), dtype=np.float32)
@@ -328,7 +328,7 @@ def _bench_network(
 
 @contextlib.contextmanager
 def _torch_threads(n, use_torch):
-    """Set PyTorch's intra-op threads to n for the body; yields the count in force (None without torch)."""
+    """Set PyTorch's intra-op threads to n for the body; yields the count (None without torch)."""
     if not use_torch:
         yield None
         return
@@ -410,7 +410,8 @@ def format_results(results):
     env, settings = results["environment"], results["settings"]
     lines = [
         f"nestref training benchmark: batch {settings['batch_size']}, float32, "
-        f"SGD(lr={settings['lr']}, momentum={settings['momentum']}), median of {settings['repeats']} repeats "
+        f"SGD(lr={settings['lr']}, momentum={settings['momentum']}), "
+        f"median of {settings['repeats']} repeats "
         f"after {settings['warmup']} warm-up batches"
     ]
     lines.append(
@@ -452,7 +453,8 @@ def format_results(results):
         else:
             verdict = "met" if r["meets_target"] else "NOT met"
             row += (
-                f"  {theirs['ms_per_batch']:>14.3f} {theirs['gflops']:>8.2f} {100 * theirs['fraction_of_peak']:>5.1f}%"
+                f"  {theirs['ms_per_batch']:>14.3f} {theirs['gflops']:>8.2f} "
+                f"{100 * theirs['fraction_of_peak']:>5.1f}%"
                 f"  {r['ratio']:>6.2f}  <= {r['target']} {verdict}"
             )
         lines.append(row)

@@ -120,7 +120,7 @@ def _fixed(layer, weight, bias, area_mask=None):
 
 
 def _layer_arrays(layer):
-    """The arrays ``save_compact`` stores for one compact layer (none for ReLU, pooling, flatten)."""
+    """The arrays ``save_compact`` stores for one layer (none for ReLU, pooling, flatten)."""
     if isinstance(layer, SparseDense):
         return layer.arrays()
     if isinstance(layer, (Dense, Conv2d)):
@@ -133,10 +133,14 @@ def _layer_arrays(layer):
 
 # ============================================================ the network
 class CompactNetwork(Network):
-    """An inference-only ``Network`` of compact layers. forward: x (N, *input_shape) -> logits (N, n_classes)."""
+    """An inference-only ``Network`` of compact layers.
+
+    forward: x (N, *input_shape) -> logits (N, n_classes)
+    """
 
     def summary(self):
-        """One config dict per layer (type, sizes, and ``nnz``: stored nonzero weights where there are weights)."""
+        """One config dict per layer: type, sizes, and ``nnz`` (stored nonzero weights) where
+        there are weights; conv layers say whether they have a ``partial_area``."""
         rows = []
         for layer in self.layers:
             row = layer.config()
@@ -163,11 +167,12 @@ class CompactNetwork(Network):
 
     @classmethod
     def from_arrays(cls, arrays, source="the arrays"):
-        """Inverse of ``to_arrays``, after checking every field (``ModelFileError`` naming ``source``)."""
+        """Inverse of ``to_arrays``, after checking every field (errors name ``source``)."""
         return _ModelReader(arrays, source).network()
 
     def __repr__(self):
-        return f"CompactNetwork({self.name!r}, input_shape={self.input_shape}, layers={self.summary()})"
+        shape = self.input_shape
+        return f"CompactNetwork({self.name!r}, input_shape={shape}, layers={self.summary()})"
 
 
 def _compact_layer(layer, sparse_below):
@@ -223,7 +228,7 @@ def save_compact(path, cnet):
 
 
 def load_compact(path):
-    """Read a ``CompactNetwork`` written by ``save_compact``; ``ModelFileError`` if anything in it is wrong."""
+    """Read a ``CompactNetwork`` written by ``save_compact``; ``ModelFileError`` if it is wrong."""
     path = Path(path)
     try:
         arrays = load_arrays(path)
@@ -236,7 +241,8 @@ def load_compact(path):
 
 
 # ============================================================ validation
-_REWRITE = "the file is damaged or not a nestref compact model: write it again with nestref.compact.save_compact"
+_REWRITE = ("the file is damaged or not a nestref compact model: "
+            "write it again with nestref.compact.save_compact")
 
 
 class _ModelReader:
@@ -304,7 +310,7 @@ class _ModelReader:
         return value
 
     def array(self, i, key, shape, kind="f"):
-        """layer{i}.{key}, checked: present, of the kind (f: finite floats, i: ints) and the shape."""
+        """layer{i}.{key}, checked: present, of the kind (f: finite floats, i: ints) and shape."""
         field = f"layer{i}.{key}"
         if field not in self.arrays:
             self.fail(field, "missing")
