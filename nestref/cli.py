@@ -1,4 +1,4 @@
-"""The ``nestref`` command: train, synthesize, report, bench.
+"""The ``nestref`` command: train, synthesize, report (benchmarks: ``python -m benchmarks.NAME``).
 
 Only this module talks to the screen: it turns the callbacks of the loops into a
 progress bar and lines of text.
@@ -381,9 +381,7 @@ def build_parser():
     p.add_argument("images", help=".npy of images (N, H, W) or (N, C, H, W): uint8 0-255 or floats in [0, 1]")
     p.set_defaults(func=cmd_predict)
 
-    # `nestref bench ...` is handed to nestref.bench before parsing (see main); listed here for --help
-    sub.add_parser("bench", help="time training against PyTorch (nestref bench --help for its options)")
-    # `nestref conformance ...` is handed to nestref.conformance the same way
+    # `nestref conformance ...` is handed to nestref.conformance before parsing (see main); listed here for --help
     sub.add_parser("conformance", help="write or check the conformance cases for ports (see conformance/README.md)")
     return parser
 
@@ -397,9 +395,6 @@ def _one_line(err):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
-        return bench_main(argv[1:])
     if argv[:1] == ["conformance"]:
         from .conformance import main as conformance_main
         return conformance_main(argv[1:])

@@ -5,36 +5,60 @@ builds a ``CompactNetwork`` that does not:
 
     1. dead units are removed (on a copy, ``nestref.prune.remove_dead_neurons``),
        so every weight matrix shrinks to the surviving widths;
-    2. each Dense layer is stored as CSR (data, indices, indptr) when its density is
-       below ``sparse_below`` (0.3 by default) and multiplied with the Numba kernel
-       ``nestref.kernels.csr_matmul``; denser ones stay dense matrices (BLAS);
-    3. conv layers keep dense kernels with the masks applied (W*M), and their area masks.
+    2. each Dense layer whose density is below ``sparse_below`` (0.3 by default)
+       becomes a ``SparseDense``: CSR over the input units it uses (an input no
+       weight reads, e.g. a border pixel, is not even gathered), multiplied on
+       feature-major inputs by ``nestref.kernels.sparse_forward``; denser ones stay
+       ``nestref.layers.Dense`` with their pruned weights (BLAS);
+    3. conv layers stay ``nestref.layers.Conv2d`` with the masks applied (W*M) and
+       their area masks; ReLU, MaxPool2d and Flatten are ``nestref.layers``' own.
 
-``CompactNetwork.forward(x)`` gives the masked network's logits (up to float
-rounding). ``save_compact`` / ``load_compact`` store it as an .npz (no pickle).
+``CompactNetwork`` is a ``nestref.models.Network``: the same forward and predict.
+``compact(net).predict(x)`` gives the masked network's logits (up to float rounding).
+``save_compact`` / ``load_compact`` store it as an .npz (no pickle); ``load_compact``
+checks everything it reads before any kernel sees it (``ModelFileError``).
 """
+
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 
 from . import kernels
-from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from .errors import ModelFileError
+from .layers import Conv2d, Dense, Flatten, Layer, MaxPool2d, ReLU
+from .models import Network
 from .prune import remove_dead_neurons
 from .storage import load_arrays, save_arrays
 
 FORMAT = "nestref-compact"
-VERSION = 1
+VERSION = 2
 
 
-# ======================================================= inference-only layers
-class SparseDense:
-    """u = x @ W.T + b with W (out, in) stored as CSR. x (N, in) -> (N, out)."""
+# ======================================================= the one new layer
+class SparseDense(Layer):
+    r"""$u = x W^\top + b$ with W (out, in) stored as CSR over the input units it uses.
+
+    x (N, in) -> u (N, out). ``used``: the input units with a nonzero weight, ascending;
+    ``indices`` count among them (0 .. len(used) - 1), so the forward gathers those
+    columns of x once, transposed (used, N), and runs ``kernels.sparse_forward`` on them.
+    Inference only: there is no backward.
+    """
 
     def __init__(self, data, indices, indptr, n_in, bias):
-        self.data, self.indices, self.indptr = np.asarray(data), np.asarray(indices, np.int64), np.asarray(indptr, np.int64)
-        self.n_in, self.bias = int(n_in), np.asarray(bias)
-        if self.indptr.shape != (len(self.bias) + 1,) or not self.indptr[-1] == len(self.data) == len(self.indices):
-            raise ValueError("CSR arrays do not fit together: need indptr (out+1,), indptr[-1] == len(data) == len(indices)")
+        self.data, self.bias = np.asarray(data), np.asarray(bias)
+        indices, self.indptr = np.asarray(indices, np.int64), np.asarray(indptr, np.int64)
+        self.n_in = int(n_in)
+        if self.indptr.shape != (len(self.bias) + 1,) or not self.indptr[-1] == len(
+            self.data
+        ) == len(indices):
+            raise ValueError(
+                "CSR arrays do not fit together: need indptr (out+1,), indptr[-1] == len(data) == "
+                "len(indices)"
+            )
+        self.used, self.local_indices = np.unique(indices, return_inverse=True)
+        self.local_indices = self.local_indices.astype(np.int64).reshape(-1)
 
     @classmethod
     def from_dense(cls, weight, bias):
@@ -45,177 +69,110 @@ class SparseDense:
         return cls(weight[rows, cols], cols, indptr, weight.shape[1], bias)
 
     @property
+    def indices(self):
+        """Column of each stored weight in the full input (0 .. n_in - 1)."""
+        return self.used[self.local_indices]
+
+    @property
     def n_out(self):
         return len(self.bias)
 
     def forward(self, x):
-        return kernels.csr_matmul(x, self.data, self.indices, self.indptr, self.n_out) + self.bias
+        xt = np.ascontiguousarray(x.T[self.used], dtype=np.result_type(x, self.data))
+        out_t = kernels.sparse_forward(xt, self.data, self.local_indices, self.indptr, self.n_out)
+        out_t += self.bias[:, None]
+        return out_t.T  # a transposed view: feature-major for a next SparseDense at no cost
+
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        raise NotImplementedError(
+            "a compact network is for inference only; train the masked network"
+        )
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.n_in,):
+            raise ValueError(f"SparseDense takes ({self.n_in},) inputs, got {tuple(input_shape)}")
+        return (self.n_out,)
 
     def config(self):
-        return {"type": "SparseDense", "n_in": self.n_in, "n_out": self.n_out, "nnz": len(self.data)}
+        return {
+            "type": "SparseDense",
+            "n_in": self.n_in,
+            "n_out": self.n_out,
+            "nnz": len(self.data),
+        }
 
     def arrays(self):
-        return {"data": self.data, "indices": self.indices, "indptr": self.indptr, "bias": self.bias}
-
-    @classmethod
-    def from_arrays(cls, cfg, arrays):
-        return cls(arrays["data"], arrays["indices"], arrays["indptr"], cfg["n_in"], arrays["bias"])
-
-
-class DenseMatrix:
-    """u = x @ W.T + b with W stored densely, transposed (in, out) for the product. x (N, in) -> (N, out)."""
-
-    def __init__(self, weight_t, bias):
-        self.weight_t, self.bias = np.ascontiguousarray(weight_t), np.asarray(bias)
-
-    def forward(self, x):
-        return x @ self.weight_t + self.bias
-
-    def config(self):
-        n_in, n_out = self.weight_t.shape
-        return {"type": "DenseMatrix", "n_in": n_in, "n_out": n_out, "nnz": int(np.count_nonzero(self.weight_t))}
-
-    def arrays(self):
-        return {"weight_t": self.weight_t, "bias": self.bias}
-
-    @classmethod
-    def from_arrays(cls, cfg, arrays):
-        return cls(arrays["weight_t"], arrays["bias"])
+        return {
+            "data": self.data,
+            "indices": self.indices,
+            "indptr": self.indptr,
+            "bias": self.bias,
+        }
 
 
-class ConvKernels:
-    """A convolution with fixed kernels (W*M) and optional area mask; computed by ``Conv2d``'s forward.
+def _fixed(layer, weight, bias, area_mask=None):
+    """``layer`` (a fresh Dense or Conv2d) computing with these weights, every position active."""
+    layer.weight, layer.bias = np.asarray(weight), np.asarray(bias)
+    layer.mask = np.ones_like(layer.weight)  # the mask is applied to the weight already
+    if area_mask is not None:
+        layer.area_mask = np.asarray(area_mask)
+    return layer
 
-    x (N, in_c, H, W) -> (N, out_c, Ho, Wo)
-    """
 
-    def __init__(self, kernel, bias, stride, padding, area_mask=None):
-        out_c, in_c, k, _ = kernel.shape
-        self.conv = Conv2d(in_c, out_c, k, stride, padding, dtype=kernel.dtype)
-        self.conv.weight = np.asarray(kernel)
-        self.conv.mask = np.ones_like(self.conv.weight)  # the kernel has its mask applied already
-        self.conv.bias = np.asarray(bias)
-        self.conv.area_mask = None if area_mask is None else np.asarray(area_mask)
-
-    def forward(self, x):
-        return self.conv.forward(x)
-
-    def config(self):
-        return {"type": "ConvKernels", "stride": self.conv.stride, "padding": self.conv.padding,
-                "nnz": int(np.count_nonzero(self.conv.weight))}
-
-    def arrays(self):
-        found = {"kernel": self.conv.weight, "bias": self.conv.bias}
-        if self.conv.area_mask is not None:
-            found["area_mask"] = self.conv.area_mask
+def _layer_arrays(layer):
+    """The arrays ``save_compact`` stores for one layer (none for ReLU, pooling, flatten)."""
+    if isinstance(layer, SparseDense):
+        return layer.arrays()
+    if isinstance(layer, (Dense, Conv2d)):
+        found = {"weight": layer.weight, "bias": layer.bias}
+        if getattr(layer, "area_mask", None) is not None:
+            found["area_mask"] = layer.area_mask
         return found
-
-    @classmethod
-    def from_arrays(cls, cfg, arrays):
-        return cls(arrays["kernel"], arrays["bias"], cfg["stride"], cfg["padding"], arrays.get("area_mask"))
-
-
-class Relu:
-    """max(x, 0), without the backward caches of ``nestref.layers.ReLU``."""
-
-    def forward(self, x):
-        return np.maximum(x, 0)
-
-    def config(self):
-        return {"type": "Relu"}
-
-    def arrays(self):
-        return {}
-
-
-class MaxPool:
-    """Max over k x k windows with the given stride; (N, C, H, W) -> (N, C, Ho, Wo)."""
-
-    def __init__(self, kernel_size, stride):
-        self.kernel_size, self.stride = int(kernel_size), int(stride)
-
-    def forward(self, x):
-        return kernels.maxpool_forward(x, self.kernel_size, self.stride)[0]
-
-    def config(self):
-        return {"type": "MaxPool", "kernel_size": self.kernel_size, "stride": self.stride}
-
-    def arrays(self):
-        return {}
-
-
-class FlattenMaps:
-    """(N, C, H, W) -> (N, C*H*W), channel-major like ``nestref.layers.Flatten``."""
-
-    def forward(self, x):
-        return x.reshape(len(x), -1)
-
-    def config(self):
-        return {"type": "FlattenMaps"}
-
-    def arrays(self):
-        return {}
-
-
-_FROM_ARRAYS = {
-    "SparseDense": SparseDense.from_arrays,
-    "DenseMatrix": DenseMatrix.from_arrays,
-    "ConvKernels": ConvKernels.from_arrays,
-    "Relu": lambda cfg, arrays: Relu(),
-    "MaxPool": lambda cfg, arrays: MaxPool(cfg["kernel_size"], cfg["stride"]),
-    "FlattenMaps": lambda cfg, arrays: FlattenMaps(),
-}
+    return {}
 
 
 # ============================================================ the network
-class CompactNetwork:
-    """An inference-only chain of compact layers. forward: x (N, *input_shape) -> logits (N, n_classes)."""
+class CompactNetwork(Network):
+    """An inference-only ``Network`` of compact layers.
 
-    def __init__(self, layers, input_shape, name="compact"):
-        self.layers = list(layers)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.name = name
-
-    def forward(self, x):
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
-
-    def predict(self, x, batch_size=1000):
-        """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
-        return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    forward: x (N, *input_shape) -> logits (N, n_classes)
+    """
 
     def summary(self):
-        """One config dict per layer (type, sizes, stored nonzeros)."""
-        return [layer.config() for layer in self.layers]
+        """One config dict per layer: type, sizes, and ``nnz`` (stored nonzero weights) where
+        there are weights; conv layers say whether they have a ``partial_area``."""
+        rows = []
+        for layer in self.layers:
+            row = layer.config()
+            if isinstance(layer, (Dense, Conv2d)):
+                row["nnz"] = int(np.count_nonzero(layer.weight))
+            if isinstance(layer, Conv2d):
+                row["partial_area"] = layer.area_mask is not None
+            rows.append(row)
+        return rows
 
     def to_arrays(self):
         """A dict of plain arrays (npz-ready, no pickle); inverse: ``from_arrays``."""
-        spec = {"format": FORMAT, "version": VERSION, "name": self.name, "input_shape": list(self.input_shape),
-                "layers": self.summary()}
+        spec = {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "layers": self.summary(),
+        }
         found = {"spec": np.array(json.dumps(spec))}
         for i, layer in enumerate(self.layers):
-            found.update({f"layer{i}.{key}": value for key, value in layer.arrays().items()})
+            found.update({f"layer{i}.{key}": value for key, value in _layer_arrays(layer).items()})
         return found
 
     @classmethod
-    def from_arrays(cls, arrays):
-        if "spec" not in arrays:
-            raise ValueError("not a compact network: no spec inside")
-        spec = json.loads(str(arrays["spec"]))
-        if spec.get("format") != FORMAT or spec.get("version") != VERSION:
-            raise ValueError(f"not a {FORMAT} v{VERSION} file: format={spec.get('format')!r}, version={spec.get('version')!r}")
-        layers = []
-        for i, cfg in enumerate(spec["layers"]):
-            prefix = f"layer{i}."
-            own = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
-            layers.append(_FROM_ARRAYS[cfg["type"]](cfg, own))
-        return cls(layers, spec["input_shape"], spec["name"])
+    def from_arrays(cls, arrays, source="the arrays"):
+        """Inverse of ``to_arrays``, after checking every field (errors name ``source``)."""
+        return _ModelReader(arrays, source).network()
 
     def __repr__(self):
-        return f"CompactNetwork({self.name!r}, input_shape={self.input_shape}, layers={self.summary()})"
+        shape = self.input_shape
+        return f"CompactNetwork({self.name!r}, input_shape={shape}, layers={self.summary()})"
 
 
 def _compact_layer(layer, sparse_below):
@@ -223,16 +180,24 @@ def _compact_layer(layer, sparse_below):
         weight = layer.effective_weight()
         if layer.density() < sparse_below:
             return SparseDense.from_dense(weight, layer.bias.copy())
-        return DenseMatrix(weight.T, layer.bias.copy())
+        return _fixed(Dense(layer.n_in, layer.n_out, dtype=weight.dtype), weight, layer.bias.copy())
     if isinstance(layer, Conv2d):
         area = None if layer.area_mask is None else layer.area_mask.copy()
-        return ConvKernels(layer.effective_weight(), layer.bias.copy(), layer.stride, layer.padding, area)
+        conv = Conv2d(
+            layer.n_in,
+            layer.n_out,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            dtype=layer.weight.dtype,
+        )
+        return _fixed(conv, layer.effective_weight(), layer.bias.copy(), area)
     if isinstance(layer, ReLU):
-        return Relu()
+        return ReLU()
     if isinstance(layer, MaxPool2d):
-        return MaxPool(layer.kernel_size, layer.stride)
+        return MaxPool2d(layer.kernel_size, layer.stride)
     if isinstance(layer, Flatten):
-        return FlattenMaps()
+        return Flatten()
     raise TypeError(f"compact does not know layer {layer!r}")
 
 
@@ -242,12 +207,19 @@ def compact(net, sparse_below=0.3):
     sparse_below: Dense layers with density (after dead units are gone) below it are
     stored as CSR, the others densely.
     """
-    if not 0.0 <= sparse_below <= 1.0:
-        raise ValueError(f"sparse_below must be in [0, 1], got {sparse_below}")
+    if (
+        isinstance(sparse_below, bool)
+        or not isinstance(sparse_below, (int, float))
+        or not 0 <= sparse_below <= 1
+    ):
+        raise ValueError(f"sparse_below must be a number in [0, 1], got {sparse_below!r}")
     pruned = net.copy()
     remove_dead_neurons(pruned)
-    return CompactNetwork([_compact_layer(layer, sparse_below) for layer in pruned.layers],
-                          pruned.input_shape, name=f"{net.name}-compact")
+    return CompactNetwork(
+        [_compact_layer(layer, sparse_below) for layer in pruned.layers],
+        pruned.input_shape,
+        name=f"{net.name}-compact",
+    )
 
 
 def save_compact(path, cnet):
@@ -256,5 +228,176 @@ def save_compact(path, cnet):
 
 
 def load_compact(path):
-    """Read a ``CompactNetwork`` written by ``save_compact``."""
-    return CompactNetwork.from_arrays(load_arrays(path))
+    """Read a ``CompactNetwork`` written by ``save_compact``; ``ModelFileError`` if it is wrong."""
+    path = Path(path)
+    try:
+        arrays = load_arrays(path)
+    except (OSError, ValueError) as err:  # missing, unreadable, not an npz
+        raise ModelFileError(
+            f"{path}: cannot read it as a compact model ({err}); give the model.npz that "
+            f"`nestref synthesize` wrote"
+        ) from err
+    return CompactNetwork.from_arrays(arrays, source=str(path))
+
+
+# ============================================================ validation
+_REWRITE = ("the file is damaged or not a nestref compact model: "
+            "write it again with nestref.compact.save_compact")
+
+
+class _ModelReader:
+    """Checks a compact model's arrays completely, then builds the network.
+
+    Every problem raises ``ModelFileError("<source>: <field>: <what is wrong>; <fix>")``.
+    """
+
+    def __init__(self, arrays, source):
+        self.arrays, self.source = arrays, source
+
+    def fail(self, field, problem):
+        raise ModelFileError(f"{self.source}: {field}: {problem}; {_REWRITE}")
+
+    def network(self):
+        spec = self.spec()
+        layers = [self.layer(i, cfg) for i, cfg in enumerate(spec["layers"])]
+        try:
+            net = CompactNetwork(layers, spec["input_shape"], spec["name"])
+        except ValueError as err:  # the layers do not chain
+            self.fail("spec.layers", f"the layers do not fit together ({err})")
+        for i, (shape_in, shape_out) in enumerate(net.shapes()):
+            area = getattr(layers[i], "area_mask", None)
+            if area is not None:
+                expected = (layers[i].n_out, layers[i].n_in) + tuple(shape_out[1:])
+                if area.shape != expected:
+                    self.fail(f"layer{i}.area_mask", f"shape {area.shape}, expected {expected}")
+        return net
+
+    def spec(self):
+        if "spec" not in self.arrays:
+            self.fail("spec", f"missing (no spec inside: not a {FORMAT} file)")
+        try:
+            spec = json.loads(str(self.arrays["spec"]))
+        except (ValueError, TypeError) as err:
+            self.fail("spec", f"not JSON ({err})")
+        if not isinstance(spec, dict):
+            self.fail("spec", f"a {type(spec).__name__}, expected a JSON object")
+        if spec.get("format") != FORMAT or spec.get("version") != VERSION:
+            self.fail(
+                "spec",
+                f"not a {FORMAT} v{VERSION} file: format={spec.get('format')!r}, "
+                f"version={spec.get('version')!r}",
+            )
+        shape = spec.get("input_shape")
+        if not isinstance(shape, list) or not shape or not all(_is_count(s) for s in shape):
+            self.fail("spec.input_shape", f"{shape!r}, expected a list of positive ints")
+        if not isinstance(spec.get("name"), str):
+            self.fail("spec.name", f"{spec.get('name')!r}, expected a string")
+        if not isinstance(spec.get("layers"), list) or not spec["layers"]:
+            self.fail("spec.layers", f"{spec.get('layers')!r}, expected a non-empty list")
+        return spec
+
+    def layer(self, i, cfg):
+        field = f"spec.layers[{i}]"
+        if not isinstance(cfg, dict) or cfg.get("type") not in _READERS:
+            kind = cfg.get("type") if isinstance(cfg, dict) else cfg
+            self.fail(field, f"unknown layer kind {kind!r}, expected one of {sorted(_READERS)}")
+        return _READERS[cfg["type"]](self, i, cfg)
+
+    def count(self, i, cfg, key, low=1):
+        value = cfg.get(key)
+        if not (_is_count(value, low)):
+            self.fail(f"spec.layers[{i}].{key}", f"{value!r}, expected an int >= {low}")
+        return value
+
+    def array(self, i, key, shape, kind="f"):
+        """layer{i}.{key}, checked: present, of the kind (f: finite floats, i: ints) and shape."""
+        field = f"layer{i}.{key}"
+        if field not in self.arrays:
+            self.fail(field, "missing")
+        a = np.asarray(self.arrays[field])
+        if a.dtype.kind not in ("f" if kind == "f" else "iu"):
+            self.fail(field, f"dtype {a.dtype}, expected {'floats' if kind == 'f' else 'integers'}")
+        if tuple(a.shape) != tuple(shape):
+            self.fail(field, f"shape {a.shape}, expected {tuple(shape)}")
+        if kind == "f" and not np.all(np.isfinite(a)):
+            self.fail(field, "holds NaN or inf")
+        return a
+
+    def stored_nonzeros(self, i, cfg, weight):
+        """weight, once the spec's nnz is seen to count its nonzeros."""
+        nnz = self.count(i, cfg, "nnz", 0)
+        if nnz != np.count_nonzero(weight):
+            self.fail(
+                f"spec.layers[{i}].nnz",
+                f"{nnz}, but layer{i}.weight has {np.count_nonzero(weight)} nonzeros",
+            )
+        return weight
+
+    def sparse_dense(self, i, cfg):
+        n_in, n_out, nnz = (
+            self.count(i, cfg, "n_in"),
+            self.count(i, cfg, "n_out"),
+            self.count(i, cfg, "nnz", 0),
+        )
+        indptr = self.array(i, "indptr", (n_out + 1,), "i").astype(np.int64)
+        if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != nnz:
+            self.fail(
+                f"layer{i}.indptr",
+                f"row starts must rise from 0 to nnz={nnz}, got {indptr[0]} .. "
+                f"{indptr[-1]}" + (" (falling somewhere)" if np.any(np.diff(indptr) < 0) else ""),
+            )
+        indices = self.array(i, "indices", (nnz,), "i")
+        if nnz and (indices.min() < 0 or indices.max() >= n_in):
+            bad = indices[(indices < 0) | (indices >= n_in)][0]
+            self.fail(f"layer{i}.indices", f"column index {bad} out of range [0, {n_in})")
+        return SparseDense(
+            self.array(i, "data", (nnz,)), indices, indptr, n_in, self.array(i, "bias", (n_out,))
+        )
+
+    def dense(self, i, cfg):
+        n_in, n_out = self.count(i, cfg, "n_in"), self.count(i, cfg, "n_out")
+        weight = self.stored_nonzeros(i, cfg, self.array(i, "weight", (n_out, n_in)))
+        return _fixed(
+            Dense(n_in, n_out, dtype=weight.dtype), weight, self.array(i, "bias", (n_out,))
+        )
+
+    def conv(self, i, cfg):
+        in_c, out_c, k = (self.count(i, cfg, key) for key in ("in_c", "out_c", "kernel_size"))
+        stride, padding = self.count(i, cfg, "stride"), self.count(i, cfg, "padding", 0)
+        weight = self.stored_nonzeros(i, cfg, self.array(i, "weight", (out_c, in_c, k, k)))
+        partial_area = cfg.get("partial_area")
+        if not isinstance(partial_area, bool):
+            self.fail(f"spec.layers[{i}].partial_area", f"{partial_area!r}, expected true or false")
+        if not partial_area and f"layer{i}.area_mask" in self.arrays:
+            self.fail(
+                f"layer{i}.area_mask", "present, but the spec says the layer has no partial area"
+            )
+        area = None
+        if partial_area:
+            area = np.asarray(self.arrays.get(f"layer{i}.area_mask", np.zeros(0)))
+            shape = area.shape if area.ndim == 4 else (out_c, in_c, "Ho", "Wo")
+            area = self.array(i, "area_mask", shape)  # its Ho, Wo are checked once the shapes chain
+        conv = Conv2d(in_c, out_c, k, stride, padding, dtype=weight.dtype)
+        return _fixed(conv, weight, self.array(i, "bias", (out_c,)), area)
+
+    def pool(self, i, cfg):
+        return MaxPool2d(self.count(i, cfg, "kernel_size"), self.count(i, cfg, "stride"))
+
+
+def _is_count(value, low=1):
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and low <= value < 2**31
+        and math.isfinite(value)
+    )
+
+
+_READERS = {
+    "SparseDense": _ModelReader.sparse_dense,
+    "Dense": _ModelReader.dense,
+    "Conv2d": _ModelReader.conv,
+    "MaxPool2d": _ModelReader.pool,
+    "ReLU": lambda reader, i, cfg: ReLU(),
+    "Flatten": lambda reader, i, cfg: Flatten(),
+}

@@ -245,7 +245,7 @@ def growth_gradients(net, x, y, batch_size=256, n_batches=None):
     seen = 0
     for start in starts:
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        loss_and_grads(net, xb, yb)
+        loss_and_grads(net, xb, yb, dense_weight_grad=True)  # dormant positions too
         for i, layer in net.masked_layers():
             sums[i] += len(xb) * layer.grad_weight
         seen += len(xb)

@@ -297,55 +297,217 @@ def maxpool_backward(grad_out, argmax, x_shape):
     return _pick("maxpool_backward")(np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape))
 
 
-# ------------------------------------------------ sparse (CSR) matrix product
-# Appended for nestref.compact: a pruned Dense layer stored as CSR. Layout of the
-# CSR of a matrix W (out, in): row r's nonzeros are data[indptr[r]:indptr[r+1]], in
-# the columns indices[indptr[r]:indptr[r+1]].
-def csr_matmul_numpy(x, data, indices, indptr, n_out):
-    """x (N, in) times the transpose of the CSR matrix W (out, in) -> (N, out) = x @ W.T.
-
-    Rebuilds W densely and multiplies: the readable statement of what is computed.
-    """
-    n_in = x.shape[1]
-    rows = np.repeat(np.arange(n_out), np.diff(indptr))
-    dense = np.zeros((n_out, n_in), dtype=np.result_type(x, data))
-    np.add.at(dense, (rows, indices), data)  # add.at: repeated (row, column) pairs would sum
-    return x @ dense.T
+# ------------------------------------------------ sparse (CSR) matrix products
+# A sparse weight W (out, in) is stored as CSR: row r's nonzeros are
+# data[indptr[r]:indptr[r+1]], in the columns indices[indptr[r]:indptr[r+1]].
+# Three products make a sparse layer: the forward W x, the input gradient W^T g and
+# the weight gradient g x^T at the stored positions only. They take and give
+# *feature-major* arrays, xt (in, N), gt (out, N): the N examples of one unit are
+# then a contiguous run, and each nonzero costs one vectorisable axpy (or dot) over a
+# block of examples instead of a scattered gather. A layer's (N, in) input is
+# feature-major for free when it comes out of the sparse layer before (its output
+# is a transposed view) or when it is transposed once and reused.
+_CSR_BLOCK = 256  # examples per block: a block of out (out, 256) floats stays in L2 for LeNet widths
 
 
-_CSR_BLOCK = 64  # examples per block: a block of x^T (in, 64) floats stays in L2 for LeNet widths
+def csr_to_dense(data, indices, indptr, shape):
+    """The dense (out, in) matrix of a CSR triple (repeated (row, column) pairs sum)."""
+    rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
+    dense = np.zeros(shape, dtype=data.dtype)
+    np.add.at(dense, (rows, indices), data)
+    return dense
 
 
-@njit(cache=True)
-def csr_matmul_numba(x, data, indices, indptr, n_out):
-    # Each nonzero w[r, j] adds w * x[:, j] to out[:, r]. Done over a block of
-    # examples at a time, with the block transposed so that x[:, j] is a contiguous
-    # run: the inner loop is then a vectorisable axpy instead of a scattered gather.
-    n, n_in = x.shape
-    out = np.empty((n, n_out), dtype=x.dtype)
-    block = _CSR_BLOCK
-    xt = np.zeros((n_in, block), dtype=x.dtype)
-    acc = np.empty((n_out, block), dtype=x.dtype)
-    for n0 in range(0, n, block):
-        nb = min(block, n - n0)
-        for b in range(nb):
-            for j in range(n_in):
-                xt[j, b] = x[n0 + b, j]
+def sparse_forward_numpy(xt, data, indices, indptr, n_out):
+    """W xt: W (out, in) as CSR, xt (in, N) -> (out, N). Rebuilds W densely: the readable statement."""
+    return csr_to_dense(data, indices, indptr, (n_out, xt.shape[0])) @ xt
+
+
+@njit(cache=True, fastmath=True)
+def sparse_forward_numba(xt, data, indices, indptr, n_out):
+    # out[r] += w[r, j] * xt[j] for each of row r's nonzeros, a block of examples at a time
+    n = xt.shape[1]
+    out = np.zeros((n_out, n), dtype=xt.dtype)
+    for n0 in range(0, n, _CSR_BLOCK):
+        n1 = min(n0 + _CSR_BLOCK, n)
         for r in range(n_out):
-            for b in range(block):
-                acc[r, b] = 0.0
+            acc = out[r, n0:n1]
             for k in range(indptr[r], indptr[r + 1]):
                 w = data[k]
-                j = indices[k]
-                for b in range(block):
-                    acc[r, b] += w * xt[j, b]
-        for b in range(nb):
-            for r in range(n_out):
-                out[n0 + b, r] = acc[r, b]
+                row = xt[indices[k], n0:n1]
+                for b in range(n1 - n0):
+                    acc[b] += w * row[b]
     return out
 
 
+def sparse_input_grad_numpy(gt, data, indices, indptr, n_in):
+    """W^T gt: W (out, in) as CSR, gt (out, N) -> (in, N): a sparse layer's input gradient."""
+    return csr_to_dense(data, indices, indptr, (gt.shape[0], n_in)).T @ gt
+
+
+@njit(cache=True, fastmath=True)
+def sparse_input_grad_numba(gt, data, indices, indptr, n_in):
+    # each nonzero w[r, j] adds w * gt[r] to out[j]: a scatter of axpys
+    n_out, n = gt.shape
+    out = np.zeros((n_in, n), dtype=gt.dtype)
+    for n0 in range(0, n, _CSR_BLOCK):
+        n1 = min(n0 + _CSR_BLOCK, n)
+        for r in range(n_out):
+            g = gt[r, n0:n1]
+            for k in range(indptr[r], indptr[r + 1]):
+                w = data[k]
+                acc = out[indices[k], n0:n1]
+                for b in range(n1 - n0):
+                    acc[b] += w * g[b]
+    return out
+
+
+def sparse_weight_grad_numpy(gt, xt, indices, indptr):
+    """(gt xt^T) at the stored positions only: gt (out, N), xt (in, N) -> (nnz,), in CSR order.
+
+    Entry k, in row r and column j = indices[k], is sum_n gt[r, n] xt[j, n]: the weight
+    gradient of a sparse layer without the dense (out, in) product.
+    """
+    rows = np.repeat(np.arange(gt.shape[0]), np.diff(indptr))
+    return np.einsum("kn,kn->k", gt[rows], xt[indices])
+
+
+@njit(cache=True, fastmath=True)
+def sparse_weight_grad_numba(gt, xt, indices, indptr):
+    n_out, n = gt.shape
+    grad = np.empty(len(indices), dtype=gt.dtype)
+    zero = np.zeros(1, dtype=gt.dtype)[0]  # an accumulator of the data's dtype, so the dot vectorises
+    for r in range(n_out):
+        g = gt[r]
+        for k in range(indptr[r], indptr[r + 1]):
+            row = xt[indices[k]]
+            s = zero
+            for b in range(n):
+                s += g[b] * row[b]
+            grad[k] = s
+    return grad
+
+
+def csr_matmul_numpy(x, data, indices, indptr, n_out):
+    """x (N, in) @ W.T for W (out, in) as CSR -> (N, out): ``sparse_forward`` in example-major layout."""
+    return sparse_forward_numpy(x.T, data, indices, indptr, n_out).T
+
+
+def csr_matmul_numba(x, data, indices, indptr, n_out):
+    return sparse_forward_numba(np.ascontiguousarray(x.T), data, indices, indptr, n_out).T
+
+
+def same_support_numpy(mask, flat):
+    """True iff ``mask`` is nonzero exactly at the flat indices ``flat`` (sorted, unique)."""
+    return bool(np.array_equal(np.flatnonzero(mask), flat))
+
+
+@njit(cache=True)
+def _same_support_numba(mask, flat):
+    # nonzero at every listed position, and no more nonzeros than listed: then exactly there
+    for k in range(flat.size):
+        if mask[flat[k]] == 0:
+            return False
+    count = 0
+    for i in range(mask.size):
+        count += 1 if mask[i] != 0 else 0
+    return count == flat.size
+
+
+def same_support_numba(mask, flat):
+    return _same_support_numba(np.ascontiguousarray(mask).reshape(-1), flat)
+
+
+def masked_weight_numpy(weight, mask):
+    """(W*M, number of nonzeros of M): the effective weight and how dense it may be, any shape."""
+    return weight * mask, int(np.count_nonzero(mask))
+
+
+@njit(cache=True)
+def _masked_weight_numba(weight, mask):
+    # one pass over W and M: the dense path learns its density for free
+    out = np.empty_like(weight)
+    count = 0
+    for i in range(weight.size):
+        m = mask[i]
+        out[i] = weight[i] * m
+        count += 1 if m != 0 else 0
+    return out, count
+
+
+def masked_weight_numba(weight, mask):
+    out, count = _masked_weight_numba(np.ascontiguousarray(weight).reshape(-1), np.ascontiguousarray(mask).reshape(-1))
+    return out.reshape(weight.shape), int(count)
+
+
+def gather_effective_numpy(weight, mask, flat):
+    """(W*M) at the flat positions ``flat``: weight, mask flat (size,) -> (len(flat),)."""
+    return weight[flat] * mask[flat]
+
+
+@njit(cache=True)
+def gather_effective_numba(weight, mask, flat):
+    out = np.empty(flat.size, dtype=weight.dtype)
+    for k in range(flat.size):
+        out[k] = weight[flat[k]] * mask[flat[k]]
+    return out
+
+
+def sgd_at_positions_numpy(weight, velocity, mask, flat, grad, lr, momentum, weight_decay):
+    """SGD with momentum at the flat positions ``flat`` only, in place on flat weight and velocity.
+
+    At each position p = flat[k]: v <- momentum v + (grad[k] M + weight_decay W); W <- W - lr v.
+    """
+    g = grad * mask[flat] + weight_decay * weight[flat]
+    v = momentum * velocity[flat] + g
+    velocity[flat] = v
+    weight[flat] -= lr * v
+
+
+@njit(cache=True)
+def sgd_at_positions_numba(weight, velocity, mask, flat, grad, lr, momentum, weight_decay):
+    for k in range(flat.size):
+        p = flat[k]
+        v = momentum * velocity[p] + (grad[k] * mask[p] + weight_decay * weight[p])
+        velocity[p] = v
+        weight[p] -= lr * v
+
+
+_TWINS["sparse_forward"] = (sparse_forward_numpy, sparse_forward_numba)
+_TWINS["sparse_input_grad"] = (sparse_input_grad_numpy, sparse_input_grad_numba)
+_TWINS["sparse_weight_grad"] = (sparse_weight_grad_numpy, sparse_weight_grad_numba)
 _TWINS["csr_matmul"] = (csr_matmul_numpy, csr_matmul_numba)
+_TWINS["same_support"] = (same_support_numpy, same_support_numba)
+_TWINS["gather_effective"] = (gather_effective_numpy, gather_effective_numba)
+_TWINS["masked_weight"] = (masked_weight_numpy, masked_weight_numba)
+_TWINS["sgd_at_positions"] = (sgd_at_positions_numpy, sgd_at_positions_numba)
+
+
+def _csr_args(dtype, data, indices, indptr):
+    return (np.ascontiguousarray(data, dtype=dtype), np.ascontiguousarray(indices, dtype=np.int64),
+            np.ascontiguousarray(indptr, dtype=np.int64))
+
+
+def sparse_forward(xt, data, indices, indptr, n_out):
+    """W xt for W (out, in) as CSR and xt (in, N) -> (out, N), in the common dtype; see ``sparse_forward_numpy``."""
+    dtype = np.result_type(xt, data)
+    return _pick("sparse_forward")(np.ascontiguousarray(xt, dtype=dtype), *_csr_args(dtype, data, indices, indptr),
+                                   int(n_out))
+
+
+def sparse_input_grad(gt, data, indices, indptr, n_in):
+    """W^T gt for W (out, in) as CSR and gt (out, N) -> (in, N); see ``sparse_input_grad_numpy``."""
+    dtype = np.result_type(gt, data)
+    return _pick("sparse_input_grad")(np.ascontiguousarray(gt, dtype=dtype),
+                                      *_csr_args(dtype, data, indices, indptr), int(n_in))
+
+
+def sparse_weight_grad(gt, xt, indices, indptr):
+    """gt (out, N), xt (in, N) -> (gt xt^T) at W's stored positions (nnz,); see ``sparse_weight_grad_numpy``."""
+    dtype = np.result_type(gt, xt)
+    return _pick("sparse_weight_grad")(np.ascontiguousarray(gt, dtype=dtype), np.ascontiguousarray(xt, dtype=dtype),
+                                       np.ascontiguousarray(indices, dtype=np.int64),
+                                       np.ascontiguousarray(indptr, dtype=np.int64))
 
 
 def csr_matmul(x, data, indices, indptr, n_out):
@@ -354,9 +516,32 @@ def csr_matmul(x, data, indices, indptr, n_out):
     Computes in the common dtype of x and data, as ``x @ W.T`` would.
     """
     dtype = np.result_type(x, data)
-    return _pick("csr_matmul")(np.ascontiguousarray(x, dtype=dtype), np.ascontiguousarray(data, dtype=dtype),
-                               np.ascontiguousarray(indices, dtype=np.int64),
-                               np.ascontiguousarray(indptr, dtype=np.int64), int(n_out))
+    return _pick("csr_matmul")(np.asarray(x, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out))
+
+
+def masked_weight(weight, mask):
+    """(W*M, count of nonzeros in M) for weight and mask of one shape and dtype; see ``masked_weight_numpy``."""
+    if weight.dtype != mask.dtype or weight.shape != mask.shape:
+        return masked_weight_numpy(weight, mask)
+    return _pick("masked_weight")(weight, mask)
+
+
+def gather_effective(weight, mask, flat):
+    """(W*M).flat[flat] for C-contiguous weight and mask; see ``gather_effective_numpy``."""
+    return _pick("gather_effective")(weight.reshape(-1), mask.reshape(-1), flat)
+
+
+def sgd_at_positions(weight, velocity, mask, flat, grad, lr, momentum, weight_decay):
+    """In place on C-contiguous weight and velocity (any shape); see ``sgd_at_positions_numpy``."""
+    dtype = weight.dtype
+    _pick("sgd_at_positions")(weight.reshape(-1), velocity.reshape(-1), mask.reshape(-1), flat,
+                              np.ascontiguousarray(grad, dtype=dtype), dtype.type(lr), dtype.type(momentum),
+                              dtype.type(weight_decay))
+
+
+def same_support(mask, flat):
+    """Is ``mask`` nonzero exactly at the sorted flat indices ``flat``? See ``same_support_numpy``."""
+    return _pick("same_support")(mask, flat)
 
 
 # ------------------------------------------------------------- affine warp

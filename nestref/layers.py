@@ -18,10 +18,41 @@ After ``backward`` a masked layer holds ``grad_weight``, the gradient of the los
 with respect to the effective weight W*M at *every* position, dormant ones included.
 A dormant connection has no weight, but the loss still has a slope along it: that
 slope is NeST's growth gradient. The optimizer masks it before it updates W.
+
+Sparse path: a ``Dense`` layer whose density is below ``SPARSE_BELOW`` computes its
+forward pass, input gradient and weight gradient with CSR kernels
+(``nestref.kernels.csr_*``) over its active connections only, by itself. The CSR
+positions (a ``Support``) are rebuilt whenever the mask differs from the one they were
+built from: every use compares the two first, so a stale structure cannot be used,
+whoever edited the mask and however. After a sparse backward ``grad_weight`` (every
+position) is computed when first read, or at once with ``dense_weight_grad=True``,
+which is how growth asks for it; the optimizer takes the active positions' gradient
+from ``active_weight_gradient()`` without the dense product.
+
+Every layer's backward has one signature, ``backward(grad_out, input_grad=True,
+dense_weight_grad=False)``: ``input_grad=False`` says nobody needs dL/dx (the first
+layer's is a whole product), ``dense_weight_grad`` asks masked layers for the weight
+gradient at every position.
 """
 import numpy as np
 
 from . import kernels
+
+# Density below which a Dense layer trains with the CSR kernels: where the sparse training
+# step (forward + input gradient + weight gradient + SGD) of LeNet-300-100 stops being
+# faster than the dense (BLAS) one. Measured on this project's 2-core machine with
+#     python -m benchmarks.sparse_step --threads 1
+# (2026-12-01, shared machine, load average 4.7 -> 6.3, so provisional):
+#     density  sparse ms  dense ms  dense/sparse
+#       0.02     2.631     5.994      2.28x
+#       0.05     2.853     5.285      1.85x
+#       0.10     3.634     5.273      1.45x
+#       0.15     4.376     6.022      1.38x
+#       0.20     4.862     5.738      1.18x
+#       0.30     7.235     7.194      0.99x
+#       0.40    10.481     6.363      0.61x
+#     crossover (sparse stops paying): 0.297
+SPARSE_BELOW = 0.3
 
 
 class Layer:
@@ -30,7 +61,12 @@ class Layer:
     def forward(self, x):
         raise NotImplementedError
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        """dL/d(output) -> dL/d(input), or None with ``input_grad=False``.
+
+        ``dense_weight_grad``: masked layers leave the weight gradient at every position
+        (dormant ones too) in ``grad_weight`` at once; other layers ignore it.
+        """
         raise NotImplementedError
 
     def output_shape(self, input_shape):
@@ -60,6 +96,30 @@ class MaskedLayer(Layer):
     def effective_weight(self):
         """W * M: the weight the layer computes with."""
         return self.weight * self.mask
+
+    # ------------------------------------------------------- weight gradient
+    # _grad_weight: dL/d(W*M) at every position, or None; _grad_sources: what computes it
+    # when first read after a sparse backward; _active_grad: (Support, values at its positions)
+    @property
+    def grad_weight(self):
+        """dL/d(W*M) at every position, dormant ones included (shaped like ``weight``), or None."""
+        if self._grad_weight is None and self._grad_sources is not None:
+            self._grad_weight = self._dense_weight_gradient(*self._grad_sources)
+        return self._grad_weight
+
+    @grad_weight.setter
+    def grad_weight(self, value):
+        self._grad_weight, self._grad_sources, self._active_grad = value, None, None
+
+    def active_weight_gradient(self):
+        """(Support, dL/dW at its positions) from the last sparse backward, or None.
+
+        None after a dense backward, or when the mask has changed since the backward:
+        then only ``grad_weight`` is valid.
+        """
+        if self._active_grad is None or not self._active_grad[0].matches(self.mask):
+            return None
+        return self._active_grad
 
     @property
     def n_out(self):
@@ -92,36 +152,112 @@ class MaskedLayer(Layer):
 
 
 class Dense(MaskedLayer):
-    """Fully connected layer with a connection mask.
+    r"""Fully connected layer with a connection mask.
 
     weight, mask: (out, in); bias: (out,)
-    forward:  x (N, in) -> u (N, out),  u = x (W*M)^T + b
-    backward: dL/du (N, out) -> dL/dx (N, in) (None if input_grad=False);
-              grad_weight = (dL/du)^T x   (out, in), dense: dormant positions too
+    forward:  x (N, in) -> u (N, out),  $u = x (W \odot M)^\top + b$
+    backward: $\delta = \partial L/\partial u$ (N, out) -> $\delta (W \odot M)$ (N, in);
+              grad_weight $= \delta^\top x$ (out, in), dense: dormant positions too
+
+    Below ``sparse_below`` density (``SPARSE_BELOW`` unless set on the layer) the three
+    products run over the active connections only (CSR kernels); the numbers are the
+    same up to float rounding.
     """
+
+    sparse_below = SPARSE_BELOW
 
     def __init__(self, n_in, n_out, density=1.0, rng=None, dtype=np.float32):
         if n_in < 1 or n_out < 1:
             raise ValueError(f"Dense needs n_in, n_out >= 1, got {n_in}, {n_out}")
         self._init_params((n_out, n_in), n_in, density, rng, dtype)
 
+    def uses_sparse_kernels(self):
+        """Does the current mask make this layer compute with the CSR kernels?"""
+        return self._path()[0] is not None
+
+    def _path(self):
+        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as it is now.
+
+        A Support is kept only while it matches the mask (checked here, at every use); the
+        dense path counts the mask's nonzeros while it forms W*M, at no extra pass.
+        """
+        cached = getattr(self, "_support", None)
+        if cached is not None and cached.density < self.sparse_below and cached.matches(self.mask):
+            return cached, None
+        effective, nnz = kernels.masked_weight(self.weight, self.mask)
+        if nnz >= self.sparse_below * self.mask.size:
+            self._support = None
+            return None, effective
+        self._support = Support(self.mask)
+        return self._support, None
+
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}")
-        self._x = x
-        return x @ self.effective_weight().T + self.bias
+        self._x, self._xt = x, None
+        support, effective = self._path()
+        if support is None:
+            return x @ effective.T + self.bias
+        # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer returned
+        self._xt = np.ascontiguousarray(x.T)
+        out_t = kernels.sparse_forward(self._xt, support.values(self), support.indices, support.indptr, self.n_out)
+        out_t += self.bias[:, None]
+        return out_t.T
 
-    def backward(self, grad_out, input_grad=True):
-        self.grad_weight = grad_out.T @ self._x
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        x = self._x
         self.grad_bias = grad_out.sum(axis=0)
-        # the first layer's input gradient is needed by nobody in training: skip its GEMM
-        return grad_out @ self.effective_weight() if input_grad else None
+        support, effective = self._path()
+        if support is None:
+            self.grad_weight = self._dense_weight_gradient(grad_out, x)
+            return grad_out @ effective if input_grad else None
+        grad_t = np.ascontiguousarray(grad_out.T)
+        if self._xt is None:  # the forward ran the dense path (the mask changed in between)
+            self._xt = np.ascontiguousarray(x.T)
+        values = kernels.sparse_weight_grad(grad_t, self._xt, support.indices, support.indptr)
+        self._grad_weight = self._dense_weight_gradient(grad_out, x) if dense_weight_grad else None
+        self._grad_sources, self._active_grad = (grad_out, x), (support, values.astype(self.weight.dtype))
+        if not input_grad:
+            return None
+        return kernels.sparse_input_grad(grad_t, support.values(self), support.indices, support.indptr, self.n_in).T
+
+    @staticmethod
+    def _dense_weight_gradient(grad_out, x):
+        return grad_out.T @ x
 
     def output_shape(self, input_shape):
         return (self.n_out,)
 
     def config(self):
         return {"type": "Dense", "n_in": self.n_in, "n_out": self.n_out}
+
+
+class Support:
+    """Where a 2-D mask is nonzero, in CSR order, and the mask it was built from.
+
+    flat: (nnz,) flat indices into the (out, in) weight, row-major (= CSR order);
+    indices: (nnz,) columns; indptr: (out + 1,) row starts; density: nnz / size.
+    ``matches(mask)`` compares the mask with the one the support was built from: layers
+    call it before every use, so a support never outlives its mask.
+    """
+
+    def __init__(self, mask):
+        self.shape = mask.shape
+        self.flat = np.flatnonzero(mask)  # a new array: later edits of the mask do not reach it
+        n_rows = mask.shape[0]
+        n_cols = int(np.prod(mask.shape[1:]))
+        rows, self.indices = np.divmod(self.flat, max(n_cols, 1))
+        self.indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=self.indptr[1:])
+        self.density = len(self.flat) / mask.size if mask.size else 0.0
+
+    def matches(self, mask):
+        """Is ``mask`` nonzero exactly where the mask this support was built from was?"""
+        return mask.shape == self.shape and kernels.same_support(mask, self.flat)
+
+    def values(self, layer):
+        """(W*M) at the support's positions: the CSR data of the effective weight."""
+        return kernels.gather_effective(np.ascontiguousarray(layer.weight), np.ascontiguousarray(layer.mask), self.flat)
 
 
 class Conv2d(MaskedLayer):
@@ -184,7 +320,8 @@ class Conv2d(MaskedLayer):
             u = self._area_forward(n, ho * wo) + self.bias
         return np.ascontiguousarray(u.reshape(n, ho, wo, self.n_out).transpose(0, 3, 1, 2))
 
-    def backward(self, grad_out, input_grad=True):
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        # conv layers always take the dense path: their weight gradient is dense already
         n, o, ho, wo = grad_out.shape
         g = grad_out.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)
         self.grad_bias = grad_out.sum(axis=(0, 2, 3))  # 5x faster than summing the transposed g
@@ -207,24 +344,19 @@ class Conv2d(MaskedLayer):
             raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape (out_c, in_c, Ho, Wo) = "
                              f"{expected} for this input, got {self.area_mask.shape}")
 
-    def _per_input_map(self, n, positions):
-        """Views split by input map: cols (N, P, C, k*k), kernel (O, C, k*k), area (O, C, P)."""
-        c, kk = self.n_in, self.kernel_size ** 2
-        return (self._cols.reshape(n, positions, c, kk),
-                self.effective_weight().reshape(self.n_out, c, kk),
-                self.area_mask.reshape(self.n_out, c, positions))
-
     def _area_forward(self, n, positions):
         """(N*P, O) without bias: each input map's contribution, kept only on its area."""
-        cols, kernel, area = self._per_input_map(n, positions)
+        cols, kernel = split_by_input_map(self._cols, self.effective_weight(), n)
+        area = self.area_mask.reshape(self.n_out, self.n_in, positions)
         u = np.zeros((n, positions, self.n_out), dtype=np.result_type(cols, kernel))
         for i in range(self.n_in):
-            u += (cols[:, :, i, :] @ kernel[:, i, :].T) * area[:, i, :].T
+            u += input_map_product(cols, kernel, i) * area[:, i, :].T
         return u.reshape(n * positions, self.n_out)
 
     def _area_backward(self, g, n, positions):
         """g = dL/du (N*P, O) -> dL/dcols (N*P, C*k*k); sets grad_weight (O, C, k, k)."""
-        cols, kernel, area = self._per_input_map(n, positions)
+        cols, kernel = split_by_input_map(self._cols, self.effective_weight(), n)
+        area = self.area_mask.reshape(self.n_out, self.n_in, positions)
         o, c, kk = kernel.shape
         g = g.reshape(n, positions, o)
         grad_weight = np.empty((o, c, kk), dtype=np.result_type(g, cols))
@@ -247,6 +379,25 @@ class Conv2d(MaskedLayer):
                 "stride": self.stride, "padding": self.padding}
 
 
+def split_by_input_map(cols, kernel, n_images):
+    """One slice per input map, as views: cols (N*P, C*k*k) -> (N, P, C, k*k); kernel (O, C, k, k) -> (O, C, k*k).
+
+    The partial-area convolution (``Conv2d.area_mask``, ``nestref.prune.area_contributions``)
+    works map by map: ``input_map_product`` gives what one input map adds.
+    """
+    out_c, in_c = kernel.shape[:2]
+    kk = kernel.shape[2] * kernel.shape[3]
+    return cols.reshape(n_images, -1, in_c, kk), kernel.reshape(out_c, in_c, kk)
+
+
+def input_map_product(cols, kernel, i):
+    r"""What input map i adds to every output map at every position: $(I_i * K_{\cdot i})(p)$.
+
+    cols (N, P, C, k*k), kernel (O, C, k*k) as ``split_by_input_map`` gives them -> (N, P, O).
+    """
+    return cols[:, :, i, :] @ kernel[:, i, :].T
+
+
 class ReLU(Layer):
     """x -> max(x, 0), elementwise; any shape."""
 
@@ -254,8 +405,8 @@ class ReLU(Layer):
         self._active = x > 0
         return x * self._active
 
-    def backward(self, grad_out):
-        return grad_out * self._active
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        return grad_out * self._active if input_grad else None
 
     def output_shape(self, input_shape):
         return tuple(input_shape)
@@ -275,8 +426,8 @@ class MaxPool2d(Layer):
         out, self._argmax = kernels.maxpool_forward(x, self.kernel_size, self.stride)
         return out
 
-    def backward(self, grad_out):
-        return kernels.maxpool_backward(grad_out, self._argmax, self._x_shape)
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        return kernels.maxpool_backward(grad_out, self._argmax, self._x_shape) if input_grad else None
 
     def output_shape(self, input_shape):
         c, h, w = input_shape
@@ -294,8 +445,8 @@ class Flatten(Layer):
         self._x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out):
-        return grad_out.reshape(self._x_shape)
+    def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
+        return grad_out.reshape(self._x_shape) if input_grad else None
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)

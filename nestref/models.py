@@ -42,16 +42,16 @@ class Network:
             x = layer.forward(x)
         return x
 
-    def backward(self, grad, input_grad=True):
+    def backward(self, grad, input_grad=True, dense_weight_grad=False):
         """Backpropagate dL/dlogits; returns dL/dx, or None with input_grad=False
         (training needs only the weights' gradients, and the first layer's input
-        gradient is a whole GEMM, plus a col2im for a conv)."""
-        *rest, first = reversed(self.layers)
-        for layer in rest:
-            grad = layer.backward(grad)
-        if hasattr(first, "mask"):
-            return first.backward(grad, input_grad=input_grad)
-        return first.backward(grad)
+        gradient is a whole GEMM, plus a col2im for a conv). dense_weight_grad: every
+        masked layer computes grad_weight at every position now, sparse ones included
+        (what growth needs); see ``nestref.layers``."""
+        for depth, layer in enumerate(reversed(self.layers)):
+            is_first = depth == len(self.layers) - 1
+            grad = layer.backward(grad, input_grad=input_grad or not is_first, dense_weight_grad=dense_weight_grad)
+        return grad
 
     def forward_until(self, position, x, batch_size=None):
         """The input of layer ``position``: x run through ``layers[:position]``.
@@ -149,14 +149,16 @@ class Network:
         return f"Network({self.name!r}, input_shape={self.input_shape}, layers={self.layers})"
 
 
-def loss_and_grads(net, x, y):
+def loss_and_grads(net, x, y, dense_weight_grad=False):
     """Forward and backward on one batch (softmax cross-entropy, mean over the batch).
 
-    Leaves grad_weight / grad_bias in every masked layer. Returns (loss, logits).
+    Leaves grad_weight / grad_bias in every masked layer (grad_weight computed at once
+    at every position with dense_weight_grad=True, else when first read by sparse
+    layers). Returns (loss, logits).
     """
     logits = net.forward(x)
     loss, grad = softmax_cross_entropy(logits, y)
-    net.backward(grad, input_grad=False)
+    net.backward(grad, input_grad=False, dense_weight_grad=dense_weight_grad)
     return loss, logits
 
 

@@ -3,10 +3,18 @@
 Masked weights stay exactly zero: the gradient is masked before it enters the
 momentum buffer, and the buffer and the weight are re-masked after every step, so a
 dormant connection cannot drift into life through momentum or weight decay.
+
+A layer that ran its sparse kernels (``nestref.layers.Dense`` below ``SPARSE_BELOW``)
+hands over its gradient at the active positions only; the step then touches those
+positions only, with the same arithmetic. Dormant positions of the buffer and the
+weight are zero already: the full re-masking runs once whenever the layer's active
+positions (its ``Support``) change.
 """
 import math
 
 import numpy as np
+
+from . import kernels
 
 
 class SGD:
@@ -29,28 +37,53 @@ class SGD:
         self.net, self.lr, self.momentum, self.weight_decay = net, float(lr), float(momentum), float(weight_decay)
         self.velocity = {i: {"weight": np.zeros_like(layer.weight), "bias": np.zeros_like(layer.bias)}
                          for i, layer in net.masked_layers()}
+        self._masked_for = {}  # position -> the Support whose dormant positions are zero in velocity and weight
 
     def step(self):
         """One update from the gradients the last ``net.backward`` left in the layers."""
         for i, layer in self.net.masked_layers():
-            v = self.velocity[i]
-            grad_w = layer.grad_weight * layer.mask
-            if self.weight_decay:
-                grad_w = grad_w + self.weight_decay * layer.weight
-            v["weight"] *= self.momentum
-            v["weight"] += grad_w
+            active = layer.active_weight_gradient()
+            if active is None:
+                self._dense_step(layer, self.velocity[i])
+            else:
+                self._sparse_step(i, layer, *active)
+
+    def _dense_step(self, layer, v):
+        grad_w = layer.grad_weight * layer.mask
+        if self.weight_decay:
+            grad_w = grad_w + self.weight_decay * layer.weight
+        v["weight"] *= self.momentum
+        v["weight"] += grad_w
+        v["weight"] *= layer.mask
+        layer.weight -= self.lr * v["weight"]
+        layer.weight *= layer.mask  # exact zeros, whatever the arithmetic did
+        self._bias_step(layer, v)
+
+    def _sparse_step(self, i, layer, support, grad_active):
+        """The dense step's arithmetic at the support's positions (the active ones) only."""
+        v = self.velocity[i]
+        if self._masked_for.get(i) is not support:  # new active positions: clear the dormant ones once
             v["weight"] *= layer.mask
-            v["bias"] *= self.momentum
-            v["bias"] += layer.grad_bias
-            layer.weight -= self.lr * v["weight"]
-            layer.weight *= layer.mask  # exact zeros, whatever the arithmetic did
-            layer.bias -= self.lr * v["bias"]
+            layer.weight *= layer.mask
+            self._masked_for[i] = support
+        if not (layer.weight.flags.c_contiguous and v["weight"].flags.c_contiguous):
+            # the kernel updates flat views: they must not be copies
+            layer.weight, v["weight"] = np.ascontiguousarray(layer.weight), np.ascontiguousarray(v["weight"])
+        kernels.sgd_at_positions(layer.weight, v["weight"], np.ascontiguousarray(layer.mask), support.flat,
+                                 grad_active, self.lr, self.momentum, self.weight_decay)
+        self._bias_step(layer, v)
+
+    def _bias_step(self, layer, v):
+        v["bias"] *= self.momentum
+        v["bias"] += layer.grad_bias
+        layer.bias -= self.lr * v["bias"]
 
     def to_arrays(self):
         """Momentum buffers as a flat dict of arrays (for checkpoints)."""
         return {f"velocity{i}.{k}": a for i, v in self.velocity.items() for k, a in v.items()}
 
     def load_arrays(self, arrays):
+        self._masked_for = {}
         for i, v in self.velocity.items():
             for k in v:
                 v[k] = np.array(arrays[f"velocity{i}.{k}"])

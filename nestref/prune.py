@@ -37,7 +37,7 @@ from .connectivity import (
     reachable_units,
 )
 from .errors import InvalidArgumentError
-from .layers import Conv2d, Dense, MaskedLayer
+from .layers import Conv2d, Dense, MaskedLayer, input_map_product, split_by_input_map
 from .models import keep_units, next_masked
 from .rounding import floor_count
 
@@ -113,13 +113,12 @@ def area_contributions(kernel, x, stride=1, padding=0, batch_size=256):
     """
     o, c, k, _ = kernel.shape
     ho, wo = (kernels.output_size(size, k, stride, padding) for size in x.shape[2:])
-    kernel = kernel.reshape(o, c, k * k)
     total = np.zeros((o, c, ho * wo))
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
-        cols = kernels.im2col(chunk, k, k, stride, padding).reshape(len(chunk), ho * wo, c, k * k)
+        cols, per_map = split_by_input_map(kernels.im2col(chunk, k, k, stride, padding), kernel, len(chunk))
         for i in range(c):
-            total[:, i, :] += np.abs(cols[:, :, i, :] @ kernel[:, i, :].T).sum(axis=0).T
+            total[:, i, :] += np.abs(input_map_product(cols, per_map, i)).sum(axis=0).T
     return (total / len(x)).reshape(o, c, ho, wo)
 
 

@@ -1,4 +1,4 @@
-"""Smoke tests of nestref.bench: it runs on a tiny setting and returns well-formed results.
+"""Smoke tests of the benchmarks (benchmarks/): they run on a tiny setting and return well-formed results.
 
 No timing is asserted (the machine is shared); what is checked is the shape of the
 results, that PyTorch's twin computes the same function as the nestref network, and
@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from nestref import bench
+from benchmarks import common
+from benchmarks import training as bench
 from nestref.models import build
 
 # one thread: on a busy 2-core machine, two spinning BLAS/OpenMP threads per framework
@@ -79,14 +80,13 @@ def test_torch_twin_computes_the_same_function(arch):
 
 
 def test_threads_are_set_for_the_run_and_restored():
-    blas = bench._BlasThreads()
-    if blas.how == "none":
-        pytest.skip("this BLAS's threads can be neither read nor set")
-    with blas.limited_to(2):  # a known count to come back to, even where BLAS has one thread
-        before = blas.threads
+    if common.blas_threads() is None:
+        pytest.skip("threadpoolctl finds no BLAS here")
+    with common.limited_blas(2):  # a known count to come back to, even where BLAS has one thread
+        before = common.blas_threads()
         results = bench.run_benchmark(networks=["lenet-300-100"], use_torch=False, **TINY)
         assert results["environment"]["blas_threads"] == 1
-        assert blas.threads == before == 2
+        assert common.blas_threads() == before == 2
 
 
 def test_profile_has_a_row_per_layer(no_mnist):
@@ -119,8 +119,59 @@ def test_bad_settings_are_refused(kwargs, message):
         bench.run_benchmark(**{**TINY, **kwargs})
 
 
-@pytest.mark.parametrize("argv", [["--batches", "0", "--no-torch"],
-                                  ["--", "--batches", "0", "--no-torch"]])  # as `nestref bench -- ...` passes it
+@pytest.mark.parametrize("argv", [["--batches", "0", "--no-torch"]])
 def test_main_reports_bad_settings(argv, capsys):
     assert bench.main(argv) == 2
     assert "batches" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ the other benchmarks
+def test_sparse_step_quick_prints_a_ratio_per_density(capsys):
+    from benchmarks import sparse_step
+    assert sparse_step.main(["--quick", "--threads", "1", "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    for density in sparse_step.REPORTED:
+        assert f"{density:>8.2f}" in printed
+    assert "dense/sparse" in printed and "crossover" in printed and "load average" in printed
+
+
+def test_sparse_step_measures_both_paths():
+    from benchmarks import sparse_step
+    results = sparse_step.measure(densities=(0.05, 0.5), steps=2, repeats=1, batch_size=8, threads=1)
+    assert [row["density"] for row in results["rows"]] == [0.05, 0.5]
+    for row in results["rows"]:
+        assert row["sparse_ms"] > 0 and row["dense_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["dense_ms"] / row["sparse_ms"])
+    rows = [{"density": 0.1, "ratio": 2.0}, {"density": 0.3, "ratio": 0.0}]
+    assert sparse_step.crossover(rows) == pytest.approx(0.2)
+    assert sparse_step.crossover([{"density": 0.1, "ratio": 2.0}]) is None
+    with pytest.raises(ValueError, match="steps"):
+        sparse_step.measure(steps=0)
+
+
+def test_sparse_step_forces_each_path():
+    from benchmarks import sparse_step
+    net = build("lenet-300-100", density=0.5)
+    assert all(layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net.copy(), True).masked_layers())
+    assert not any(layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net, False).masked_layers())
+
+
+def test_compact_quick_prints_the_ratios(capsys):
+    from benchmarks import compact
+    assert compact.main(["--quick", "--threads", "1", "--no-torch", "--images", "200", "--density", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "compact vs dense" in printed and "compact vs masked" in printed and "load average" in printed
+
+
+def test_nest_run_quick_times_a_whole_run(mnist_dir, tmp_path, capsys):
+    from benchmarks import nest_run
+    assert nest_run.main(["--quick", "--threads", "1", "--data-dir", str(mnist_dir),
+                          "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "min wall" in printed and "test error" in printed and (tmp_path / "run" / "report.json").exists()
+
+
+def test_dense_flops_come_from_the_accounting():
+    from nestref.accounting import DENSE_BASELINES
+    assert {arch: bench.forward_flops(arch) for arch in bench.NETWORKS} == {
+        arch: DENSE_BASELINES[arch]["flops"] for arch in bench.NETWORKS}

@@ -5,7 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nestref import kernels
-from nestref.compact import CompactNetwork, DenseMatrix, SparseDense, compact, load_compact, save_compact
+from nestref.compact import CompactNetwork, SparseDense, compact, load_compact, save_compact
+from nestref.layers import Dense
 from nestref.models import lenet5, lenet_300_100
 from nestref.prune import layer_input, prune_network, prune_partial_area, remove_dead_neurons
 from nestref.storage import save_arrays
@@ -65,7 +66,7 @@ def pruned_lenet_300_100(rounds, dtype=np.float64):
     return net
 
 
-@pytest.mark.parametrize("sparse_below, kinds", [(0.3, None), (0.0, {DenseMatrix}), (1.0, {SparseDense})])
+@pytest.mark.parametrize("sparse_below, kinds", [(0.3, None), (0.0, {Dense}), (1.0, {SparseDense})])
 def test_compact_gives_the_masked_nets_outputs(sparse_below, kinds):
     net = pruned_lenet_300_100(rounds=8)
     x = np.random.default_rng(1).random((300, 784))
@@ -74,12 +75,12 @@ def test_compact_gives_the_masked_nets_outputs(sparse_below, kinds):
     np.testing.assert_allclose(small.forward(x), net.forward(x), rtol=0, atol=1e-10)
     np.testing.assert_allclose(small.predict(x, batch_size=128), net.forward(x), rtol=0, atol=1e-10)
     assert all(np.array_equal(a, layer.weight) for a, (_, layer) in zip(weights_before, net.masked_layers()))
-    dense_layers = {type(layer) for layer in small.layers if isinstance(layer, (SparseDense, DenseMatrix))}
+    dense_layers = {type(layer) for layer in small.layers if isinstance(layer, (SparseDense, Dense))}
     if kinds is not None:
         assert dense_layers == kinds
     survivors = net.copy()
     remove_dead_neurons(survivors)
-    stored = sum(layer.config()["nnz"] for layer in small.layers if "nnz" in layer.config())
+    stored = sum(row["nnz"] for row in small.summary() if "nnz" in row)
     assert stored == sum(int((layer.weight != 0).sum()) for _, layer in survivors.masked_layers())
 
 
