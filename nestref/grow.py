@@ -529,8 +529,12 @@ def _short_reason(added, count, birth_ratio, bridging):
     chunks = -(-n_pairs // chunk)
     why = (f"{n_pairs} ranked pairs (nonzero bridging gradient) at {chunk} pairs per neuron "
            f"(ceil(birth_ratio {birth_ratio} x {bridging.size} pairs)) make {chunks} chunks")
-    if chunks < count and n_pairs == bridging.size:
-        why += ": the chunk rule caps a round at about 1/birth_ratio neurons"
+    most = -(-bridging.size // chunk)  # the chunks there would be if every pair were nonzero
+    if most < count:
+        why += (f": the chunk rule caps a round at {most} neurons (about 1/birth_ratio), however many "
+                f"pairs are nonzero; lower birth_ratio or neuron_fraction to grow more")
+    elif chunks < count:
+        why += ": too few pairs with a nonzero bridging gradient"
     if added < min(chunks, count):
         why += f"; {min(chunks, count) - added} neuron(s) cancelled to zero weights"
     return f"only {added} of {count} neurons: {why}"
