@@ -231,6 +231,8 @@ def build_parser():
     sub.add_parser("bench", help="time training against PyTorch (nestref bench --help for its options)")
     # `nestref conformance ...` is handed to nestref.conformance the same way
     sub.add_parser("conformance", help="write or check the conformance cases for ports (see conformance/README.md)")
+    # `nestref study ...` is handed to nestref.study the same way
+    sub.add_parser("study", help="NeST vs pruning only vs dense over seeds: run the grid, make the table (docs/study.md)")
     return parser
 
 
@@ -242,6 +244,9 @@ def main(argv=None):
     if argv[:1] == ["conformance"]:
         from .conformance import main as conformance_main
         return conformance_main(argv[1:])
+    if argv[:1] == ["study"]:
+        from .study import main as study_main
+        return study_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
