@@ -119,7 +119,7 @@ def cmd_synthesize(args):
         overrides["data_dir"] = args.data_dir
     config = make_config(preset, args.config, overrides)
     out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
-                           f"{'-prune-only' if config.mode == 'prune-only' else ''}")
+                           f"{'' if config.mode == 'nest' else '-' + config.mode}")
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, preset {preset}, output {out}")
 
     def on_round(rec):
@@ -146,7 +146,11 @@ def cmd_synthesize(args):
 
 def _format_report(report):
     from .paper import comparison_table
-    return comparison_table([(report["mode"] if report["mode"] != "nest" else "NeST", report)])
+    return comparison_table([(f"{_method_label(report)} [{report.get('selection')}]", report)])
+
+
+def _method_label(report):
+    return {"nest": "NeST", "prune-only": "pruning only", "dense": "dense"}.get(report["mode"], report["mode"])
 
 
 def cmd_report(args):
@@ -158,7 +162,8 @@ def cmd_report(args):
             print(f"error: {path} not found (run nestref synthesize --out {d} first)", file=sys.stderr)
             return 2
         report = json.loads(path.read_text())
-        runs.append((f"{'NeST' if report['mode'] == 'nest' else 'pruning only'} ({Path(d).name})", report))
+        selection = f" [{report['selection']}]" if "selection" in report else ""
+        runs.append((f"{_method_label(report)} ({Path(d).name}){selection}", report))
     print(comparison_table(runs))
     return 0
 
@@ -204,7 +209,7 @@ def build_parser():
     p = sub.add_parser("synthesize", help="run NeST: seed -> grow -> prune -> compact")
     p.add_argument("--arch", type=_arch_argument, help=arch_help)
     p.add_argument("--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's")
-    p.add_argument("--mode", choices=["nest", "prune-only"])
+    p.add_argument("--mode", choices=["nest", "prune-only", "dense"])
     p.add_argument("--config", help="TOML or JSON file of config values")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
     p.add_argument("--data-dir", help=data_help)

@@ -165,3 +165,21 @@ def test_a_short_round_names_the_chunk_rule():
     assert report.added == 4
     assert "30 pairs per neuron" in report.reason and "make 4 chunks" in report.reason
     assert "chunk rule caps a round" in report.reason
+
+
+def test_flops_weighted_kept_area_of_a_conv():
+    from nestref import accounting
+    net = build("conv:c4k3-p2-d10", width_scale=1.0, density=1.0, seed=0)
+    conv = net.layers[[i for i, _ in net.masked_layers()][0]]
+    (row,) = [r for r in accounting.layer_table(net) if r["type"] == "Conv2d"]
+    assert row["flops_weighted_area"] == 1.0
+    out_c, in_c, h, w = conv.n_out, conv.n_in, 26, 26
+    area = np.ones((out_c, in_c, h, w), dtype=np.float32)
+    area[0, :, : h // 2] = 0           # map 0 keeps half its area ...
+    conv.mask[1] = 0                   # ... map 1 has no active weight: it costs nothing either way
+    conv.weight[1] = 0
+    conv.area_mask = area
+    (row,) = [r for r in accounting.layer_table(net) if r["type"] == "Conv2d"]
+    # maps 0, 2, 3 are equally dense (density 1): (0.5 + 1 + 1) / 3 of their whole-area FLOPs
+    assert row["flops_weighted_area"] == pytest.approx(2.5 / 3)
+    assert row["area_density"] == pytest.approx(1 - 0.5 / out_c)
