@@ -74,11 +74,11 @@ def git_commit():
     return sha + ("+dirty" if dirty else "")
 
 
-def cell_command(arch, method, seed, runs_dir, overrides):
+def cell_command(arch, method, seed, runs_dir, rows_path, overrides):
     """The command that runs (or resumes) this one cell, its NeST sibling first if needed."""
     methods = [method] if method == "nest" else ["nest", method]
     parts = ["nestref", "study", "run", "--arch", arch, "--method", *methods, "--seed", str(seed),
-             "--runs-dir", str(runs_dir)]
+             "--runs-dir", str(runs_dir), "--rows", str(rows_path)]
     for key, value in sorted((overrides or {}).items()):
         parts += ["--set", f"{key}={json.dumps(value)}"]
     return shlex.join(parts)
@@ -108,7 +108,7 @@ def report_rows(report, history, command, commit):
     return rows
 
 
-def run_cell(arch, method, seed, runs_dir, overrides, threads):
+def run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads):
     """Run (or resume, or just read) one cell in this process; returns (rows, what happened)."""
     from threadpoolctl import threadpool_limits
     out = cell_dir(runs_dir, arch, method, seed)
@@ -128,7 +128,8 @@ def run_cell(arch, method, seed, runs_dir, overrides, threads):
         with threadpool_limits(limits=threads):
             report = synthesize(config, out, resume=True)
     history = json.loads((out / "history.json").read_text())
-    return report_rows(report, history, cell_command(arch, method, seed, runs_dir, overrides), git_commit()), status
+    command = cell_command(arch, method, seed, runs_dir, rows_path, overrides)
+    return report_rows(report, history, command, git_commit()), status
 
 
 def read_rows(path):
@@ -199,7 +200,8 @@ def run_grid(archs, methods, seeds, runs_dir=DEFAULT_RUNS, rows_path=DEFAULT_ROW
         cells = [(a, m, s) for a in archs for m in wave for s in seeds]
         if not cells:
             continue
-        tasks = (delayed(_cell_task)(a, m, s, str(runs_dir), overrides or {}, threads) for a, m, s in cells)
+        tasks = (delayed(_cell_task)(a, m, s, str(runs_dir), str(rows_path), overrides or {}, threads)
+                 for a, m, s in cells)
         for (arch, method, seed), rows, status in Parallel(n_jobs=jobs, backend=backend,
                                                            return_as="generator_unordered")(tasks):
             add_rows(rows_path, rows)
@@ -209,8 +211,8 @@ def run_grid(archs, methods, seeds, runs_dir=DEFAULT_RUNS, rows_path=DEFAULT_ROW
     return done
 
 
-def _cell_task(arch, method, seed, runs_dir, overrides, threads):
-    rows, status = run_cell(arch, method, seed, runs_dir, overrides, threads)
+def _cell_task(arch, method, seed, runs_dir, rows_path, overrides, threads):
+    rows, status = run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads)
     return (arch, method, seed), rows, status
 
 

@@ -105,6 +105,22 @@ def test_prune_only_and_dense_get_the_epochs_they_are_given(tiny_data, tmp_path,
     assert dense["selections"]["dense"]["test_error"] == dense["test_error"] < 0.3
 
 
+def test_the_ceiling_never_stops_pruning_on_one_reading(tiny_data, tmp_path, mnist_dir):
+    # a ceiling at the settled error itself: any worse reading is "too wrong", yet pruning
+    # goes on until `smoothing` rounds can be averaged
+    config = SynthesisConfig(data_dir=str(mnist_dir), **{**TINY, "max_error_increase": 0.0,
+                                                         "max_relative_error_increase": 0.0, "smoothing": 3,
+                                                         "max_prune_rounds": 6, "max_growth_rounds": 1})
+    report = synthesize(config, tmp_path, data=tiny_data)
+    prunes = [r for r in read(tmp_path, "history.json") if r["phase"] == "prune"]
+    assert len(prunes) >= 3
+    fired = [r["round"] for r in prunes if r["round"] >= 3 and r["smoothed_val_error"] > r["stop_ceiling"]]
+    if report["stop_reason"] == "validation error ceiling exceeded":
+        assert prunes[-1]["round"] == fired[0]  # it stops at the first smoothed excess, not before
+    else:
+        assert not fired
+
+
 def test_even_smoothing_averages_exactly_that_many_rounds():
     errors = [0.1, 0.2, 0.4, 0.8, 1.6]
     np.testing.assert_allclose(smooth(errors, 2), [0.15, 0.3, 0.6, 1.2, 1.6])
