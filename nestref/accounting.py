@@ -50,7 +50,9 @@ def _layer_counts(layer, out_shape):
 def layer_table(net):
     """One dict per masked layer: position, type, shape (of the weight), width (output
     units), active, total (connections), density, params, flops; conv layers add
-    area_density (kept fraction of (o, i, p), 1.0 without an area mask)."""
+    area_density (kept fraction of (o, i, p), 1.0 without an area mask) and
+    flops_weighted_area (the layer's FLOPs over what its active kernels would cost on the
+    whole area)."""
     shapes = net.shapes()
     rows = []
     for position, layer in net.masked_layers():
@@ -61,6 +63,10 @@ def layer_table(net):
         if isinstance(layer, Conv2d):
             area = layer.area_mask
             row["area_density"] = 1.0 if area is None else float((area != 0).mean())
+            # the kept area weighted by what it costs: FLOPs with the area mask over FLOPs
+            # of the same active kernels on the whole area (1 - this is the area's saving)
+            whole = 2 * int((layer.mask != 0).sum()) * int(np.prod(shapes[position][1][1:]))
+            row["flops_weighted_area"] = flops / whole if whole else 1.0
         rows.append(row)
     return rows
 

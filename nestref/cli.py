@@ -263,7 +263,7 @@ def cmd_synthesize(args):
         overrides["data_dir"] = args.data_dir
     config = make_config(preset, args.config, overrides)
     out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
-                           f"{'-prune-only' if config.mode == 'prune-only' else ''}")
+                           f"{'' if config.mode == 'nest' else '-' + config.mode}")
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, preset {preset}, output {out}")
 
     def on_round(rec):
@@ -290,7 +290,11 @@ def cmd_synthesize(args):
 
 def _format_report(report):
     from .paper import comparison_table
-    return comparison_table([(report["mode"] if report["mode"] != "nest" else "NeST", report)])
+    return comparison_table([(f"{_method_label(report)} [{report.get('selection')}]", report)])
+
+
+def _method_label(report):
+    return {"nest": "NeST", "prune-only": "pruning only", "dense": "dense"}.get(report["mode"], report["mode"])
 
 
 def cmd_report(args):
@@ -299,7 +303,8 @@ def cmd_report(args):
     runs = []
     for d in args.dirs:
         report = read_report(Path(d) / "report.json")
-        runs.append((f"{'NeST' if report['mode'] == 'nest' else 'pruning only'} ({Path(d).name})", report))
+        selection = f" [{report['selection']}]" if "selection" in report else ""
+        runs.append((f"{_method_label(report)} ({Path(d).name}){selection}", report))
     print(comparison_table(runs))
     return EXIT_OK
 
@@ -354,7 +359,7 @@ def build_parser():
     p = sub.add_parser("synthesize", parents=[common], help="run NeST: seed -> grow -> prune -> compact")
     p.add_argument("--arch", type=_arch_argument, help=arch_help)
     p.add_argument("--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's")
-    p.add_argument("--mode", choices=["nest", "prune-only"])
+    p.add_argument("--mode", choices=["nest", "prune-only", "dense"])
     p.add_argument("--config", help="TOML or JSON file of config values")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
     p.add_argument("--data-dir", help=data_help)
@@ -383,6 +388,8 @@ def build_parser():
 
     # `nestref conformance ...` is handed to nestref.conformance before parsing (see main); listed here for --help
     sub.add_parser("conformance", help="write or check the conformance cases for ports (see conformance/README.md)")
+    # `nestref study ...` is handed to nestref.study the same way
+    sub.add_parser("study", help="NeST vs pruning only vs dense over seeds: run the grid, make the table (docs/study.md)")
     return parser
 
 
@@ -398,6 +405,9 @@ def main(argv=None):
     if argv[:1] == ["conformance"]:
         from .conformance import main as conformance_main
         return conformance_main(argv[1:])
+    if argv[:1] == ["study"]:
+        from .study import main as study_main
+        return study_main(argv[1:])
     args = build_parser().parse_args(argv)  # bad usage: argparse prints it and exits with 2
     try:
         return args.func(args)

@@ -39,7 +39,8 @@ class SynthesisConfig:
 
     # what to synthesise, and how
     arch: str = "lenet-300-100"
-    mode: str = "nest"                    # "nest" (seed -> grow -> prune) or "prune-only" (dense -> prune)
+    mode: str = "nest"                    # "nest" (seed -> grow -> prune), "prune-only" (dense -> prune) or
+                                          # "dense" (the dense network only, trained as prune-only's is)
     seed: int = 0
     # data
     data_dir: str | None = None
@@ -61,6 +62,10 @@ class SynthesisConfig:
     prune_epochs: int = 1                 # retraining after each pruning round
     prune_lr: float = 0.02
     finetune_epochs: int = 10             # cosine from prune_lr down, after the result is chosen
+    dense_epochs: int | None = None       # prune-only / dense: epochs of the dense network before pruning (dense:
+                                          # in all), the last settle_epochs of them on the cosine; None:
+                                          # initial_epochs + settle_epochs. `nestref study` sets it from the NeST
+                                          # run of the same arch and seed (docs/nest.md#ours-equal-budget)
     # connection growth
     growth_ratio: float = 0.1             # fraction of each layer's dormant connections grown per round
     growth_init: str = "gradient"         # "gradient" (-lr * G) [ours] or "zero"
@@ -77,11 +82,15 @@ class SynthesisConfig:
     prune_fractions: list[float] = field(default_factory=list)   # per masked layer; empty: the arch's default
     area_fraction: float = 0.05           # partial-area convolution: fraction of kept (map, map, position) per round
     prune_floor_params: int = 3000        # prune down to this many params ...
-    max_error_increase: float = 0.01      # ... or until validation error exceeds the grown net's by this much
+    max_error_increase: float = 0.01      # ... or until the smoothed validation error exceeds the settled one by
+    max_relative_error_increase: float = 0.5  # max(this much, this fraction of it) (docs/nest.md#ours-prune-stopping)
     max_prune_rounds: int = 60
     smoothing: int = 3                    # rounds over which validation error is averaged when choosing
-    param_budget: int | None = None       # choose the best round with at most this many params, or ...
-    tolerance: float = 0.002              # ... the smallest round within this much of the grown net's error
+    param_budgets: list[int] = field(default_factory=list)  # a "budget-<N>" selection each: the best round
+                                          # with at most N params [ours]; besides the "target" selection: ...
+    tolerance: float = 0.002              # ... the smallest round within this much of the settled net's error
+    report_selection: str | None = None   # the selection report.json's top-level fields and model.npz are of;
+                                          # None: the first budget's, or "target" without budgets
     augment: bool = False                 # random affine distortions of the training images (reported when on)
 
     def __post_init__(self):
@@ -97,7 +106,7 @@ class SynthesisConfig:
 
         if architectures.problem(self.arch) is not None:
             problems.append(f"arch={self.arch!r}: {architectures.problem(self.arch)}")
-        need(self.mode in ("nest", "prune-only"), "mode", "'nest' or 'prune-only'")
+        need(self.mode in MODES, "mode", "'nest', 'prune-only' or 'dense'")
         need(self.growth_init in ("gradient", "zero"), "growth_init", "'gradient' or 'zero'")
         need(self.birth_sign in ("positive", "random"), "birth_sign", "'positive' or 'random'")
         for name in ("n_val", "batch_size", "growth_batch_size", "feature_map_candidates", "smoothing"):
@@ -105,7 +114,7 @@ class SynthesisConfig:
         for name in ("initial_epochs", "growth_epochs", "settle_epochs", "prune_epochs", "finetune_epochs", "max_growth_rounds",
                      "max_prune_rounds", "patience", "prune_floor_params", "seed"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
-        for name in ("train_limit", "growth_batches", "param_budget"):
+        for name in ("train_limit", "growth_batches", "dense_epochs"):
             value = getattr(self, name)
             need(value is None or (_is_int(value) and value >= 1), name, "null or an integer >= 1")
         for name in ("lr", "prune_lr", "birth_strength_max", "birth_strength_min"):
@@ -114,12 +123,22 @@ class SynthesisConfig:
             need(_is_number(getattr(self, name)) and 0 < getattr(self, name) <= 1, name, "a number in (0, 1]")
         for name in ("area_fraction", "momentum"):
             need(_is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1, name, "a number in [0, 1)")
-        for name in ("weight_decay", "max_error_increase", "tolerance"):
+        for name in ("weight_decay", "max_error_increase", "max_relative_error_increase", "tolerance"):
             need(_is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
         need(isinstance(self.augment, bool), "augment", "true or false")
         need(isinstance(self.prune_fractions, (list, tuple)) and all(_is_number(f) and 0 <= f < 1 for f in self.prune_fractions),
              "prune_fractions", "a list of numbers in [0, 1), one per masked layer")
         need(self.data_dir is None or isinstance(self.data_dir, str), "data_dir", "null or a directory path (a string)")
+        need(isinstance(self.param_budgets, (list, tuple)) and all(_is_int(b) and b >= 1 for b in self.param_budgets)
+             and len(set(self.param_budgets)) == len(self.param_budgets),
+             "param_budgets", "a list of distinct integers >= 1 (parameter budgets)")
+        if isinstance(self.param_budgets, (list, tuple)) and self.report_selection is not None:
+            need(self.report_selection in self.selection_names(), "report_selection",
+                 f"one of {self.selection_names()}")
+        if self.dense_epochs is not None:
+            need(self.mode != "nest", "dense_epochs", "null in mode 'nest' (it sets the dense network's epochs)")
+            if _is_int(self.dense_epochs) and _is_int(self.settle_epochs):
+                need(self.dense_epochs >= self.settle_epochs, "dense_epochs", f">= settle_epochs ({self.settle_epochs})")
         if _is_number(self.birth_strength_min) and _is_number(self.birth_strength_max):
             need(self.birth_strength_min <= self.birth_strength_max, "birth_strength_min", "<= birth_strength_max")
         if _is_int(self.train_limit) and _is_int(self.n_val):
@@ -130,8 +149,25 @@ class SynthesisConfig:
         if problems:
             raise ConfigError("invalid synthesis config:\n  " + "\n  ".join(problems))
 
+    def selection_names(self):
+        """The selections a run makes from its one pruning trajectory: "target", then one
+        "budget-<N>" per param budget; a dense run has one, "dense"."""
+        if self.mode == "dense":
+            return ["dense"]
+        return ["target"] + [f"budget-{b}" for b in self.param_budgets]
+
+    def headline_selection(self):
+        """The selection report.json's top-level fields describe (``report_selection``)."""
+        if self.report_selection is not None:
+            return self.report_selection
+        names = self.selection_names()
+        return names[1] if len(names) > 1 else names[0]
+
     def to_dict(self):
         return asdict(self)
+
+
+MODES = ("nest", "prune-only", "dense")
 
 
 def _is_int(value):
@@ -194,6 +230,10 @@ def make_config(preset=None, file=None, overrides=None):
         origin.update(dict.fromkeys(from_file, f"config file {file}"))
     values.update(overrides or {})
     origin.update(dict.fromkeys(overrides or {}, "--set"))
+    if "param_budget" in values:  # the one-budget key of earlier configs
+        budget = values.pop("param_budget")
+        if budget is not None and budget not in values.get("param_budgets", []):
+            values["param_budgets"] = [budget, *values.get("param_budgets", [])]
     unknown = sorted(set(values) - set(config_field_names()))
     if unknown:
         sources = sorted({origin[k] for k in unknown})

@@ -499,12 +499,13 @@ def _pair_signs(bridging, count, birth_ratio, sign, rng):
     return signs
 
 
-def _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs):
+def _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs, weight_scales=None):
     """``neuron_weights`` and ``match_layer_scale`` at the current widths.
 
     A neuron whose chunk cancelled to zero is dropped; units grown since ``bridging``
-    was computed get no pairs (zero padding). Returns w_in (k, n_in), w_out (n_out', k)
-    and the pairs each kept neuron took.
+    was computed get no pairs (zero padding). ``weight_scales``: (s_in, s_out) taken
+    earlier (before the round's connection growth), or None: the layers' scales now.
+    Returns w_in (k, n_in), w_out (n_out', k) and the pairs each kept neuron took.
     """
     w_in, w_out = neuron_weights(bridging, count, birth_ratio, signs)
     chunk, n_pairs = pairs_per_neuron(birth_ratio, bridging.size), int(np.count_nonzero(bridging))
@@ -513,12 +514,30 @@ def _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs):
     if not pairs:
         return w_in[keep], w_out[:, keep], pairs
     layer, nxt_layer = net.layers[position], net.layers[nxt]
-    scale_in = _weight_scale(layer, f"layer {position}")
-    scale_out = _weight_scale(nxt_layer, f"layer {nxt}")
+    if weight_scales is None:
+        weight_scales = (_weight_scale(layer, f"layer {position}"), _weight_scale(nxt_layer, f"layer {nxt}"))
+    scale_in, scale_out = weight_scales
     w_in, w_out = match_layer_scale(w_in[keep], w_out[:, keep], scale_in, scale_out)
     w_in = np.pad(w_in, ((0, 0), (0, layer.n_in - w_in.shape[1])))
     w_out = np.pad(w_out, ((0, nxt_layer.n_out - w_out.shape[0]), (0, 0)))
     return w_in, w_out, pairs
+
+
+def _short_reason(added, count, birth_ratio, bridging):
+    """Why fewer than ``count`` neurons were born: the chunk rule's cap, or too few pairs."""
+    chunk, n_pairs = pairs_per_neuron(birth_ratio, bridging.size), int(np.count_nonzero(bridging))
+    chunks = -(-n_pairs // chunk)
+    why = (f"{n_pairs} ranked pairs (nonzero bridging gradient) at {chunk} pairs per neuron "
+           f"(ceil(birth_ratio {birth_ratio} x {bridging.size} pairs)) make {chunks} chunks")
+    most = -(-bridging.size // chunk)  # the chunks there would be if every pair were nonzero
+    if most < count:
+        why += (f": the chunk rule caps a round at {most} neurons (about 1/birth_ratio), however many "
+                f"pairs are nonzero; lower birth_ratio or neuron_fraction to grow more")
+    elif chunks < count:
+        why += ": too few pairs with a nonzero bridging gradient"
+    if added < min(chunks, count):
+        why += f"; {min(chunks, count) - added} neuron(s) cancelled to zero weights"
+    return f"only {added} of {count} neurons: {why}"
 
 
 def _set_neurons(net, position, nxt, units, w_in, w_out):
@@ -546,14 +565,16 @@ def _try_birth_strengths(net, position, nxt, w_in, w_out, ladder, x, y, loss_bef
 
 
 def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0.01,),
-                 sign="positive", optimizer=None, rng=None, bridging=None):
+                 sign="positive", optimizer=None, rng=None, bridging=None, weight_scales=None):
     """Neuron growth: add up to ``count`` neurons to hidden Dense layer ``position`` (layer l).
 
     1. G = ``network_bridging_gradient(net, position, x, y)``, or ``bridging`` computed
        earlier on the pre-growth network (units added since then get no pairs).
     2. ``neuron_weights`` (signs +1 for sign="positive" **[ours]**,
        docs/nest.md#ours-positive-sign; a random +-1 per pair for sign="random", the
-       paper's), then ``match_layer_scale``.
+       paper's), then ``match_layer_scale`` to ``weight_scales`` = (mean |W_l|, mean
+       |W_l+1|) if given (the driver takes them before the round's connection growth,
+       whose near-zero new weights would shrink them), else the layers' scales now.
     3. Choosing alpha **[ours]** (docs/nest.md#ours-birth-strength-ladder): the first of
        ``birth_strength`` (one alpha or a ladder, tried largest first) whose loss on
        (x, y) is below the loss without new neurons. If none is, nothing is added and
@@ -574,7 +595,11 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
     bridging = _check_bridging(net, position, nxt, bridging, x, y)
     loss_before = _batch_loss(net, x, y)
     signs = _pair_signs(bridging, count, birth_ratio, sign, rng)
-    w_in, w_out, pairs = _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs)
+    if weight_scales is not None:
+        weight_scales = tuple(check_positive_number(f"weight_scales[{k}]", v) for k, v in enumerate(weight_scales))
+        if len(weight_scales) != 2:
+            raise InvalidArgumentError(f"weight_scales must be (scale_in, scale_out), got {len(weight_scales)} values")
+    w_in, w_out, pairs = _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs, weight_scales)
     report = NeuronGrowthReport(
         layer=position, requested=count, added=0, birth_ratio=birth_ratio,
         pairs_per_chunk=pairs_per_neuron(birth_ratio, bridging.size), pairs_per_neuron=[],
@@ -595,8 +620,7 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
     report.added, report.units, report.pairs_per_neuron = len(pairs), [int(u) for u in units], pairs
     report.birth_strength, report.loss_after = alpha, report.ladder_losses[-1]
     if len(pairs) < count:
-        report.reason = (f"only {len(pairs)} of {count} neurons got pairs with a nonzero "
-                         f"bridging gradient")
+        report.reason = _short_reason(len(pairs), count, birth_ratio, bridging)
     return report
 
 

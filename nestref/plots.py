@@ -117,3 +117,58 @@ def save_run_figures(history, first_mask, out_dir, image_shape=(28, 28)):
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+FRONTIER_STYLE = {"nest": ("#2a9d8f", "NeST"), "prune-only": ("#e76f51", "pruning only"), "dense": ("#264653", "dense")}
+
+
+def frontier_figure(rows, path=None):
+    """The error-vs-params frontier of a study, from its rows (``nestref.study``) alone.
+
+    Per arch, for NeST and pruning only: each seed's pruning trajectory (validation error
+    per round, the rows' ``trajectory``) interpolated on a common log-params grid; the line
+    is the median over seeds and the band their range. Markers: every seed's test error at
+    each selection (one marker shape per selection); the dense runs' mean test error is a
+    dashed line. Written to ``path`` (if given); returns the figure.
+    """
+    archs = sorted({r["arch"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(archs)), figsize=(6.5 * max(1, len(archs)), 4.5), squeeze=False)
+    markers = "osD^v<>p*h"
+    for ax, arch in zip(axes[0], archs):
+        mine = [r for r in rows if r["arch"] == arch]
+        selections = sorted({r["selection"] for r in mine})
+        for method in ("nest", "prune-only"):
+            colour, label = FRONTIER_STYLE[method]
+            runs = {r["seed"]: r["trajectory"] for r in mine if r["method"] == method and r.get("trajectory")}
+            curves = [np.array(sorted(t), dtype=float) for t in runs.values() if len(t) >= 2]
+            if curves:
+                low = max(c[:, 0].min() for c in curves)
+                high = min(c[:, 0].max() for c in curves)
+                if high > low:
+                    grid = np.geomspace(low, high, 60)
+                    ys = np.array([np.interp(np.log(grid), np.log(c[:, 0]), c[:, 1]) for c in curves])
+                    ax.plot(grid, 100 * np.median(ys, axis=0), color=colour,
+                            label=f"{label}: validation error along pruning (median of {len(curves)} seeds)")
+                    ax.fill_between(grid, 100 * ys.min(axis=0), 100 * ys.max(axis=0), color=colour, alpha=0.2, lw=0)
+            for k, selection in enumerate(selections):
+                points = [(r["params"], r["test_error"]) for r in mine if r["method"] == method and r["selection"] == selection]
+                if points:
+                    p = np.array(points, dtype=float)
+                    ax.scatter(p[:, 0], 100 * p[:, 1], color=colour, marker=markers[k % len(markers)], edgecolor="black",
+                               lw=0.5, zorder=3, label=f"{label}, {selection}: test error per seed")
+        dense = [r["test_error"] for r in mine if r["method"] == "dense"]
+        if dense:
+            ax.axhline(100 * np.mean(dense), color=FRONTIER_STYLE["dense"][0], ls="--",
+                       label=f"dense: mean test error ({len(dense)} seeds)")
+        ax.set_xscale("log")
+        ax.set_xlabel("params")
+        ax.set_ylabel("error (%)")
+        ax.set_title(arch)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return fig

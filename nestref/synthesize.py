@@ -10,15 +10,20 @@
     settle     training to convergence (cosine schedule) before pruning starts **[ours]**
                (docs/nest.md#ours-settle)
     pruning    rounds of (magnitude pruning per layer, partial-area pruning of conv
-               layers, dead-neuron removal, retraining) down to a floor **[ours]**
+               layers, dead-neuron removal, retraining) down to a floor, or until the
+               smoothed validation error passes a ceiling **[ours]**
                (docs/nest.md#ours-prune-stopping)
-    choice     the round that meets the target on *smoothed* validation error, or the
-               best one under a parameter budget (``choose_round``) **[ours]**
-               (docs/nest.md#ours-choice), then fine-tuning and compaction
+    choice     every selection from the one trajectory: "target" (the smallest round
+               that meets the target on *smoothed* validation error) and one
+               "budget-<N>" per param budget (the best smoothed error within N params)
+               **[ours]** (``choose_round``, docs/nest.md#ours-choice); each chosen
+               round is fine-tuned once, and tested once at the end
 
-``mode="prune-only"`` replaces seed and growth by the dense network (trained for
-``initial_epochs`` + ``settle_epochs``, as the grown network is before pruning): the
-baseline that NeST's grow-then-prune is compared against on the same budget.
+``mode="prune-only"`` replaces seed and growth by the dense network, trained for
+``dense_epochs`` (the study sets it to the epochs the NeST run used before pruning:
+docs/nest.md#ours-equal-budget), then pruned by the same rules: the baseline that
+NeST's grow-then-prune is compared against on the same budget. ``mode="dense"`` stops
+after the dense network's training: the dense baseline, trained and augmented the same way.
 
 All decisions use the validation split; the test set is evaluated once, at the end.
 The run is a chain of *steps*; after each one, the network, optimizer, random state
@@ -162,19 +167,33 @@ def snapshot(net):
             "alive": survivors(net)}
 
 
+def smooth(errors, smoothing):
+    """Each value averaged over a window of exactly ``smoothing`` consecutive values, centred
+    on it (an even window reaches one further ahead than back: 2 -> [i, i + 1], 4 -> [i - 1,
+    i + 2]); at the ends of the sequence the window is cut to the values there are."""
+    errors = np.asarray(errors, dtype=float)
+    back = (smoothing - 1) // 2
+    return np.array([errors[max(0, i - back):i - back + smoothing].mean() for i in range(len(errors))])
+
+
+def stop_ceiling(settled_error, max_increase, max_relative_increase):
+    r"""The validation error at which pruning stops **[ours]** (docs/nest.md#ours-prune-stopping):
+    :math:`e_s + \max(\Delta, r\,e_s)`, with e_s the settled network's error, so that a data
+    set whose dense error is ~12% gets room in proportion, not MNIST's one point."""
+    return settled_error + max(max_increase, max_relative_increase * settled_error)
+
+
 def choose_round(rounds, smoothing, param_budget=None, target_error=None):
     """Pick the pruning round to keep, from records with "params" and "val_error".
 
     Validation error is noisy (~0.2 points on 5k images), so each round is judged by
-    the mean over a centred window of ``smoothing`` rounds **[ours]**
-    (docs/nest.md#ours-choice). With a
-    ``param_budget``: the lowest smoothed error among rounds within budget. Else the
-    smallest round whose smoothed error is at most ``target_error``. Returns the
-    index into ``rounds`` and the smoothed errors.
+    the mean over a centred window of ``smoothing`` rounds (``smooth``) **[ours]**
+    (docs/nest.md#ours-choice). With a ``param_budget``: the lowest smoothed error among
+    rounds within budget **[ours]** (if none is, the smallest round). Else the smallest
+    round whose smoothed error is at most ``target_error`` (else the lowest smoothed
+    error). Returns the index into ``rounds`` and the smoothed errors.
     """
-    errors = np.array([r["val_error"] for r in rounds], dtype=float)
-    half = smoothing // 2
-    smoothed = np.array([errors[max(0, i - half):i + half + 1].mean() for i in range(len(errors))])
+    smoothed = smooth([r["val_error"] for r in rounds], smoothing)
     params = np.array([r["params"] for r in rounds])
     if param_budget is not None:
         ok = np.flatnonzero(params <= param_budget)
@@ -203,7 +222,8 @@ class Run:
         self.rng = np.random.default_rng(config.seed)
         self.history = []
         self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
-                      "prune_rounds": [], "chosen": None, "elapsed": 0.0, "data_checksum": None}
+                      "prune_rounds": [], "chosen": None, "elapsed": 0.0, "epochs": 0,
+                      "epochs_before_pruning": None, "growth_stop_reason": None, "data_checksum": None}
         self.net = self.optimizer = self.data = None
         if data is not None:
             self.use_data(data)
@@ -227,6 +247,7 @@ class Run:
         return prepare_inputs(x, self.net), y
 
     def train(self, epochs, lr, schedule=None):
+        self.state["epochs"] = self.state.get("epochs", 0) + epochs
         self.optimizer.lr = lr
         records = fit(self.net, self.optimizer, self.xy("train"), None, epochs, schedule,
                       self.config.batch_size, self.rng, on_batch=self.on_batch,
@@ -241,7 +262,7 @@ class Run:
 
     def record(self, phase, t0, **extra):
         val = evaluate(self.net, *self.xy("val"))
-        rec = {"phase": phase, "round": self.state["round"], **snapshot(self.net),
+        rec = {"phase": phase, "round": self.state["round"], "epochs": self.state.get("epochs"), **snapshot(self.net),
                "val_error": val["error"], "val_loss": val["loss"], "seconds": time.perf_counter() - t0, **extra}
         self.history.append(rec)
         if self.on_round is not None:
@@ -250,24 +271,36 @@ class Run:
 
     # ---------------------------------------------------------------- steps
     def step_seed(self):
+        """The seed (NeST) or the dense network (prune-only, dense), trained at ``lr``; the dense
+        one for ``dense_epochs`` - ``settle_epochs`` (docs/nest.md#ours-equal-budget)."""
         config, t0 = self.config, time.perf_counter()
-        if config.mode == "prune-only":
+        dense = config.mode != "nest"
+        if dense:
             self.net = build(config.arch, seed=config.seed, **self.data_shape)
         else:
             self.net = build(config.arch, width_scale=config.width_scale, density=config.density,
                              seed=config.seed, **self.data_shape)
         self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
-        loss = self.train(config.initial_epochs, config.lr)
-        rec = self.record("dense" if config.mode == "prune-only" else "seed", t0, train_loss=loss)
+        epochs = (config.dense_epochs - config.settle_epochs if dense and config.dense_epochs is not None
+                  else config.initial_epochs)
+        loss = self.train(epochs, config.lr)
+        rec = self.record("dense" if dense else "seed", t0, train_loss=loss)
         self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
-                          phase="settle" if config.mode == "prune-only" or config.max_growth_rounds == 0
-                          else "grow")
+                          phase="settle" if dense or config.max_growth_rounds == 0 else "grow")
+        if not dense and config.max_growth_rounds == 0:
+            self.state["growth_stop_reason"] = "max_growth_rounds is 0: no growth"
 
     def step_grow(self):
         """One growth round: connections everywhere, then neurons / feature maps, then training."""
         config, t0, net = self.config, time.perf_counter(), self.net
         self.state["round"] += 1
+        # new neurons take their layers' weight scale as it is before this round's
+        # connection growth, whose new weights are near zero (docs/nest.md#ours-neuron-scale)
+        scales = {i: (grow.mean_active_magnitude(net.layers[i].weight, net.layers[i].mask),
+                      grow.mean_active_magnitude(net.layers[j].weight, net.layers[j].mask))
+                  for i, j in zip(hidden_layers(net), [k for k, _ in net.masked_layers()][1:])
+                  if (net.layers[i].mask != 0).any() and (net.layers[j].mask != 0).any()}
         gradients = grow.growth_gradients(net, *self.xy("train"), batch_size=config.growth_batch_size,
                                           n_batches=config.growth_batches)
         connection_reports = grow.grow_network_connections(net, config.growth_ratio, gradients,
@@ -291,7 +324,7 @@ class Run:
             else:
                 unit_reports.append(grow.grow_neurons(
                     net, i, count, x, y, config.birth_ratio, ladder, config.birth_sign, self.optimizer,
-                    self.rng, bridging=bridging[i]).as_dict())
+                    self.rng, bridging=bridging[i], weight_scales=scales.get(i)).as_dict())
         after_growth = snapshot(net)
         loss = self.train(config.growth_epochs, config.lr)
         rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
@@ -303,6 +336,11 @@ class Run:
         self.state["grown_val"] = rec["val_error"]
         rounds_done = self.state["round"] >= config.max_growth_rounds
         if self.state["stale"] >= config.patience or rounds_done:
+            self.state["growth_stop_reason"] = (
+                f"patience: no lower validation error for {config.patience} round(s)"
+                if self.state["stale"] >= config.patience else
+                f"max_growth_rounds ({config.max_growth_rounds}) reached, validation error still improving "
+                f"within patience {config.patience}")
             self.state.update(phase="settle", round=0)
 
     def step_settle(self):
@@ -311,7 +349,8 @@ class Run:
         config, t0 = self.config, time.perf_counter()
         loss = self.train(config.settle_epochs, config.lr, cosine(config.lr, 0.01))
         rec = self.record("settle", t0, train_loss=loss)
-        self.state.update(phase="prune", round=0, grown_val=rec["val_error"])
+        self.state.update(phase="done" if config.mode == "dense" else "prune", round=0, grown_val=rec["val_error"],
+                          epochs_before_pruning=self.state["epochs"])
 
     def prune_fractions(self):
         config = self.config
@@ -343,29 +382,57 @@ class Run:
         self.state["prune_rounds"].append({"round": self.state["round"], "params": rec["params"],
                                            "val_error": rec["val_error"], "path": str(path.relative_to(self.out))})
         floor_reached = rec["params"] <= config.prune_floor_params
-        too_wrong = rec["val_error"] > self.state["grown_val"] + config.max_error_increase
+        # the ceiling judges the mean of the last `smoothing` rounds, not one reading
+        # (docs/nest.md#ours-prune-stopping); the same rule and parameters for every mode
+        recent = [r["val_error"] for r in self.state["prune_rounds"][-config.smoothing:]]
+        ceiling = stop_ceiling(self.state["grown_val"], config.max_error_increase, config.max_relative_error_increase)
+        rec.update(smoothed_val_error=float(np.mean(recent)), stop_ceiling=ceiling)
+        too_wrong = len(recent) >= config.smoothing and rec["smoothed_val_error"] > ceiling
         if floor_reached or too_wrong or self.state["round"] >= config.max_prune_rounds:
             self.state["phase"] = "finetune"
             self.state["stop_reason"] = ("params floor reached" if floor_reached else
                                          "validation error ceiling exceeded" if too_wrong else "max_prune_rounds")
 
+    def choose_selections(self):
+        """Every selection of the config from the one pruning trajectory, on validation only:
+        {name: the chosen round's record + smoothed error, rule}."""
+        config, rounds = self.config, self.state["prune_rounds"]
+        target = self.state["grown_val"] + config.tolerance
+        chosen = {}
+        for name in config.selection_names():
+            budget = int(name.split("-", 1)[1]) if name.startswith("budget-") else None
+            index, smoothed = choose_round(rounds, config.smoothing, budget, None if budget else target)
+            chosen[name] = {**rounds[index], "smoothed_val_error": float(smoothed[index]),
+                            "target_val_error": None if budget else target, "param_budget": budget}
+        return chosen
+
     def step_finetune(self):
-        """Choose the round (smoothed validation error), fine-tune it with a cosine schedule."""
+        """Fine-tune one chosen round (cosine schedule); the rounds of every selection are
+        chosen at the first call, each distinct round is fine-tuned once, the headline
+        selection's last (so that the final network is the one report.json describes)."""
         config, t0 = self.config, time.perf_counter()
-        rounds = self.state["prune_rounds"]
-        if rounds:
-            target = self.state["grown_val"] + config.tolerance
-            index, smoothed = choose_round(rounds, config.smoothing, config.param_budget, target)
-            chosen = rounds[index]
-            self.net = load_network(self.out / chosen["path"])
-            self.state["chosen"] = {**chosen, "smoothed_val_error": smoothed[index], "target_val_error": target,
-                                    "param_budget": config.param_budget}
+        if "selections" not in self.state:
+            chosen = self.choose_selections()
+            headline = chosen[config.headline_selection()]["round"]
+            queue = sorted({c["round"] for c in chosen.values()} - {headline}) + [headline]
+            self.state.update(selections=chosen, finetune_queue=queue, finetuned={})
+        round_number = self.state["finetune_queue"][0]
+        names = [n for n, c in self.state["selections"].items() if c["round"] == round_number]
+        source = self.state["selections"][names[0]]
+        self.net = load_network(self.out / source["path"])
         self.optimizer = SGD(self.net, lr=config.prune_lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
         self.state["round"] = 0
         loss = self.train(config.finetune_epochs, config.prune_lr, cosine(config.prune_lr, 0.01))
-        self.record("finetune", t0, train_loss=loss, chosen=self.state["chosen"])
-        self.state["phase"] = "done"
+        path = self.out / "rounds" / f"finetuned-{round_number:03d}.npz"
+        save_arrays(path, self.net.to_arrays())
+        self.state["chosen"] = self.state["selections"][config.headline_selection()]
+        rec = self.record("finetune", t0, train_loss=loss, chosen=source, selections=names)
+        self.state["finetuned"][str(round_number)] = {"path": str(path.relative_to(self.out)),
+                                                      "val_error": rec["val_error"]}
+        self.state["finetune_queue"] = self.state["finetune_queue"][1:]
+        if not self.state["finetune_queue"]:
+            self.state["phase"] = "done"
 
     # ---------------------------------------------------------- checkpoints
     def save(self):
@@ -441,24 +508,70 @@ class Run:
                 f"{getattr(self.config, name):g}) and resume: rerun the command with --resume --set {name}={lower:g} "
                 f"(or lower; learning rates may change on resume)")
 
-    def finish(self):
-        """Compact the result, evaluate it once on the test set, write model, history, report."""
+    def selection_networks(self):
+        """{selection name: (its final masked network, its validation error)}; all decisions
+        are made by now (finish runs after the last step)."""
+        if self.config.mode == "dense":
+            return {"dense": (self.net, self.history[-1]["val_error"])}
+        nets = {}
+        for name, chosen in self.state["selections"].items():
+            done = self.state["finetuned"][str(chosen["round"])]
+            nets[name] = load_network(self.out / done["path"]), done["val_error"]
+        return nets
+
+    def test_selection(self, name, net, val_error):
+        """Compact one selection's network, test it (once), save it; its report.json entry."""
         config = self.config
-        masked_test = evaluate(self.net, *self.xy("test"))
-        small = compact(self.net)
-        x_test, y_test = self.xy("test")
+        masked_test = evaluate(net, *self.xy("test"))
+        small = compact(net)
+        x_test, y_test = prepare_inputs(self.data["test"][0], net), self.data["test"][1]
         compact_error = float((small.predict(x_test).argmax(axis=1) != y_test).mean())
+        model = Path("selections") / name / "model.npz"
+        save_compact(self.out / model, small)
+        chosen = self.state["selections"][name] if config.mode != "dense" else None
+        path_epochs = (self.state["epochs"] if chosen is None else
+                       self.state["epochs_before_pruning"] + chosen["round"] * config.prune_epochs
+                       + config.finetune_epochs)
+        return {"round": None if chosen is None else chosen["round"],
+                "rule": ("dense" if chosen is None else "target" if chosen["param_budget"] is None else "budget"),
+                "param_budget": None if chosen is None else chosen["param_budget"],
+                "smoothed_val_error": None if chosen is None else chosen["smoothed_val_error"],
+                "target_val_error": None if chosen is None else chosen["target_val_error"],
+                "params": accounting.count_params(net), "flops": accounting.count_flops(net),
+                "val_error": val_error, "test_error": masked_test["error"], "compact_test_error": compact_error,
+                "epochs": path_epochs, "model": str(model), "small": small}
+
+    def finish(self):
+        """Test every selection once, compact it; write the models, history and report.
+
+        The top-level fields (test_error, params, ..., model.npz) are those of the headline
+        selection (``selection``: ``config.headline_selection()``); ``selections`` has them all.
+        """
+        config = self.config
+        headline = config.headline_selection()
+        nets = self.selection_networks()
+        selections = {name: self.test_selection(name, net, val) for name, (net, val) in nets.items()}
+        self.net = nets[headline][0]
+        small = selections[headline].pop("small")
+        for entry in selections.values():
+            entry.pop("small", None)
         save_compact(self.out / "model.npz", small)
         params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
         baseline = accounting.dense_baseline(config.arch, **self.data_shape)
+        table = accounting.layer_table(self.net)
         report = {
             "arch": config.arch, "mode": config.mode, "seed": config.seed,
-            "augment": config.augment,
-            "test_error": masked_test["error"], "compact_test_error": compact_error,
-            "val_error": self.history[-1]["val_error"], "params": params, "flops": flops,
+            "augment": config.augment, "selection": headline, "selections": selections,
+            "test_error": selections[headline]["test_error"],
+            "compact_test_error": selections[headline]["compact_test_error"],
+            "val_error": selections[headline]["val_error"], "params": params, "flops": flops,
+            "epochs_total": self.state["epochs"], "epochs_before_pruning": self.state["epochs_before_pruning"],
+            "growth_stop_reason": self.state.get("growth_stop_reason"),
+            "conv_kept_area": [{k: row[k] for k in ("position", "area_density", "flops_weighted_area")}
+                               for row in table if row["type"] == "Conv2d"],
             "params_compression": baseline["params"] / params, "flops_compression": baseline["flops"] / flops,
             "dense_baseline": baseline, "widths": self.net.widths(), "alive": survivors(self.net),
-            "layers": accounting.layer_table(self.net), "chosen": self.state["chosen"],
+            "layers": table, "chosen": self.state["chosen"],
             "stop_reason": self.state.get("stop_reason"),
             "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
             "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],

@@ -46,13 +46,13 @@ def test_lenet_presets_and_fractions_are_unchanged():
         settle_epochs=20,
         prune_epochs=2,
         finetune_epochs=30,
-        param_budget=3800,
+        param_budgets=[3800, 7800],
         prune_floor_params=3000,
     )
+    # one trajectory for both paper rows; "-accurate" reports its 7.8K selection
     assert PRESETS["lenet-300-100-accurate"] == {
         **PRESETS["lenet-300-100"],
-        "param_budget": 7800,
-        "prune_floor_params": 6500,
+        "report_selection": "budget-7800",
     }
     assert PRESETS["lenet5"] == dict(
         arch="lenet5",
@@ -69,7 +69,7 @@ def test_lenet_presets_and_fractions_are_unchanged():
         settle_epochs=8,
         prune_epochs=2,
         prune_fractions=[0.03, 0.12, 0.15, 0.06],
-        param_budget=5800,
+        param_budgets=[5800],
         prune_floor_params=4500,
         finetune_epochs=10,
         max_prune_rounds=30,
@@ -145,7 +145,7 @@ def test_specs_get_derived_seeds_fractions_presets_and_recipes():
     assert mlp.recipe == TABLE["lenet-300-100"].recipe and conv.recipe == TABLE["lenet5"].recipe
     config = make_config("conv:c8k3-p2-d10", None, {"arch": "conv:c8k3-p2-d10"})
     assert (config.width_scale, config.density, config.lr) == (0.5, 0.3, 0.02)
-    assert config.param_budget is None and config.augment is False
+    assert config.param_budgets == [] and config.augment is False
     assert find_preset("mlp:784-50-10")["width_scale"] == 0.4
     assert architectures.default_preset("lenet5") == "lenet5"
     assert architectures.default_preset("mlp:784-10") == "mlp:784-10"
