@@ -9,8 +9,11 @@ the arch's preset (docs/nest.md#ours-equal-budget):
     dense       ``mode="dense"``, ``dense_epochs`` = the NeST run's ``epochs_total``
 
 so the NeST cells run first (one wave), then the others (a second wave), each reading
-its sibling's report. A cell whose run directory holds a report.json is finished and is
-never run again; one with only a checkpoint resumes from it. Cells run in ``jobs``
+its sibling's report (or, when its run directory is gone, its rows). A cell with rows in
+the rows file (for the same ``--set`` values) or a report.json in its run directory is
+finished and is never run again; one with only a checkpoint resumes from it. The rows file
+is committed and the run directories are not, so a later session on a fresh work tree
+carries on with the cells still missing. Cells run in ``jobs``
 processes through joblib (any joblib backend: a Dask or Ray cluster too, see
 docs/study.md), each limited to cores // jobs BLAS threads. As cells finish, one row per
 (run, selection) is added to the rows file (figures/study/runs.json), atomically.
@@ -108,14 +111,34 @@ def report_rows(report, history, command, commit):
     return rows
 
 
+def _what_runs(overrides):
+    """The ``--set`` values that make a cell what it is (where the data lives does not)."""
+    return {k: v for k, v in (overrides or {}).items() if k != "data_dir"}
+
+
+def finished_rows(rows_path, arch, method, seed, overrides):
+    """The rows file's rows of one cell run with the same ``--set`` values ([] if none)."""
+    return [r for r in read_rows(rows_path) if (r["arch"], r["method"], r["seed"]) == (arch, method, seed)
+            and _what_runs(r.get("overrides")) == _what_runs(overrides)]
+
+
+def nest_budget(runs_dir, rows_path, arch, seed, overrides):
+    """The NeST sibling's epochs (its report, else its rows), or None if it has not run."""
+    path = cell_dir(runs_dir, arch, "nest", seed) / "report.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = finished_rows(rows_path, arch, "nest", seed, overrides)
+    return ({k: rows[0][k] for k in ("epochs_before_pruning", "epochs_total")} if rows else None)
+
+
 def run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads):
     """Run (or resume, or just read) one cell in this process; returns (rows, what happened)."""
     from threadpoolctl import threadpool_limits
+    done = finished_rows(rows_path, arch, method, seed, overrides)
+    if done:
+        return done, "finished before"
     out = cell_dir(runs_dir, arch, method, seed)
-    nest_report = None
-    if method != "nest":
-        path = cell_dir(runs_dir, arch, "nest", seed) / "report.json"
-        nest_report = json.loads(path.read_text()) if path.exists() else None
+    nest_report = None if method == "nest" else nest_budget(runs_dir, rows_path, arch, seed, overrides)
     config = cell_config(arch, method, seed, overrides, nest_report)
     if (out / "report.json").exists():
         report, status = json.loads((out / "report.json").read_text()), "finished before"
@@ -129,7 +152,10 @@ def run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads):
             report = synthesize(config, out, resume=True)
     history = json.loads((out / "history.json").read_text())
     command = cell_command(arch, method, seed, runs_dir, rows_path, overrides)
-    return report_rows(report, history, command, git_commit()), status
+    rows = report_rows(report, history, command, git_commit())
+    for row in rows:
+        row["overrides"] = _what_runs(overrides)
+    return rows, status
 
 
 def read_rows(path):

@@ -166,3 +166,31 @@ def test_rows_are_added_atomically_and_replaced_by_key(tmp_path):
     assert len(stored) == len(rows) and json.loads(path.read_text()) == stored
     assert [r["test_error"] for r in stored if r["method"] == "nest" and r["seed"] == 0] == [0.5]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_cells_in_the_rows_file_are_finished_even_without_their_run_directories(tmp_path, mnist_dir,
+                                                                                 monkeypatch):
+    """A later session has the committed rows file but not runs/: nothing done is redone, and
+    prune-only still gets the NeST sibling's epochs (from its rows)."""
+    runs, rows_path = tmp_path / "runs", tmp_path / "runs.json"
+    overrides = {**TINY, "data_dir": str(mnist_dir)}
+    grid = dict(archs=["lenet-300-100"], seeds=[0], rows_path=rows_path, overrides=overrides, jobs=1)
+    study.run_grid(methods=["nest"], runs_dir=runs, **grid)
+    nest_rows = json.loads(rows_path.read_text())
+    calls = []
+    real = study.synthesize
+
+    def synthesize(config, out, resume=False, **kwargs):
+        calls.append((config.mode, config.dense_epochs))
+        return real(config, out, resume=resume, **kwargs)
+
+    monkeypatch.setattr(study, "synthesize", synthesize)
+    fresh = tmp_path / "fresh-work-tree-runs"  # runs/ of the first session is gone
+    status = study.run_grid(methods=["nest", "prune-only"], runs_dir=fresh, **grid)
+    assert status == {("lenet-300-100", "nest", 0): "finished before",
+                      ("lenet-300-100", "prune-only", 0): "ran"}
+    assert calls == [("prune-only", nest_rows[0]["epochs_before_pruning"])]
+    assert not study.cell_dir(fresh, "lenet-300-100", "nest", 0).exists()
+    # where the data lives does not make another cell; other --set values do
+    assert study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "data_dir": "x"}) != []
+    assert study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "lr": 0.01}) == []
