@@ -57,9 +57,17 @@ def layer_table(net):
     rows = []
     for position, layer in net.masked_layers():
         counted, flops = _layer_counts(layer, shapes[position][1])
-        row = {"position": position, "type": type(layer).__name__, "shape": list(layer.weight.shape),
-               "width": layer.n_out, "active": int((layer.mask != 0).sum()), "total": int(layer.mask.size),
-               "density": layer.density(), "params": counted + layer.n_out, "flops": flops}
+        row = {
+            "position": position,
+            "type": type(layer).__name__,
+            "shape": list(layer.weight.shape),
+            "width": layer.n_out,
+            "active": int((layer.mask != 0).sum()),
+            "total": int(layer.mask.size),
+            "density": layer.density(),
+            "params": counted + layer.n_out,
+            "flops": flops,
+        }
         if isinstance(layer, Conv2d):
             area = layer.area_mask
             row["area_density"] = 1.0 if area is None else float((area != 0).mean())
@@ -85,7 +93,9 @@ def compression(net, arch):
     """How many times smaller than the dense baseline of ``arch``:
     {"params": .., "flops": .., "params_x": baseline / params, "flops_x": baseline / flops}."""
     if arch not in DENSE_BASELINES:
-        raise ValueError(f"no dense baseline for {arch!r}; expected one of {sorted(DENSE_BASELINES)}")
+        raise ValueError(
+            f"no dense baseline for {arch!r}; expected one of {sorted(DENSE_BASELINES)}"
+        )
     params, flops = count_params(net), count_flops(net)
     base = DENSE_BASELINES[arch]
     return {"params": params, "flops": flops,

@@ -68,8 +68,18 @@ def _run_name(name):
 
 # what `train` fixes for the whole run (saved in the checkpoint, compared on --resume), and the defaults
 # of those the recipe does not set; --lr, --epochs, --data-dir may change on resume
-TRAIN_SETTINGS = {"arch": "lenet-300-100", "width_scale": 1.0, "density": 1.0, "seed": 0, "n_val": 5000,
-                  "batch_size": None, "weight_decay": None, "momentum": 0.9, "schedule": "cosine", "augment": False}
+TRAIN_SETTINGS = {
+    "arch": "lenet-300-100",
+    "width_scale": 1.0,
+    "density": 1.0,
+    "seed": 0,
+    "n_val": 5000,
+    "batch_size": None,
+    "weight_decay": None,
+    "momentum": 0.9,
+    "schedule": "cosine",
+    "augment": False,
+}
 
 
 def _progress(desc, disable):
@@ -107,7 +117,9 @@ def _check_train_args(args):
         check_fraction("--momentum", args.momentum, include_zero=True, include_one=False)
     if args.width_scale is not None:
         if check_positive_number("--width-scale", args.width_scale) > 10:
-            raise InvalidArgumentError(f"--width-scale must be a number in (0, 10], got {args.width_scale!r}")
+            raise InvalidArgumentError(
+                f"--width-scale must be a number in (0, 10], got {args.width_scale!r}"
+            )
     if args.density is not None:
         check_fraction("--density", args.density)
     if args.seed is not None:
@@ -124,17 +136,26 @@ def _train_settings(args, saved=None):
     given = {name: getattr(args, name) for name in TRAIN_SETTINGS}
     given["augment"] = True if args.augment else None
     if saved is not None:
-        differing = [(k, saved[k], v) for k, v in given.items() if v is not None and k in saved and saved[k] != v]
+        differing = [
+            (k, saved[k], v)
+            for k, v in given.items()
+            if v is not None and k in saved and saved[k] != v
+        ]
         if differing:
             k, theirs, ours = differing[0]
             if k == "arch":
                 raise ConfigError(f"{args.out_path} is a checkpoint of a {theirs} network, and --arch asks for {ours}: "
                                   f"drop --arch to continue the {theirs} run, or train {ours} with another --out")
-            flags = ", ".join(f"--{k.replace('_', '-')} ({theirs!r} in the checkpoint, {ours!r} given)"
-                              for k, theirs, ours in differing)
+            flags = ", ".join(
+                f"--{k.replace('_', '-')} ({theirs!r} in the checkpoint, {ours!r} given)"
+                for k, theirs, ours in differing
+            )
             raise ConfigError(f"{args.out_path} was trained with other settings: {flags}. On --resume only --lr, "
                               f"--epochs and --data-dir may change: drop the others, or start again with --overwrite")
-        settings = {k: given[k] if given[k] is not None else saved.get(k, TRAIN_SETTINGS[k]) for k in TRAIN_SETTINGS}
+        settings = {
+            k: given[k] if given[k] is not None else saved.get(k, TRAIN_SETTINGS[k])
+            for k in TRAIN_SETTINGS
+        }
     else:
         settings = {k: v if v is not None else TRAIN_SETTINGS[k] for k, v in given.items()}
     recipe = architectures.get(settings["arch"]).recipe
@@ -159,7 +180,9 @@ def cmd_train(args):
     out = Path(args.out or f"runs/{_run_name(args.arch or TRAIN_SETTINGS['arch'])}/model.npz")
     args.out_path = out
     if out.is_dir():
-        raise OutputPathError(f"--out {out} is a directory; train's --out is the checkpoint file, e.g. {out / 'model.npz'}")
+        raise OutputPathError(
+            f"--out {out} is a directory; train's --out is the checkpoint file, e.g. {out / 'model.npz'}"
+        )
     check_writable_dir(out.parent, "--out's directory")
 
     saved_state = None
@@ -183,11 +206,17 @@ def cmd_train(args):
             raise CheckpointError(f"{out}: not a checkpoint of `nestref train` (its state lacks epoch, records, rng "
                                   f"or arch); choose another --out")
         if optimizer is None:
-            raise CheckpointError(f"{out}: holds no optimizer state; not a checkpoint of `nestref train`")
+            raise CheckpointError(
+                f"{out}: holds no optimizer state; not a checkpoint of `nestref train`"
+            )
     elif args.resume:
         _warn(f"--resume: no checkpoint at {out} yet; starting from scratch")
 
-    saved_settings = None if saved_state is None else {**saved_state.get("settings", {}), "arch": saved_state["arch"]}
+    saved_settings = (
+        None
+        if saved_state is None
+        else {**saved_state.get("settings", {}), "arch": saved_state["arch"]}
+    )
     settings = _train_settings(args, saved_settings)
     recipe = architectures.get(settings["arch"]).recipe
     epochs = args.epochs if args.epochs is not None else recipe["epochs"]
@@ -202,13 +231,23 @@ def cmd_train(args):
         try:
             rng.bit_generator.state = saved_state["rng"]
         except (TypeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{out}: state field 'rng' is not a random generator state ({err})") from err
+            raise CheckpointError(
+                f"{out}: state field 'rng' is not a random generator state ({err})"
+            ) from err
         if start_epoch < epochs:
             print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
     else:
-        net = build(settings["arch"], width_scale=settings["width_scale"], density=settings["density"],
-                    seed=settings["seed"], image_shape=splits["image_shape"], classes=splits["classes"])
-        optimizer = SGD(net, lr=lr, momentum=settings["momentum"], weight_decay=settings["weight_decay"])
+        net = build(
+            settings["arch"],
+            width_scale=settings["width_scale"],
+            density=settings["density"],
+            seed=settings["seed"],
+            image_shape=splits["image_shape"],
+            classes=splits["classes"],
+        )
+        optimizer = SGD(
+            net, lr=lr, momentum=settings["momentum"], weight_decay=settings["weight_decay"]
+        )
     print(f"{net.name}: data {splits['dataset']['name']} from {source} "
           f"(sha256 {splits['dataset']['checksum'][:16]}); {len(train[0])} train / {len(val[0])} validation / "
           f"{len(test[0])} test images; epochs={epochs} lr={lr} batch={batch_size} "
@@ -220,9 +259,19 @@ def cmd_train(args):
     def on_epoch(record):
         records.append(record)
         current["epoch"] = record["epoch"]
-        save_checkpoint(out, net, optimizer, {"epoch": record["epoch"], "records": records,
-                                             "rng": rng.bit_generator.state, "arch": settings["arch"],
-                                             "settings": settings, "data": splits["dataset"]})
+        save_checkpoint(
+            out,
+            net,
+            optimizer,
+            {
+                "epoch": record["epoch"],
+                "records": records,
+                "rng": rng.bit_generator.state,
+                "arch": settings["arch"],
+                "settings": settings,
+                "data": splits["dataset"],
+            },
+        )
         print(f"epoch {record['epoch']:3d}/{epochs}  lr {record['lr']:.4g}  train loss {record['train_loss']:.4f}  "
               f"val error {100 * record['val_error']:.2f}%  ({record['seconds']:.1f} s)", flush=True)
 
@@ -232,15 +281,30 @@ def cmd_train(args):
         print(f"{out} has already trained {start_epoch} epochs (--epochs {epochs}): nothing to train; "
               f"pass a larger --epochs to train on")
     try:
-        fit(net, optimizer, to_xy(train), to_xy(val), epochs, schedule, batch_size, rng, start_epoch,
-            on_epoch=on_epoch, on_batch=on_batch, augment=random_affine if settings["augment"] else None)
+        fit(
+            net,
+            optimizer,
+            to_xy(train),
+            to_xy(val),
+            epochs,
+            schedule,
+            batch_size,
+            rng,
+            start_epoch,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+            augment=random_affine if settings["augment"] else None,
+        )
     except TrainingDiverged as err:
         saved = (f"the last good checkpoint is {out} (epoch {current['epoch']}); rerun the same command with "
                  f"--resume --lr {lr / 2:g} (the learning rate may change on resume)" if out.exists() else
                  f"no epoch finished, so nothing was saved; rerun with --lr {lr / 2:g}")
         raise TrainingDiverged(f"training diverged: {err}. {saved}") from err
     except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with the same command and --resume (checkpoint: {out})", file=sys.stderr)
+        print(
+            f"\ninterrupted; resume with the same command and --resume (checkpoint: {out})",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     v = evaluate(net, *to_xy(val))
     t = evaluate(net, *to_xy(test))
@@ -278,12 +342,16 @@ def cmd_synthesize(args):
         report = synthesize(config, out, resume=args.resume, on_round=on_round, on_batch=on_batch,
                             overwrite=args.overwrite, on_warning=_warn)
     except KeyboardInterrupt:
-        print("\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
-              file=sys.stderr)
+        print(
+            "\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     print()
     print(_format_report(report))
-    print(f"\ndata: {report['data']['name']} from {report['data']['source']} (sha256 {report['data']['checksum']})")
+    print(
+        f"\ndata: {report['data']['name']} from {report['data']['source']} (sha256 {report['data']['checksum']})"
+    )
     print(f"wrote {out}/report.json, history.json, model.npz, figures/")
     return EXIT_OK
 
@@ -294,7 +362,9 @@ def _format_report(report):
 
 
 def _method_label(report):
-    return {"nest": "NeST", "prune-only": "pruning only", "dense": "dense"}.get(report["mode"], report["mode"])
+    return {"nest": "NeST", "prune-only": "pruning only", "dense": "dense"}.get(
+        report["mode"], report["mode"]
+    )
 
 
 def cmd_report(args):
@@ -329,17 +399,34 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     # --debug is also accepted after the command name; SUPPRESS keeps it from resetting the flag above
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     arch_help = f"{', '.join(architectures.names())}, or a spec: mlp:784-300-100-10, conv:c20k5-p2-c50k5-p2-d500-d10"
     data_help = ("a directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test, y_test "
                  "(default: $NESTREF_DATA_DIR, the repository's data/mnist, the cache, a download)")
-    p = sub.add_parser("train", parents=[common], help="train a (dense or seed) network on MNIST or another data set")
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a (dense or seed) network on MNIST or another data set",
+    )
     p.add_argument("--arch", type=_arch_argument,
                    help=arch_help + " (default: lenet-300-100; on --resume: the checkpoint's)")
-    p.add_argument("--epochs", type=int, help="total epochs (default: the arch's recipe); may change on --resume")
-    p.add_argument("--lr", type=float, help="initial learning rate (default: the arch's recipe); may change on --resume")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="total epochs (default: the arch's recipe); may change on --resume",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="initial learning rate (default: the arch's recipe); may change on --resume",
+    )
     p.add_argument("--momentum", type=float, help="default 0.9")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--batch-size", type=int)
@@ -347,21 +434,33 @@ def build_parser():
     p.add_argument("--width-scale", type=float, help="default 1.0")
     p.add_argument("--density", type=float, help="default 1.0")
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--n-val", type=int, help="validation images split from the training set (default 5000)")
+    p.add_argument(
+        "--n-val", type=int, help="validation images split from the training set (default 5000)"
+    )
     p.add_argument("--data-dir", help=data_help)
     p.add_argument("--out", help="checkpoint path (default runs/<arch>/model.npz)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the checkpoint at --out and start again")
-    p.add_argument("--augment", action="store_true", help="random affine distortions of the training images")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the checkpoint at --out and start again"
+    )
+    p.add_argument(
+        "--augment", action="store_true", help="random affine distortions of the training images"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("synthesize", parents=[common], help="run NeST: seed -> grow -> prune -> compact")
+    p = sub.add_parser(
+        "synthesize", parents=[common], help="run NeST: seed -> grow -> prune -> compact"
+    )
     p.add_argument("--arch", type=_arch_argument, help=arch_help)
-    p.add_argument("--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's")
+    p.add_argument(
+        "--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's"
+    )
     p.add_argument("--mode", choices=["nest", "prune-only", "dense"])
     p.add_argument("--config", help="TOML or JSON file of config values")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value"
+    )
     p.add_argument("--data-dir", help=data_help)
     p.add_argument("--out", help="output directory (default runs/<preset>)")
     p.add_argument("--resume", action="store_true",
@@ -372,24 +471,42 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("report", parents=[common], help="print the paper's table beside the runs in DIR...")
+    p = sub.add_parser(
+        "report", parents=[common], help="print the paper's table beside the runs in DIR..."
+    )
     p.add_argument("dirs", nargs="+")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", parents=[common], help="write a synthesized network as ONNX (needs the onnx extra)")
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a synthesized network as ONNX (needs the onnx extra)",
+    )
     p.add_argument("run", help="a run directory of nestref synthesize")
     p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", parents=[common], help="print the class of each image in IMAGES.npy, one per line")
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="print the class of each image in IMAGES.npy, one per line",
+    )
     p.add_argument("run", help="a run directory of nestref synthesize")
-    p.add_argument("images", help=".npy of images (N, H, W) or (N, C, H, W): uint8 0-255 or floats in [0, 1]")
+    p.add_argument(
+        "images", help=".npy of images (N, H, W) or (N, C, H, W): uint8 0-255 or floats in [0, 1]"
+    )
     p.set_defaults(func=cmd_predict)
 
     # `nestref conformance ...` is handed to nestref.conformance before parsing (see main); listed here for --help
-    sub.add_parser("conformance", help="write or check the conformance cases for ports (see conformance/README.md)")
+    sub.add_parser(
+        "conformance",
+        help="write or check the conformance cases for ports (see conformance/README.md)",
+    )
     # `nestref study ...` is handed to nestref.study the same way
-    sub.add_parser("study", help="NeST vs pruning only vs dense over seeds: run the grid, make the table (docs/study.md)")
+    sub.add_parser(
+        "study",
+        help="NeST vs pruning only vs dense over seeds: run the grid, make the table (docs/study.md)",
+    )
     return parser
 
 

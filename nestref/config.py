@@ -39,14 +39,16 @@ class SynthesisConfig:
 
     # what to synthesise, and how
     arch: str = "lenet-300-100"
-    mode: str = "nest"                    # "nest" (seed -> grow -> prune), "prune-only" (dense -> prune) or
+    mode: str = "nest"  # "nest" (seed -> grow -> prune), "prune-only" (dense -> prune) or
                                           # "dense" (the dense network only, trained as prune-only's is)
     seed: int = 0
     # data
     data_dir: str | None = None
-    n_val: int = 5000                     # validation images split off the training set; all decisions use them
+    n_val: int = 5000  # validation images split off the training set; all decisions use them
     train_limit: int | None = None        # use only the first N training images (quick runs, tests)
-    growth_batches: int | None = None     # batches of the growth data (None: one pass over the training split)
+    growth_batches: int | None = (
+        None  # batches of the growth data (None: one pass over the training split)
+    )
     growth_batch_size: int = 1000
     # seed network
     width_scale: float = 0.4              # 0.4: LeNet-300-100 -> LeNet-120-40
@@ -56,42 +58,58 @@ class SynthesisConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    initial_epochs: int = 3               # seed (or dense, in prune-only mode) training before the first round
+    initial_epochs: int = 3  # seed (or dense, in prune-only mode) training before the first round
     growth_epochs: int = 2                # training after each growth round
-    settle_epochs: int = 5                # cosine from lr after growth (or after the dense start), before pruning
+    settle_epochs: int = 5  # cosine from lr after growth (or after the dense start), before pruning
     prune_epochs: int = 1                 # retraining after each pruning round
     prune_lr: float = 0.02
     finetune_epochs: int = 10             # cosine from prune_lr down, after the result is chosen
-    dense_epochs: int | None = None       # prune-only / dense: epochs of the dense network before pruning (dense:
+    dense_epochs: int | None = (
+        None  # prune-only / dense: epochs of the dense network before pruning (dense:
+    )
                                           # in all), the last settle_epochs of them on the cosine; None:
                                           # initial_epochs + settle_epochs. `nestref study` sets it from the NeST
                                           # run of the same arch and seed (docs/nest.md#ours-equal-budget)
     # connection growth
-    growth_ratio: float = 0.1             # fraction of each layer's dormant connections grown per round
+    growth_ratio: float = 0.1  # fraction of each layer's dormant connections grown per round
     growth_init: str = "gradient"         # "gradient" (-lr * G) [ours] or "zero"
     # neuron / feature-map growth
-    neuron_fraction: float = 0.1          # neurons (maps) added per round, as a fraction of the target width
+    neuron_fraction: float = (
+        0.1  # neurons (maps) added per round, as a fraction of the target width
+    )
     birth_ratio: float = 0.05
     birth_strength_max: float = 0.3
     birth_strength_min: float = 0.003
     birth_sign: str = "positive"          # [ours]; "random" is the paper's
     feature_map_candidates: int = 10
     max_growth_rounds: int = 6
-    patience: int = 2                     # growth rounds without validation gain before pruning starts
+    patience: int = 2  # growth rounds without validation gain before pruning starts
     # pruning
-    prune_fractions: list[float] = field(default_factory=list)   # per masked layer; empty: the arch's default
-    area_fraction: float = 0.05           # partial-area convolution: fraction of kept (map, map, position) per round
+    prune_fractions: list[float] = field(
+        default_factory=list
+    )  # per masked layer; empty: the arch's default
+    area_fraction: float = (
+        0.05  # partial-area convolution: fraction of kept (map, map, position) per round
+    )
     prune_floor_params: int = 3000        # prune down to this many params ...
-    max_error_increase: float = 0.01      # ... or until the smoothed validation error exceeds the settled one by
-    max_relative_error_increase: float = 0.5  # max(this much, this fraction of it) (docs/nest.md#ours-prune-stopping)
+    max_error_increase: float = (
+        0.01  # ... or until the smoothed validation error exceeds the settled one by
+    )
+    max_relative_error_increase: float = (
+        0.5  # max(this much, this fraction of it) (docs/nest.md#ours-prune-stopping)
+    )
     max_prune_rounds: int = 60
-    smoothing: int = 3                    # rounds over which validation error is averaged when choosing
-    param_budgets: list[int] = field(default_factory=list)  # a "budget-<N>" selection each: the best round
+    smoothing: int = 3  # rounds over which validation error is averaged when choosing
+    param_budgets: list[int] = field(
+        default_factory=list
+    )  # a "budget-<N>" selection each: the best round
                                           # with at most N params [ours]; besides the "target" selection: ...
-    tolerance: float = 0.002              # ... the smallest round within this much of the settled net's error
-    report_selection: str | None = None   # the selection report.json's top-level fields and model.npz are of;
+    tolerance: float = 0.002  # ... the smallest round within this much of the settled net's error
+    report_selection: str | None = (
+        None  # the selection report.json's top-level fields and model.npz are of;
+    )
                                           # None: the first budget's, or "target" without budgets
-    augment: bool = False                 # random affine distortions of the training images (reported when on)
+    augment: bool = False  # random affine distortions of the training images (reported when on)
 
     def __post_init__(self):
         self.validate()
@@ -120,32 +138,73 @@ class SynthesisConfig:
         for name in ("lr", "prune_lr", "birth_strength_max", "birth_strength_min"):
             need(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0")
         for name in ("width_scale", "density", "growth_ratio", "neuron_fraction", "birth_ratio"):
-            need(_is_number(getattr(self, name)) and 0 < getattr(self, name) <= 1, name, "a number in (0, 1]")
+            need(
+                _is_number(getattr(self, name)) and 0 < getattr(self, name) <= 1,
+                name,
+                "a number in (0, 1]",
+            )
         for name in ("area_fraction", "momentum"):
-            need(_is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1, name, "a number in [0, 1)")
+            need(
+                _is_number(getattr(self, name)) and 0 <= getattr(self, name) < 1,
+                name,
+                "a number in [0, 1)",
+            )
         for name in ("weight_decay", "max_error_increase", "max_relative_error_increase", "tolerance"):
-            need(_is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0")
+            need(
+                _is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0"
+            )
         need(isinstance(self.augment, bool), "augment", "true or false")
-        need(isinstance(self.prune_fractions, (list, tuple)) and all(_is_number(f) and 0 <= f < 1 for f in self.prune_fractions),
-             "prune_fractions", "a list of numbers in [0, 1), one per masked layer")
-        need(self.data_dir is None or isinstance(self.data_dir, str), "data_dir", "null or a directory path (a string)")
-        need(isinstance(self.param_budgets, (list, tuple)) and all(_is_int(b) and b >= 1 for b in self.param_budgets)
-             and len(set(self.param_budgets)) == len(self.param_budgets),
-             "param_budgets", "a list of distinct integers >= 1 (parameter budgets)")
+        need(
+            isinstance(self.prune_fractions, (list, tuple))
+            and all(_is_number(f) and 0 <= f < 1 for f in self.prune_fractions),
+            "prune_fractions",
+            "a list of numbers in [0, 1), one per masked layer",
+        )
+        need(
+            self.data_dir is None or isinstance(self.data_dir, str),
+            "data_dir",
+            "null or a directory path (a string)",
+        )
+        need(
+            isinstance(self.param_budgets, (list, tuple))
+            and all(_is_int(b) and b >= 1 for b in self.param_budgets)
+            and len(set(self.param_budgets)) == len(self.param_budgets),
+            "param_budgets",
+            "a list of distinct integers >= 1 (parameter budgets)",
+        )
         if isinstance(self.param_budgets, (list, tuple)) and self.report_selection is not None:
             need(self.report_selection in self.selection_names(), "report_selection",
                  f"one of {self.selection_names()}")
         if self.dense_epochs is not None:
-            need(self.mode != "nest", "dense_epochs", "null in mode 'nest' (it sets the dense network's epochs)")
+            need(
+                self.mode != "nest",
+                "dense_epochs",
+                "null in mode 'nest' (it sets the dense network's epochs)",
+            )
             if _is_int(self.dense_epochs) and _is_int(self.settle_epochs):
-                need(self.dense_epochs >= self.settle_epochs, "dense_epochs", f">= settle_epochs ({self.settle_epochs})")
+                need(
+                    self.dense_epochs >= self.settle_epochs,
+                    "dense_epochs",
+                    f">= settle_epochs ({self.settle_epochs})",
+                )
         if _is_number(self.birth_strength_min) and _is_number(self.birth_strength_max):
-            need(self.birth_strength_min <= self.birth_strength_max, "birth_strength_min", "<= birth_strength_max")
+            need(
+                self.birth_strength_min <= self.birth_strength_max,
+                "birth_strength_min",
+                "<= birth_strength_max",
+            )
         if _is_int(self.train_limit) and _is_int(self.n_val):
-            need(self.n_val < self.train_limit, "n_val", f"< train_limit={self.train_limit} (some images must be left to train on)")
+            need(
+                self.n_val < self.train_limit,
+                "n_val",
+                f"< train_limit={self.train_limit} (some images must be left to train on)",
+            )
         if isinstance(self.arch, str) and self.arch in MASKED_LAYERS and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions:
-            need(len(self.prune_fractions) == MASKED_LAYERS[self.arch], "prune_fractions",
-                 f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), or [] for the arch's default")
+            need(
+                len(self.prune_fractions) == MASKED_LAYERS[self.arch],
+                "prune_fractions",
+                f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), or [] for the arch's default",
+            )
         if problems:
             raise ConfigError("invalid synthesis config:\n  " + "\n  ".join(problems))
 
@@ -196,10 +255,16 @@ def resume_conflicts(saved, config, phase, round_):
     the phase has not started. Returns [(field, saved value, new value)], sorted.
     """
     ours = config.to_dict()
-    started = {p: _PHASES.index(phase) > _PHASES.index(p) or (p == phase and round_ > 0) for p in _PHASE_EPOCHS}
+    started = {
+        p: _PHASES.index(phase) > _PHASES.index(p) or (p == phase and round_ > 0)
+        for p in _PHASE_EPOCHS
+    }
     safe = {"lr", "prune_lr", "data_dir"} | {f for p, f in _PHASE_EPOCHS.items() if not started[p]}
-    return [(k, saved.get(k, "(absent)"), ours.get(k, "(absent)")) for k in sorted(set(ours) | set(saved))
-            if ours.get(k) != saved.get(k) and k not in safe]
+    return [
+        (k, saved.get(k, "(absent)"), ours.get(k, "(absent)"))
+        for k in sorted(set(ours) | set(saved))
+        if ours.get(k) != saved.get(k) and k not in safe
+    ]
 
 
 # Recipes for the paper's rows (README: "Reproducing the paper's table"), from the
@@ -263,9 +328,13 @@ def read_config_file(path):
     try:
         text = path.read_text(encoding="utf-8")
     except PermissionError as err:
-        raise ConfigError(f"config file {path} cannot be read (permission denied); make it readable") from err
+        raise ConfigError(
+            f"config file {path} cannot be read (permission denied); make it readable"
+        ) from err
     except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason}); is it really a {kind} file?") from err
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text ({err.reason}); is it really a {kind} file?"
+        ) from err
     except OSError as err:
         raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from err
     try:

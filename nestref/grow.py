@@ -515,7 +515,10 @@ def _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs, weight
         return w_in[keep], w_out[:, keep], pairs
     layer, nxt_layer = net.layers[position], net.layers[nxt]
     if weight_scales is None:
-        weight_scales = (_weight_scale(layer, f"layer {position}"), _weight_scale(nxt_layer, f"layer {nxt}"))
+        weight_scales = (
+            _weight_scale(layer, f"layer {position}"),
+            _weight_scale(nxt_layer, f"layer {nxt}"),
+        )
     scale_in, scale_out = weight_scales
     w_in, w_out = match_layer_scale(w_in[keep], w_out[:, keep], scale_in, scale_out)
     w_in = np.pad(w_in, ((0, 0), (0, layer.n_in - w_in.shape[1])))
@@ -596,10 +599,16 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
     loss_before = _batch_loss(net, x, y)
     signs = _pair_signs(bridging, count, birth_ratio, sign, rng)
     if weight_scales is not None:
-        weight_scales = tuple(check_positive_number(f"weight_scales[{k}]", v) for k, v in enumerate(weight_scales))
+        weight_scales = tuple(
+            check_positive_number(f"weight_scales[{k}]", v) for k, v in enumerate(weight_scales)
+        )
         if len(weight_scales) != 2:
-            raise InvalidArgumentError(f"weight_scales must be (scale_in, scale_out), got {len(weight_scales)} values")
-    w_in, w_out, pairs = _new_neurons(net, position, nxt, bridging, count, birth_ratio, signs, weight_scales)
+            raise InvalidArgumentError(
+                f"weight_scales must be (scale_in, scale_out), got {len(weight_scales)} values"
+            )
+    w_in, w_out, pairs = _new_neurons(
+        net, position, nxt, bridging, count, birth_ratio, signs, weight_scales
+    )
     report = NeuronGrowthReport(
         layer=position, requested=count, added=0, birth_ratio=birth_ratio,
         pairs_per_chunk=pairs_per_neuron(birth_ratio, bridging.size), pairs_per_neuron=[],

@@ -16,11 +16,16 @@ def comparison_table(runs):
     runs: list of (label, report dict as written to report.json).
     """
     archs = sorted({r["arch"] for _, r in runs})
-    lines = ["| model | source | method | test error | params | FLOPs |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | source | method | test error | params | FLOPs |",
+        "|---|---|---|---|---|---|",
+    ]
     for arch in archs:
         # the paper measured on MNIST: its rows go beside runs on MNIST only
         on_mnist = any(_data_name(r) == "mnist" for _, r in runs if r["arch"] == arch)
-        dense = next((row for row in PAPER_ROWS if row[0] == arch and row[1] == "dense baseline"), None)
+        dense = next(
+            (row for row in PAPER_ROWS if row[0] == arch and row[1] == "dense baseline"), None
+        )
         for model, method, err, params, flops in PAPER_ROWS if dense and on_mnist else ():
             if model == arch:
                 lines.append(f"| {model} | paper | {method} | {100 * err:.2f}% | {_k(params)} ({dense[3] / params:.1f}x) "

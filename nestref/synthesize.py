@@ -76,7 +76,12 @@ from .train import (
 CHECKPOINT = "checkpoint.npz"
 # what a run writes into its directory, and nothing else ``overwrite`` removes
 RUN_FILES = (CHECKPOINT, previous_path(CHECKPOINT).name, "report.json", "history.json", "model.npz")
-FIGURES = ("grow_prune_curve.png", "validation_error.png", "widths_densities.png", "first_layer_masks.png")
+FIGURES = (
+    "grow_prune_curve.png",
+    "validation_error.png",
+    "widths_densities.png",
+    "first_layer_masks.png",
+)
 _ROUND_FILE = re.compile(r"prune-\d{3,}\.npz")
 _TEMP_FILE = re.compile(r"\..+\.tmp")  # storage.atomic_write_bytes' temporary names
 
@@ -126,7 +131,9 @@ def prepare_run_dir(out_dir, resume=False, overwrite=False):
     if resume and has_checkpoint:
         return True
     if foreign:
-        names = ", ".join(str(p.relative_to(out)) for p in foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        names = ", ".join(str(p.relative_to(out)) for p in foreign[:5]) + (
+            ", ..." if len(foreign) > 5 else ""
+        )
         raise OutputExistsError(f"--out {out} is not empty and holds files nestref did not write ({names}): "
                                 f"choose another directory, or pass --overwrite (it removes only nestref's own files)")
     if has_checkpoint:
@@ -153,8 +160,14 @@ def hidden_layers(net):
 
 def survivors(net):
     """How many hidden units are alive, by provenance: {"seed": n, "grown": n, "per_layer": [...]}."""
-    per_layer = [{"layer": i, "seed": int((~net.layers[i].grown).sum()), "grown": int(net.layers[i].grown.sum())}
-                 for i in hidden_layers(net)]
+    per_layer = [
+        {
+            "layer": i,
+            "seed": int((~net.layers[i].grown).sum()),
+            "grown": int(net.layers[i].grown.sum()),
+        }
+        for i in hidden_layers(net)
+    ]
     return {"seed": sum(p["seed"] for p in per_layer), "grown": sum(p["grown"] for p in per_layer),
             "per_layer": per_layer}
 
@@ -173,7 +186,9 @@ def smooth(errors, smoothing):
     i + 2]); at the ends of the sequence the window is cut to the values there are."""
     errors = np.asarray(errors, dtype=float)
     back = (smoothing - 1) // 2
-    return np.array([errors[max(0, i - back):i - back + smoothing].mean() for i in range(len(errors))])
+    return np.array(
+        [errors[max(0, i - back) : i - back + smoothing].mean() for i in range(len(errors))]
+    )
 
 
 def stop_ceiling(settled_error, max_increase, max_relative_increase):
@@ -221,9 +236,20 @@ class Run:
         self.warnings = []
         self.rng = np.random.default_rng(config.seed)
         self.history = []
-        self.state = {"phase": "seed", "round": 0, "best_val": None, "stale": 0, "grown_val": None,
-                      "prune_rounds": [], "chosen": None, "elapsed": 0.0, "epochs": 0,
-                      "epochs_before_pruning": None, "growth_stop_reason": None, "data_checksum": None}
+        self.state = {
+            "phase": "seed",
+            "round": 0,
+            "best_val": None,
+            "stale": 0,
+            "grown_val": None,
+            "prune_rounds": [],
+            "chosen": None,
+            "elapsed": 0.0,
+            "epochs": 0,
+            "epochs_before_pruning": None,
+            "growth_stop_reason": None,
+            "data_checksum": None,
+        }
         self.net = self.optimizer = self.data = None
         if data is not None:
             self.use_data(data)
@@ -257,13 +283,23 @@ class Run:
     def growth_batch(self):
         """A random batch of the training split: the data neuron and map growth decide on."""
         x, y = self.data["train"]
-        idx = self.rng.choice(len(x), size=min(self.config.growth_batch_size, len(x)), replace=False)
+        idx = self.rng.choice(
+            len(x), size=min(self.config.growth_batch_size, len(x)), replace=False
+        )
         return prepare_inputs(x[idx], self.net), y[idx]
 
     def record(self, phase, t0, **extra):
         val = evaluate(self.net, *self.xy("val"))
-        rec = {"phase": phase, "round": self.state["round"], "epochs": self.state.get("epochs"), **snapshot(self.net),
-               "val_error": val["error"], "val_loss": val["loss"], "seconds": time.perf_counter() - t0, **extra}
+        rec = {
+            "phase": phase,
+            "round": self.state["round"],
+            "epochs": self.state.get("epochs"),
+            **snapshot(self.net),
+            "val_error": val["error"],
+            "val_loss": val["loss"],
+            "seconds": time.perf_counter() - t0,
+            **extra,
+        }
         self.history.append(rec)
         if self.on_round is not None:
             self.on_round(rec)
@@ -282,8 +318,11 @@ class Run:
                              seed=config.seed, **self.data_shape)
         self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
-        epochs = (config.dense_epochs - config.settle_epochs if dense and config.dense_epochs is not None
-                  else config.initial_epochs)
+        epochs = (
+            config.dense_epochs - config.settle_epochs
+            if dense and config.dense_epochs is not None
+            else config.initial_epochs
+        )
         loss = self.train(epochs, config.lr)
         rec = self.record("dense" if dense else "seed", t0, train_loss=loss)
         self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
@@ -301,8 +340,12 @@ class Run:
                       grow.mean_active_magnitude(net.layers[j].weight, net.layers[j].mask))
                   for i, j in zip(hidden_layers(net), [k for k, _ in net.masked_layers()][1:])
                   if (net.layers[i].mask != 0).any() and (net.layers[j].mask != 0).any()}
-        gradients = grow.growth_gradients(net, *self.xy("train"), batch_size=config.growth_batch_size,
-                                          n_batches=config.growth_batches)
+        gradients = grow.growth_gradients(
+            net,
+            *self.xy("train"),
+            batch_size=config.growth_batch_size,
+            n_batches=config.growth_batches,
+        )
         connection_reports = grow.grow_network_connections(net, config.growth_ratio, gradients,
                                                            init=config.growth_init, lr=config.lr)
         x, y = self.growth_batch()
@@ -317,14 +360,32 @@ class Run:
                 continue
             count = min(max(1, round(config.neuron_fraction * target)), target - layer.n_out)
             if count < 1:
-                unit_reports.append({"layer": i, "added": 0, "reason": f"at the width cap {target}"})
+                unit_reports.append(
+                    {"layer": i, "added": 0, "reason": f"at the width cap {target}"}
+                )
             elif isinstance(layer, Conv2d):
-                unit_reports.append(grow.grow_feature_maps(
-                    net, i, count, x, y, config.feature_map_candidates, self.optimizer, self.rng).as_dict())
+                unit_reports.append(
+                    grow.grow_feature_maps(
+                        net, i, count, x, y, config.feature_map_candidates, self.optimizer, self.rng
+                    ).as_dict()
+                )
             else:
-                unit_reports.append(grow.grow_neurons(
-                    net, i, count, x, y, config.birth_ratio, ladder, config.birth_sign, self.optimizer,
-                    self.rng, bridging=bridging[i], weight_scales=scales.get(i)).as_dict())
+                unit_reports.append(
+                    grow.grow_neurons(
+                        net,
+                        i,
+                        count,
+                        x,
+                        y,
+                        config.birth_ratio,
+                        ladder,
+                        config.birth_sign,
+                        self.optimizer,
+                        self.rng,
+                        bridging=bridging[i],
+                        weight_scales=scales.get(i),
+                    ).as_dict()
+                )
         after_growth = snapshot(net)
         loss = self.train(config.growth_epochs, config.lr)
         rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
@@ -349,8 +410,12 @@ class Run:
         config, t0 = self.config, time.perf_counter()
         loss = self.train(config.settle_epochs, config.lr, cosine(config.lr, 0.01))
         rec = self.record("settle", t0, train_loss=loss)
-        self.state.update(phase="done" if config.mode == "dense" else "prune", round=0, grown_val=rec["val_error"],
-                          epochs_before_pruning=self.state["epochs"])
+        self.state.update(
+            phase="done" if config.mode == "dense" else "prune",
+            round=0,
+            grown_val=rec["val_error"],
+            epochs_before_pruning=self.state["epochs"],
+        )
 
     def prune_fractions(self):
         config = self.config
@@ -376,22 +441,42 @@ class Run:
                     area_reports.append(report.as_dict())
         removal = prune.remove_dead_neurons(net, self.optimizer).as_dict()
         loss = self.train(config.prune_epochs, config.prune_lr)
-        rec = self.record("prune", t0, train_loss=loss, pruning=reports, partial_area=area_reports, removal=removal)
+        rec = self.record(
+            "prune",
+            t0,
+            train_loss=loss,
+            pruning=reports,
+            partial_area=area_reports,
+            removal=removal,
+        )
         path = self.out / "rounds" / f"prune-{self.state['round']:03d}.npz"
         save_arrays(path, net.to_arrays())
-        self.state["prune_rounds"].append({"round": self.state["round"], "params": rec["params"],
-                                           "val_error": rec["val_error"], "path": str(path.relative_to(self.out))})
+        self.state["prune_rounds"].append(
+            {
+                "round": self.state["round"],
+                "params": rec["params"],
+                "val_error": rec["val_error"],
+                "path": str(path.relative_to(self.out)),
+            }
+        )
         floor_reached = rec["params"] <= config.prune_floor_params
         # the ceiling judges the mean of the last `smoothing` rounds, not one reading
         # (docs/nest.md#ours-prune-stopping); the same rule and parameters for every mode
         recent = [r["val_error"] for r in self.state["prune_rounds"][-config.smoothing:]]
-        ceiling = stop_ceiling(self.state["grown_val"], config.max_error_increase, config.max_relative_error_increase)
+        ceiling = stop_ceiling(
+            self.state["grown_val"], config.max_error_increase, config.max_relative_error_increase
+        )
         rec.update(smoothed_val_error=float(np.mean(recent)), stop_ceiling=ceiling)
         too_wrong = len(recent) >= config.smoothing and rec["smoothed_val_error"] > ceiling
         if floor_reached or too_wrong or self.state["round"] >= config.max_prune_rounds:
             self.state["phase"] = "finetune"
-            self.state["stop_reason"] = ("params floor reached" if floor_reached else
-                                         "validation error ceiling exceeded" if too_wrong else "max_prune_rounds")
+            self.state["stop_reason"] = (
+                "params floor reached"
+                if floor_reached
+                else "validation error ceiling exceeded"
+                if too_wrong
+                else "max_prune_rounds"
+            )
 
     def choose_selections(self):
         """Every selection of the config from the one pruning trajectory, on validation only:
@@ -401,7 +486,9 @@ class Run:
         chosen = {}
         for name in config.selection_names():
             budget = int(name.split("-", 1)[1]) if name.startswith("budget-") else None
-            index, smoothed = choose_round(rounds, config.smoothing, budget, None if budget else target)
+            index, smoothed = choose_round(
+                rounds, config.smoothing, budget, None if budget else target
+            )
             chosen[name] = {**rounds[index], "smoothed_val_error": float(smoothed[index]),
                             "target_val_error": None if budget else target, "param_budget": budget}
         return chosen
@@ -438,9 +525,17 @@ class Run:
     def save(self):
         self.state["elapsed"] += time.perf_counter() - self._t_resume
         self._t_resume = time.perf_counter()
-        save_checkpoint(self.out / CHECKPOINT, self.net, self.optimizer,
-                        {"run": self.state, "history": self.history, "rng": self.rng.bit_generator.state,
-                         "config": self.config.to_dict()})
+        save_checkpoint(
+            self.out / CHECKPOINT,
+            self.net,
+            self.optimizer,
+            {
+                "run": self.state,
+                "history": self.history,
+                "rng": self.rng.bit_generator.state,
+                "config": self.config.to_dict(),
+            },
+        )
 
     def restore(self):
         path = self.out / CHECKPOINT
@@ -466,13 +561,16 @@ class Run:
         try:
             self.rng.bit_generator.state = saved["rng"]
         except (TypeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{path}: state field 'rng' is not a random generator state ({err})") from err
+            raise CheckpointError(
+                f"{path}: state field 'rng' is not a random generator state ({err})"
+            ) from err
         # the report's config is the latest; what changed on resume, and where, is kept beside it
         changed = {k: [saved["config"].get(k), v] for k, v in self.config.to_dict().items()
                    if k != "data_dir" and saved["config"].get(k) != v}
         if changed:
-            run.setdefault("config_changes", []).append({"phase": run["phase"], "round": run["round"],
-                                                         "changed": changed})
+            run.setdefault("config_changes", []).append(
+                {"phase": run["phase"], "round": run["round"], "changed": changed}
+            )
         self.net, self.optimizer = net, optimizer
         self.state, self.history = run, saved["history"]
         if warning:
@@ -487,8 +585,13 @@ class Run:
         self._t_resume = time.perf_counter()
         if resume:
             self.restore()
-        steps = {"seed": self.step_seed, "grow": self.step_grow, "settle": self.step_settle, "prune": self.step_prune,
-                 "finetune": self.step_finetune}
+        steps = {
+            "seed": self.step_seed,
+            "grow": self.step_grow,
+            "settle": self.step_settle,
+            "prune": self.step_prune,
+            "finetune": self.step_finetune,
+        }
         while self.state["phase"] != "done":
             phase = self.state["phase"]
             try:
@@ -502,8 +605,11 @@ class Run:
         """What to do after a divergence: resume with a lower learning rate, which resume allows."""
         name = "prune_lr" if phase in ("prune", "finetune") else "lr"
         lower = getattr(self.config, name) / 2
-        saved = (f"the run is saved up to its last finished step in {self.out / CHECKPOINT}"
-                 if (self.out / CHECKPOINT).exists() else "no step had finished, so nothing is saved")
+        saved = (
+            f"the run is saved up to its last finished step in {self.out / CHECKPOINT}"
+            if (self.out / CHECKPOINT).exists()
+            else "no step had finished, so nothing is saved"
+        )
         return (f"training diverged in the {phase} phase ({err}); {saved}. Lower {name} (it is "
                 f"{getattr(self.config, name):g}) and resume: rerun the command with --resume --set {name}={lower:g} "
                 f"(or lower; learning rates may change on resume)")
@@ -532,14 +638,27 @@ class Run:
         path_epochs = (self.state["epochs"] if chosen is None else
                        self.state["epochs_before_pruning"] + chosen["round"] * config.prune_epochs
                        + config.finetune_epochs)
-        return {"round": None if chosen is None else chosen["round"],
-                "rule": ("dense" if chosen is None else "target" if chosen["param_budget"] is None else "budget"),
-                "param_budget": None if chosen is None else chosen["param_budget"],
-                "smoothed_val_error": None if chosen is None else chosen["smoothed_val_error"],
-                "target_val_error": None if chosen is None else chosen["target_val_error"],
-                "params": accounting.count_params(net), "flops": accounting.count_flops(net),
-                "val_error": val_error, "test_error": masked_test["error"], "compact_test_error": compact_error,
-                "epochs": path_epochs, "model": str(model), "small": small}
+        return {
+            "round": None if chosen is None else chosen["round"],
+            "rule": (
+                "dense"
+                if chosen is None
+                else "target"
+                if chosen["param_budget"] is None
+                else "budget"
+            ),
+            "param_budget": None if chosen is None else chosen["param_budget"],
+            "smoothed_val_error": None if chosen is None else chosen["smoothed_val_error"],
+            "target_val_error": None if chosen is None else chosen["target_val_error"],
+            "params": accounting.count_params(net),
+            "flops": accounting.count_flops(net),
+            "val_error": val_error,
+            "test_error": masked_test["error"],
+            "compact_test_error": compact_error,
+            "epochs": path_epochs,
+            "model": str(model),
+            "small": small,
+        }
 
     def finish(self):
         """Test every selection once, compact it; write the models, history and report.
@@ -550,7 +669,9 @@ class Run:
         config = self.config
         headline = config.headline_selection()
         nets = self.selection_networks()
-        selections = {name: self.test_selection(name, net, val) for name, (net, val) in nets.items()}
+        selections = {
+            name: self.test_selection(name, net, val) for name, (net, val) in nets.items()
+        }
         self.net = nets[headline][0]
         small = selections[headline].pop("small")
         for entry in selections.values():
@@ -560,24 +681,44 @@ class Run:
         baseline = accounting.dense_baseline(config.arch, **self.data_shape)
         table = accounting.layer_table(self.net)
         report = {
-            "arch": config.arch, "mode": config.mode, "seed": config.seed,
-            "augment": config.augment, "selection": headline, "selections": selections,
+            "arch": config.arch,
+            "mode": config.mode,
+            "seed": config.seed,
+            "augment": config.augment,
+            "selection": headline,
+            "selections": selections,
             "test_error": selections[headline]["test_error"],
             "compact_test_error": selections[headline]["compact_test_error"],
-            "val_error": selections[headline]["val_error"], "params": params, "flops": flops,
-            "epochs_total": self.state["epochs"], "epochs_before_pruning": self.state["epochs_before_pruning"],
+            "val_error": selections[headline]["val_error"],
+            "params": params,
+            "flops": flops,
+            "epochs_total": self.state["epochs"],
+            "epochs_before_pruning": self.state["epochs_before_pruning"],
             "growth_stop_reason": self.state.get("growth_stop_reason"),
-            "conv_kept_area": [{k: row[k] for k in ("position", "area_density", "flops_weighted_area")}
-                               for row in table if row["type"] == "Conv2d"],
-            "params_compression": baseline["params"] / params, "flops_compression": baseline["flops"] / flops,
-            "dense_baseline": baseline, "widths": self.net.widths(), "alive": survivors(self.net),
-            "layers": table, "chosen": self.state["chosen"],
+            "conv_kept_area": [
+                {k: row[k] for k in ("position", "area_density", "flops_weighted_area")}
+                for row in table
+                if row["type"] == "Conv2d"
+            ],
+            "params_compression": baseline["params"] / params,
+            "flops_compression": baseline["flops"] / flops,
+            "dense_baseline": baseline,
+            "widths": self.net.widths(),
+            "alive": survivors(self.net),
+            "layers": table,
+            "chosen": self.state["chosen"],
             "stop_reason": self.state.get("stop_reason"),
-            "max_params_during_growth": max(r.get("params_after_growth", r["params"]) for r in self.history),
-            "wall_seconds": self.state["elapsed"], "data_source": self.data["source"],
+            "max_params_during_growth": max(
+                r.get("params_after_growth", r["params"]) for r in self.history
+            ),
+            "wall_seconds": self.state["elapsed"],
+            "data_source": self.data["source"],
             "data": self.data.get("dataset"),
-            "n_train": len(self.data["train"][0]), "n_val": len(self.data["val"][0]),
-            "config": config.to_dict(), "config_changes": self.state.get("config_changes", []), "warnings": self.warnings,
+            "n_train": len(self.data["train"][0]),
+            "n_val": len(self.data["val"][0]),
+            "config": config.to_dict(),
+            "config_changes": self.state.get("config_changes", []),
+            "warnings": self.warnings,
         }
         save_json(self.out / "history.json", self.history)
         save_json(self.out / "report.json", report)
@@ -607,7 +748,9 @@ def read_report(path):
         raise ReportError(f"{path} is not a readable JSON report ({err}); rerun the synthesis with --resume "
                           f"to write it again") from err
     if not isinstance(report, dict):
-        raise ReportError(f"{path}: the top level must be a JSON object, got a {type(report).__name__}")
+        raise ReportError(
+            f"{path}: the top level must be a JSON object, got a {type(report).__name__}"
+        )
     for name, kind in REPORT_FIELDS.items():
         value = report.get(name)
         ok = (isinstance(value, str) if kind is str else is_int(value) and value >= 0 if kind is int
@@ -617,7 +760,9 @@ def read_report(path):
                               f"{kind.__name__} (got {value!r}); rewrite it with `nestref synthesize --resume --out "
                               f"{path.parent}`")
     if report["mode"] not in ("nest", "prune-only"):
-        raise ReportError(f"{path}: field 'mode' must be 'nest' or 'prune-only', got {report['mode']!r}")
+        raise ReportError(
+            f"{path}: field 'mode' must be 'nest' or 'prune-only', got {report['mode']!r}"
+        )
     if report["arch"] not in accounting.DENSE_BASELINES:
         raise ReportError(f"{path}: field 'arch' must be one of {sorted(accounting.DENSE_BASELINES)}, "
                           f"got {report['arch']!r}")
@@ -629,7 +774,9 @@ def load_run(out_dir):
     out = Path(out_dir)
     for name in ("report.json", "history.json", CHECKPOINT):
         if not (out / name).exists():
-            raise FileNotFoundError(f"{out / name} not found: is {out} a finished nestref synthesize run?")
+            raise FileNotFoundError(
+                f"{out / name} not found: is {out} a finished nestref synthesize run?"
+            )
     net, _, _ = load_checkpoint(out / CHECKPOINT)
     try:
         history = json.loads((out / "history.json").read_text())
@@ -662,7 +809,9 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
     config.validate()  # fields may have been changed after construction
     has_checkpoint = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
     if data is not None and not (isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)):
-        raise InvalidArgumentError("data must be the dict load_data(config) returns, with train, val, test and source")
+        raise InvalidArgumentError(
+            "data must be the dict load_data(config) returns, with train, val, test and source"
+        )
     run = Run(config, None, out_dir, on_round, on_batch, on_warning)
     if has_checkpoint:
         run.restore()  # a bad checkpoint or a refused config change fails before the data is read

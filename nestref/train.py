@@ -26,8 +26,19 @@ from .models import Network, loss_and_grads
 from .optim import SGD
 from .storage import load_arrays, previous_path, save_arrays, to_array
 
-__all__ = ["TrainingDiverged", "checkpoint_exists", "evaluate", "fit", "load_checkpoint", "load_network", "minibatches",
-           "prepare_inputs", "resume_checkpoint", "save_checkpoint", "train_epoch"]
+__all__ = [
+    "TrainingDiverged",
+    "checkpoint_exists",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "load_network",
+    "minibatches",
+    "prepare_inputs",
+    "resume_checkpoint",
+    "save_checkpoint",
+    "train_epoch",
+]
 
 
 def prepare_inputs(images, net):
@@ -38,7 +49,9 @@ def prepare_inputs(images, net):
     elif images.dtype.kind == "f":
         x = np.asarray(images, dtype=np.float32)
     else:
-        raise InvalidArgumentError(f"images must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}")
+        raise InvalidArgumentError(
+            f"images must be uint8 pixels (0..255) or floats in [0, 1], got dtype {images.dtype}"
+        )
     if x.ndim < 1 or x.size != len(x) * int(np.prod(net.input_shape)):
         raise InvalidArgumentError(f"images of shape {images.shape} cannot be shaped as (N, "
                                    f"{', '.join(map(str, net.input_shape))}) for {net.name}")
@@ -54,7 +67,9 @@ def minibatches(n, batch_size, rng):
 def _check_xy(name, xy, net):
     """(x, y) a pair of arrays the network can take: float x (N, *input_shape), integer labels y (N,)."""
     if not isinstance(xy, (tuple, list)) or len(xy) != 2:
-        raise InvalidArgumentError(f"{name} must be an (x, y) pair of arrays, got {type(xy).__name__}")
+        raise InvalidArgumentError(
+            f"{name} must be an (x, y) pair of arrays, got {type(xy).__name__}"
+        )
     x, y = xy
     if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
         kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
@@ -65,7 +80,9 @@ def _check_xy(name, xy, net):
                                    f"for {net.name}, got {x.shape}")
     y = np.asarray(y)
     if y.shape != (len(x),):
-        raise InvalidArgumentError(f"{name} y must be one label per example, shape ({len(x)},), got {y.shape}")
+        raise InvalidArgumentError(
+            f"{name} y must be one label per example, shape ({len(x)},), got {y.shape}"
+        )
     check_labels(y, net.widths()[-1], f"{name} labels")
     return x, y
 
@@ -122,11 +139,15 @@ def fit(net, optimizer, train, val, epochs, schedule=None, batch_size=64, rng=0,
     start_epoch = check_int("start_epoch", start_epoch, minimum=0)
     train = _check_xy("train", train, net)
     if len(train[0]) == 0 and epochs > start_epoch:
-        raise InvalidArgumentError("train holds no examples; pass at least one (x, y) pair to train on")
+        raise InvalidArgumentError(
+            "train holds no examples; pass at least one (x, y) pair to train on"
+        )
     if val is not None:
         val = _check_xy("val", val, net)
     if not (isinstance(rng, np.random.Generator) or is_int(rng)):
-        raise InvalidArgumentError(f"rng must be an integer seed or a numpy Generator, got {type(rng).__name__}")
+        raise InvalidArgumentError(
+            f"rng must be an integer seed or a numpy Generator, got {type(rng).__name__}"
+        )
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     records = []
     for epoch in range(start_epoch, epochs):
@@ -175,23 +196,34 @@ def checkpoint_exists(path):
 
 
 _FLOAT_DTYPES = ("float32", "float64")
-_LAYER_FIELDS = {"Dense": ("n_in", "n_out"), "Conv2d": ("in_c", "out_c", "kernel_size", "stride", "padding"),
-                 "MaxPool2d": ("kernel_size", "stride"), "ReLU": (), "Flatten": ()}
+_LAYER_FIELDS = {
+    "Dense": ("n_in", "n_out"),
+    "Conv2d": ("in_c", "out_c", "kernel_size", "stride", "padding"),
+    "MaxPool2d": ("kernel_size", "stride"),
+    "ReLU": (),
+    "Flatten": (),
+}
 
 
 def _json_field(path, arrays, key, kind):
     """arrays[key] decoded from JSON, checked to be a ``kind`` (dict or list)."""
     if key not in arrays:
-        raise CheckpointError(f"{path}: no '{key}' inside; not a nestref checkpoint (or an incomplete one)")
+        raise CheckpointError(
+            f"{path}: no '{key}' inside; not a nestref checkpoint (or an incomplete one)"
+        )
     value = arrays[key]
     if value.shape != () or value.dtype.kind != "U":
-        raise CheckpointError(f"{path}: '{key}' must be a JSON string, got an array {value.dtype} {value.shape}")
+        raise CheckpointError(
+            f"{path}: '{key}' must be a JSON string, got an array {value.dtype} {value.shape}"
+        )
     try:
         decoded = json.loads(str(value))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: '{key}' is not valid JSON ({err})") from err
     if not isinstance(decoded, kind):
-        raise CheckpointError(f"{path}: '{key}' must be a JSON {kind.__name__}, got {type(decoded).__name__}")
+        raise CheckpointError(
+            f"{path}: '{key}' must be a JSON {kind.__name__}, got {type(decoded).__name__}"
+        )
     return decoded
 
 
@@ -202,7 +234,9 @@ def _array(path, arrays, key, shape, dtype_kind, dtype=None):
     if a.shape != tuple(shape):
         raise CheckpointError(f"{path}: '{key}' has shape {a.shape}, the spec says {tuple(shape)}")
     if a.dtype.kind != dtype_kind or (dtype is not None and a.dtype != dtype):
-        raise CheckpointError(f"{path}: '{key}' has dtype {a.dtype}, expected {dtype or dtype_kind}")
+        raise CheckpointError(
+            f"{path}: '{key}' has dtype {a.dtype}, expected {dtype or dtype_kind}"
+        )
     if dtype_kind == "f" and not np.isfinite(a).all():
         raise CheckpointError(f"{path}: '{key}' holds NaN or infinite values")
     return a
@@ -218,12 +252,16 @@ def _check_spec(path, arrays):
                                "a non-empty list of layer dicts"),
                               ("dtype", lambda v: v in _FLOAT_DTYPES, f"one of {_FLOAT_DTYPES}")):
         if key not in spec or not ok(spec[key]):
-            raise CheckpointError(f"{path}: spec field '{key}' must be {expected}, got {spec.get(key, '(missing)')!r}")
+            raise CheckpointError(
+                f"{path}: spec field '{key}' must be {expected}, got {spec.get(key, '(missing)')!r}"
+            )
     dtype = np.dtype(spec["dtype"])
     for i, cfg in enumerate(spec["layers"]):
         kind = cfg.get("type")
         if not isinstance(kind, str) or kind not in _LAYER_FIELDS:
-            raise CheckpointError(f"{path}: spec layer {i} has unknown type {kind!r}; expected one of {sorted(_LAYER_FIELDS)}")
+            raise CheckpointError(
+                f"{path}: spec layer {i} has unknown type {kind!r}; expected one of {sorted(_LAYER_FIELDS)}"
+            )
         for name in _LAYER_FIELDS[kind]:
             low = 0 if name == "padding" else 1
             if not (is_int(cfg.get(name)) and low <= cfg[name] <= 1 << 20):
@@ -252,18 +290,24 @@ def _build_network(path, arrays):
     layer_keys = {k.split(".")[0] for k in arrays if k.startswith("layer")}
     stray = sorted(layer_keys - {f"layer{i}" for i in masked})
     if stray:
-        raise CheckpointError(f"{path}: arrays of {stray} have no masked layer at that position in the spec")
+        raise CheckpointError(
+            f"{path}: arrays of {stray} have no masked layer at that position in the spec"
+        )
     if spec["layers"][-1]["type"] != "Dense":
         raise CheckpointError(f"{path}: the spec must end with a Dense layer (the logits), got "
                               f"{spec['layers'][-1].get('type')!r}")
     try:
         net = Network.from_arrays(arrays)
     except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: the network spec does not describe a working network: {err}") from err
+        raise CheckpointError(
+            f"{path}: the network spec does not describe a working network: {err}"
+        ) from err
     shapes = net.shapes()
     for i, layer in net.masked_layers():
         if any(s < 1 for s in shapes[i][1]):
-            raise CheckpointError(f"{path}: spec layer {i} produces an empty output of shape {shapes[i][1]}")
+            raise CheckpointError(
+                f"{path}: spec layer {i} produces an empty output of shape {shapes[i][1]}"
+            )
         area = getattr(layer, "area_mask", None)
         if area is not None:
             expected = (layer.n_out, layer.n_in) + tuple(shapes[i][1][1:])
@@ -307,7 +351,9 @@ def load_checkpoint(path):
     if "optimizer" in arrays:
         opt = _json_field(path, arrays, "optimizer", dict)
         if set(opt) != {"lr", "momentum", "weight_decay"} or not all(is_number(v) for v in opt.values()):
-            raise CheckpointError(f"{path}: 'optimizer' must hold the numbers lr, momentum, weight_decay, got {opt}")
+            raise CheckpointError(
+                f"{path}: 'optimizer' must hold the numbers lr, momentum, weight_decay, got {opt}"
+            )
         try:
             optimizer = SGD(net, **opt)
         except ValueError as err:

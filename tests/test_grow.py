@@ -84,18 +84,29 @@ def oracle_growth(mask, gradient, ratio):
 def layer_and_gradient(draw):
     conv = draw(st.booleans())
     if conv:
-        shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        shape = (
+            draw(st.integers(1, 3)),
+            draw(st.integers(1, 3)),
+            draw(st.integers(1, 3)),
+            draw(st.integers(1, 3)),
+        )
         layer = Conv2d(shape[1], shape[0], shape[2])
         shape = layer.weight.shape
     else:
         shape = (draw(st.integers(1, 6)), draw(st.integers(1, 8)))
         layer = Dense(shape[1], shape[0])
     size = int(np.prod(shape))
-    mask = np.array(draw(st.lists(st.sampled_from([0, 1]), min_size=size, max_size=size)), np.float32)
+    mask = np.array(
+        draw(st.lists(st.sampled_from([0, 1]), min_size=size, max_size=size)), np.float32
+    )
     layer.mask = mask.reshape(shape)
     layer.weight = (np.arange(1, size + 1, dtype=np.float32).reshape(shape) * 0.1) * layer.mask
     # few distinct values: plenty of ties and exact zeros
-    grad = draw(st.lists(st.sampled_from([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, 1e-3]), min_size=size, max_size=size))
+    grad = draw(
+        st.lists(
+            st.sampled_from([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, 1e-3]), min_size=size, max_size=size
+        )
+    )
     return layer, np.array(grad, np.float32).reshape(shape)
 
 
@@ -119,10 +130,16 @@ def test_connection_growth_matches_brute_force_oracle(layer_grad, ratio, init, l
     assert np.all(mask_before[grown] == 0)                     # only dormant ones grow
     np.testing.assert_array_equal(layer.mask, np.where(grown, 1, mask_before))
     np.testing.assert_array_equal(layer.weight[~grown], weight_before[~grown])  # the rest untouched
-    want = (-lr * grad[grown]).astype(np.float32) if init == "gradient" else np.zeros(grown.sum(), np.float32)
+    want = (
+        (-lr * grad[grown]).astype(np.float32)
+        if init == "gradient"
+        else np.zeros(grown.sum(), np.float32)
+    )
     np.testing.assert_array_equal(layer.weight[grown], want)
     assert np.all(layer.weight[layer.mask == 0] == 0)
-    assert report.threshold == (min(abs(float(grad.flat[i])) for i in expected) if expected else 0.0)
+    assert report.threshold == (
+        min(abs(float(grad.flat[i])) for i in expected) if expected else 0.0
+    )
     json.dumps(report.as_dict())
 
 
@@ -192,7 +209,12 @@ def test_growth_gradients_are_the_full_data_mean_gradient():
     for p in full:
         np.testing.assert_allclose(split[p], full[p], rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(partial[p], first_two[p], rtol=1e-10, atol=1e-14)
-    assert growth_gradients(lenet_300_100(0.1, 0.1), np.zeros((3, 784), np.float32), [0, 1, 2])[0].dtype == np.float32
+    assert (
+        growth_gradients(lenet_300_100(0.1, 0.1), np.zeros((3, 784), np.float32), [0, 1, 2])[
+            0
+        ].dtype
+        == np.float32
+    )
 
 
 # ------------------------------------------------------ bridging gradient
@@ -250,14 +272,20 @@ def test_bridging_gradient_rejects_conv_output_and_unmasked_layers():
 # ---------------------------------------------------------- neuron growth
 def assert_grown_neurons_well_formed(net, position, old_width, units, old_net):
     layer, nxt = net.layers[position], net.layers[next_masked(net, position)[0]]
-    assert layer.n_out == old_width + len(units) and list(units) == list(range(old_width, layer.n_out))
+    assert layer.n_out == old_width + len(units) and list(units) == list(
+        range(old_width, layer.n_out)
+    )
     assert layer.grown[units].all() and not layer.grown[:old_width].any()
     assert np.all(layer.bias[units] == 0)
-    np.testing.assert_array_equal(layer.mask[units], layer.weight[units] != 0)       # masks = the nonzeros
+    np.testing.assert_array_equal(
+        layer.mask[units], layer.weight[units] != 0
+    )  # masks = the nonzeros
     np.testing.assert_array_equal(nxt.mask[:, units], nxt.weight[:, units] != 0)
     assert np.all(layer.mask[units].sum(axis=1) > 0) and np.all(nxt.mask[:, units].sum(axis=0) > 0)
     old_layer = old_net.layers[position]
-    np.testing.assert_array_equal(layer.weight[:old_width, :old_layer.n_in], old_layer.weight)  # old units untouched
+    np.testing.assert_array_equal(
+        layer.weight[:old_width, : old_layer.n_in], old_layer.weight
+    )  # old units untouched
     assert_masks_consistent(net)
 
 
@@ -273,8 +301,8 @@ def test_positive_neuron_growth_lowers_the_batch_loss(seed, position, count):
     assert report.loss_after < report.loss_before
     assert report.loss_after == pytest.approx(loss_of(net, x, y), rel=1e-12)
     assert report.loss_before == pytest.approx(loss_of(old, x, y), rel=1e-12)
-    assert report.pairs_per_chunk == (3 if position == 0 else 2)      # ceil(5% of 12*5 or of 6*4 pairs)
-    assert np.all(net.layers[position].weight[report.units] >= 0)                   # sign="positive"
+    assert report.pairs_per_chunk == (3 if position == 0 else 2)  # ceil(5% of 12*5 or of 6*4 pairs)
+    assert np.all(net.layers[position].weight[report.units] >= 0)  # sign="positive"
     assert_grown_neurons_well_formed(net, position, width, report.units, old)
     json.dumps(report.as_dict())
 
@@ -297,10 +325,16 @@ def test_neuron_takes_the_top_chunk_of_pairs_with_sqrt_weights():
             w_out[m] -= math.copysign(math.sqrt(abs(g[m, n])), g[m, n])
         # grown weights are these, each vector up to one positive scale factor
         got_in, got_out = net.layers[2].weight[unit], net.layers[4].weight[:, unit]
-        np.testing.assert_allclose(got_in / np.abs(got_in).max(), w_in / np.abs(w_in).max(), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(got_out / np.abs(got_out).max(), w_out / np.abs(w_out).max(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            got_in / np.abs(got_in).max(), w_in / np.abs(w_in).max(), rtol=1e-9, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            got_out / np.abs(got_out).max(), w_out / np.abs(w_out).max(), rtol=1e-9, atol=1e-12
+        )
         for new, old_layer in ((got_in, net.layers[2]), (got_out, net.layers[4])):
-            old_active = old_layer.weight[:, :-2] if old_layer is net.layers[4] else old_layer.weight[:-2]
+            old_active = (
+                old_layer.weight[:, :-2] if old_layer is net.layers[4] else old_layer.weight[:-2]
+            )
             target = 0.01 * np.abs(old_active[old_active != 0]).mean()
             assert np.abs(new[new != 0]).mean() == pytest.approx(target, rel=1e-9)
 
@@ -344,8 +378,16 @@ def test_a_failing_ladder_leaves_net_and_optimizer_bit_identical():
     opt.step()
     before = net_state(net, opt)
     uphill = -network_bridging_gradient(net, 0, x, y)          # pairs that point up the gradient
-    report = grow_neurons(net, 0, 2, x, y, birth_strength=birth_strength_ladder(0.3, 0.001), optimizer=opt,
-                          bridging=uphill)
+    report = grow_neurons(
+        net,
+        0,
+        2,
+        x,
+        y,
+        birth_strength=birth_strength_ladder(0.3, 0.001),
+        optimizer=opt,
+        bridging=uphill,
+    )
     assert report.added == 0 and report.units == [] and "no birth strength" in report.reason
     assert report.birth_strength is None and report.loss_after == report.loss_before
     assert report.ladder == list(birth_strength_ladder(0.3, 0.001))
@@ -356,7 +398,9 @@ def test_a_failing_ladder_leaves_net_and_optimizer_bit_identical():
 def test_the_ladder_keeps_the_largest_alpha_that_lowers_the_loss():
     net = small_mlp(0, sizes=(12, 6, 5, 4))
     x, y = toy_data(0, 64, 12, 4)
-    report = grow_neurons(net, 0, 1, x, y, birth_ratio=1.0, birth_strength=[0.003, 10.0, 1.0, 0.1, 0.03])
+    report = grow_neurons(
+        net, 0, 1, x, y, birth_ratio=1.0, birth_strength=[0.003, 10.0, 1.0, 0.1, 0.03]
+    )
     assert report.ladder == [10.0, 1.0, 0.1, 0.03, 0.003][:len(report.ladder)]
     assert report.added == 1 and report.birth_strength == report.ladder[-1]
     assert all(loss >= report.loss_before for loss in report.ladder_losses[:-1])
@@ -375,8 +419,12 @@ def test_birth_strength_ladder():
 def test_random_sign_is_deterministic_and_mixes_signs():
     x, y = toy_data(0, 64, 12, 4)
     nets = [small_mlp(0), small_mlp(0)]
-    reports = [grow_neurons(n, 0, 2, x, y, birth_ratio=0.5, sign="random", birth_strength=[1.0, 0.1, 0.01],
-                            rng=7) for n in nets]
+    reports = [
+        grow_neurons(
+            n, 0, 2, x, y, birth_ratio=0.5, sign="random", birth_strength=[1.0, 0.1, 0.01], rng=7
+        )
+        for n in nets
+    ]
     assert reports[0].as_dict() == reports[1].as_dict()
     assert_same_state(net_state(nets[0]), net_state(nets[1]))
     assert reports[0].added == 2, reports[0].reason
@@ -419,7 +467,9 @@ def test_feature_map_lands_at_the_right_place_and_can_be_switched_off(position):
     assert report.loss_after < report.loss_before
     assert report.loss_after == pytest.approx(loss_of(net, x, y), rel=1e-12)
     new_cols = slice(old_c * block, (old_c + 1) * block)
-    assert (block, net.layers[nxt].n_in) == ((16, (old_c + 1) * 16) if position == 2 else (1, old_c + 1))
+    assert (block, net.layers[nxt].n_in) == (
+        (16, (old_c + 1) * 16) if position == 2 else (1, old_c + 1)
+    )
     # old weights unchanged, the new map's outgoing weights exactly in its block / channel
     np.testing.assert_array_equal(net.layers[position].weight[:old_c], old.layers[position].weight)
     np.testing.assert_array_equal(net.layers[nxt].weight[:, :old_c * block], old.layers[nxt].weight)
@@ -452,7 +502,10 @@ def test_feature_map_growth_keeps_dtype_grows_momentum_and_is_deterministic():
     x = x.astype(np.float32)
     nets = [conv_net(3, np.float32), conv_net(3, np.float32)]
     opts = [SGD(n, lr=0.01, momentum=0.9) for n in nets]
-    reports = [grow_feature_maps(n, 0, 2, x, y, candidates=10, optimizer=o, rng=0) for n, o in zip(nets, opts)]
+    reports = [
+        grow_feature_maps(n, 0, 2, x, y, candidates=10, optimizer=o, rng=0)
+        for n, o in zip(nets, opts)
+    ]
     assert reports[0].as_dict() == reports[1].as_dict()
     assert_same_state(net_state(nets[0], opts[0]), net_state(nets[1], opts[1]))
     net, opt = nets[0], opts[0]
@@ -483,7 +536,9 @@ def test_a_new_feature_map_sees_the_whole_area_of_partial_area_convs():
     report = grow_feature_maps(net, 0, 1, x, y, candidates=10, rng=0)
     assert report.added == 1, report.reason
     new = report.units[0]
-    assert np.all(net.layers[0].area_mask[new] == 1) and np.all(net.layers[2].area_mask[:, new] == 1)
+    assert np.all(net.layers[0].area_mask[new] == 1) and np.all(
+        net.layers[2].area_mask[:, new] == 1
+    )
     np.testing.assert_array_equal(net.layers[0].area_mask[:new], old.layers[0].area_mask)
     np.testing.assert_array_equal(net.layers[2].area_mask[:, :new], old.layers[2].area_mask)
     assert report.loss_after == pytest.approx(loss_of(net, x, y), rel=1e-12)

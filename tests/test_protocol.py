@@ -11,10 +11,26 @@ from nestref.config import SynthesisConfig, make_config
 from nestref.models import build
 from nestref.synthesize import choose_round, load_data, smooth, stop_ceiling, synthesize
 
-TINY = dict(train_limit=2000, n_val=300, initial_epochs=1, growth_epochs=1, max_growth_rounds=2, patience=5,
-            growth_batch_size=256, growth_batches=2, prune_epochs=1, max_prune_rounds=4,
-            prune_fractions=[0.5, 0.4, 0.1], finetune_epochs=1, settle_epochs=1, max_error_increase=1.0,
-            prune_floor_params=100, batch_size=100, smoothing=2, param_budgets=[1_000_000, 1])
+TINY = dict(
+    train_limit=2000,
+    n_val=300,
+    initial_epochs=1,
+    growth_epochs=1,
+    max_growth_rounds=2,
+    patience=5,
+    growth_batch_size=256,
+    growth_batches=2,
+    prune_epochs=1,
+    max_prune_rounds=4,
+    prune_fractions=[0.5, 0.4, 0.1],
+    finetune_epochs=1,
+    settle_epochs=1,
+    max_error_increase=1.0,
+    prune_floor_params=100,
+    batch_size=100,
+    smoothing=2,
+    param_budgets=[1_000_000, 1],
+)
 
 
 def drop_timing(history):
@@ -45,7 +61,9 @@ def read(out, name):
 
 def test_permuted_test_labels_change_no_decision(runs):
     plain, shuffled = read(runs["plain"], "report.json"), read(runs["shuffled"], "report.json")
-    assert drop_timing(read(runs["plain"], "history.json")) == drop_timing(read(runs["shuffled"], "history.json"))
+    assert drop_timing(read(runs["plain"], "history.json")) == drop_timing(
+        read(runs["shuffled"], "history.json")
+    )
     for key in ("selection", "chosen", "stop_reason", "growth_stop_reason", "epochs_total", "epochs_before_pruning",
                 "params", "flops", "widths", "val_error"):
         assert plain[key] == shuffled[key], key
@@ -75,7 +93,10 @@ def test_every_selection_comes_from_one_trajectory(runs):
     assert sorted(n for r in finetunes for n in r["selections"]) == sorted(sel)
     for name, entry in sel.items():
         assert (out / entry["model"]).exists() and 0 <= entry["test_error"] <= 1
-        assert entry["epochs"] == report["epochs_before_pruning"] + entry["round"] + TINY["finetune_epochs"]
+        assert (
+            entry["epochs"]
+            == report["epochs_before_pruning"] + entry["round"] + TINY["finetune_epochs"]
+        )
     assert report["test_error"] == sel["budget-1000000"]["test_error"]
     assert report["params"] == sel["budget-1000000"]["params"]
     # seed + 2 growth rounds + settle; then 4 prune rounds and every fine-tune
@@ -83,38 +104,67 @@ def test_every_selection_comes_from_one_trajectory(runs):
     assert report["epochs_total"] == 4 + 4 + len(finetunes)
     assert report["growth_stop_reason"].startswith("max_growth_rounds (2) reached")
     for rec in prunes:
-        window = [r["val_error"] for r in prunes if rec["round"] - TINY["smoothing"] < r["round"] <= rec["round"]]
+        window = [
+            r["val_error"]
+            for r in prunes
+            if rec["round"] - TINY["smoothing"] < r["round"] <= rec["round"]
+        ]
         assert rec["smoothed_val_error"] == pytest.approx(np.mean(window))
         assert rec["stop_ceiling"] == pytest.approx(history[3]["val_error"] + 1.0)
 
 
 def test_prune_only_and_dense_get_the_epochs_they_are_given(tiny_data, tmp_path, mnist_dir):
     base = {**TINY, "max_prune_rounds": 1, "param_budgets": []}
-    prune_only = synthesize(SynthesisConfig(data_dir=str(mnist_dir), mode="prune-only", dense_epochs=3, **base),
-                            tmp_path / "p", data=tiny_data)
+    prune_only = synthesize(
+        SynthesisConfig(data_dir=str(mnist_dir), mode="prune-only", dense_epochs=3, **base),
+        tmp_path / "p",
+        data=tiny_data,
+    )
     history = read(tmp_path / "p", "history.json")
-    assert [(r["phase"], r["epochs"]) for r in history] == [("dense", 2), ("settle", 3), ("prune", 4), ("finetune", 5)]
+    assert [(r["phase"], r["epochs"]) for r in history] == [
+        ("dense", 2),
+        ("settle", 3),
+        ("prune", 4),
+        ("finetune", 5),
+    ]
     assert (prune_only["epochs_before_pruning"], prune_only["epochs_total"]) == (3, 5)
     assert prune_only["growth_stop_reason"] is None and prune_only["selection"] == "target"
-    dense = synthesize(SynthesisConfig(data_dir=str(mnist_dir), mode="dense", dense_epochs=2, **base),
-                       tmp_path / "d", data=tiny_data)
+    dense = synthesize(
+        SynthesisConfig(data_dir=str(mnist_dir), mode="dense", dense_epochs=2, **base),
+        tmp_path / "d",
+        data=tiny_data,
+    )
     history = read(tmp_path / "d", "history.json")
     assert [(r["phase"], r["epochs"]) for r in history] == [("dense", 1), ("settle", 2)]
     assert dense["selection"] == "dense" and list(dense["selections"]) == ["dense"]
-    assert dense["params"] == 266_610 and dense["epochs_total"] == dense["epochs_before_pruning"] == 2
+    assert (
+        dense["params"] == 266_610 and dense["epochs_total"] == dense["epochs_before_pruning"] == 2
+    )
     assert dense["selections"]["dense"]["test_error"] == dense["test_error"] < 0.3
 
 
 def test_the_ceiling_never_stops_pruning_on_one_reading(tiny_data, tmp_path, mnist_dir):
     # a ceiling at the settled error itself: any worse reading is "too wrong", yet pruning
     # goes on until `smoothing` rounds can be averaged
-    config = SynthesisConfig(data_dir=str(mnist_dir), **{**TINY, "max_error_increase": 0.0,
-                                                         "max_relative_error_increase": 0.0, "smoothing": 3,
-                                                         "max_prune_rounds": 6, "max_growth_rounds": 1})
+    config = SynthesisConfig(
+        data_dir=str(mnist_dir),
+        **{
+            **TINY,
+            "max_error_increase": 0.0,
+            "max_relative_error_increase": 0.0,
+            "smoothing": 3,
+            "max_prune_rounds": 6,
+            "max_growth_rounds": 1,
+        },
+    )
     report = synthesize(config, tmp_path, data=tiny_data)
     prunes = [r for r in read(tmp_path, "history.json") if r["phase"] == "prune"]
     assert len(prunes) >= 3
-    fired = [r["round"] for r in prunes if r["round"] >= 3 and r["smoothed_val_error"] > r["stop_ceiling"]]
+    fired = [
+        r["round"]
+        for r in prunes
+        if r["round"] >= 3 and r["smoothed_val_error"] > r["stop_ceiling"]
+    ]
     if report["stop_reason"] == "validation error ceiling exceeded":
         assert prunes[-1]["round"] == fired[0]  # it stops at the first smoothed excess, not before
     else:
@@ -124,8 +174,10 @@ def test_the_ceiling_never_stops_pruning_on_one_reading(tiny_data, tmp_path, mni
 def test_even_smoothing_averages_exactly_that_many_rounds():
     errors = [0.1, 0.2, 0.4, 0.8, 1.6]
     np.testing.assert_allclose(smooth(errors, 2), [0.15, 0.3, 0.6, 1.2, 1.6])
-    np.testing.assert_allclose(smooth(errors, 4), [(0.1 + 0.2 + 0.4) / 3, 0.375, 0.75, (0.4 + 0.8 + 1.6) / 3,
-                                                   (0.8 + 1.6) / 2])
+    np.testing.assert_allclose(
+        smooth(errors, 4),
+        [(0.1 + 0.2 + 0.4) / 3, 0.375, 0.75, (0.4 + 0.8 + 1.6) / 3, (0.8 + 1.6) / 2],
+    )
     np.testing.assert_allclose(smooth(errors, 3), [0.15, 0.7 / 3, 1.4 / 3, 2.8 / 3, 1.2])
     np.testing.assert_allclose(smooth(errors, 1), errors)
     rounds = [{"params": p, "val_error": e} for p, e in zip([50, 40, 30, 20, 10], errors)]
@@ -134,19 +186,28 @@ def test_even_smoothing_averages_exactly_that_many_rounds():
 
 def test_the_stop_ceiling_scales_with_the_settled_error():
     assert stop_ceiling(0.01, 0.01, 0.5) == pytest.approx(0.02)   # MNIST: the one-point floor
-    assert stop_ceiling(0.12, 0.01, 0.5) == pytest.approx(0.18)   # a harder data set: half its error
+    assert stop_ceiling(0.12, 0.01, 0.5) == pytest.approx(0.18)  # a harder data set: half its error
     assert stop_ceiling(0.12, 0.01, 0.0) == pytest.approx(0.13)
 
 
 def test_config_selections_and_modes():
     accurate = make_config("lenet-300-100-accurate")
     compact = make_config("lenet-300-100")
-    assert accurate.selection_names() == compact.selection_names() == ["target", "budget-3800", "budget-7800"]
-    assert (compact.headline_selection(), accurate.headline_selection()) == ("budget-3800", "budget-7800")
+    assert (
+        accurate.selection_names()
+        == compact.selection_names()
+        == ["target", "budget-3800", "budget-7800"]
+    )
+    assert (compact.headline_selection(), accurate.headline_selection()) == (
+        "budget-3800",
+        "budget-7800",
+    )
     assert {k: v for k, v in accurate.to_dict().items() if k != "report_selection"} == \
            {k: v for k, v in compact.to_dict().items() if k != "report_selection"}  # one trajectory
     assert make_config("lenet5").selection_names() == ["target", "budget-5800"]
-    assert make_config(None, overrides={"param_budget": 900}).param_budgets == [900]  # the earlier key
+    assert make_config(None, overrides={"param_budget": 900}).param_budgets == [
+        900
+    ]  # the earlier key
     assert make_config(None, overrides={"mode": "dense"}).selection_names() == ["dense"]
     with pytest.raises(ValueError, match="dense_epochs=5: expected null in mode 'nest'"):
         make_config(None, overrides={"dense_epochs": 5})

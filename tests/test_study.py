@@ -12,8 +12,13 @@ from nestref.plots import frontier_figure
 from nestref.train import load_checkpoint
 
 # the quick budget, smaller still: seconds per run
-TINY = {**architectures.get("lenet-300-100").quick, "train_limit": 1000, "n_val": 200, "max_prune_rounds": 3,
-        "max_growth_rounds": 1}
+TINY = {
+    **architectures.get("lenet-300-100").quick,
+    "train_limit": 1000,
+    "n_val": 200,
+    "max_prune_rounds": 3,
+    "max_growth_rounds": 1,
+}
 
 
 def test_an_interrupted_grid_resumes_and_never_redoes_a_finished_run(tmp_path, mnist_dir, monkeypatch):
@@ -37,7 +42,9 @@ def test_an_interrupted_grid_resumes_and_never_redoes_a_finished_run(tmp_path, m
                 rows_path=rows_path, overrides=overrides, jobs=1)
     with pytest.raises(KeyboardInterrupt):
         study.run_grid(**grid)
-    nest_dir, prune_dir = (study.cell_dir(runs, "lenet-300-100", m, 0) for m in ("nest", "prune-only"))
+    nest_dir, prune_dir = (
+        study.cell_dir(runs, "lenet-300-100", m, 0) for m in ("nest", "prune-only")
+    )
     rows = json.loads(rows_path.read_text())
     assert {r["method"] for r in rows} == {"nest"}  # the finished run's rows are written at once
     assert not (prune_dir / "report.json").exists()
@@ -65,15 +72,23 @@ def test_an_interrupted_grid_resumes_and_never_redoes_a_finished_run(tmp_path, m
         nest_report["epochs_before_pruning"]
 
     assert set(study.run_grid(**grid).values()) == {"finished before"}
-    assert len(calls) == 3 and json.loads(rows_path.read_text()) == rows  # nothing run, no row twice
+    assert (
+        len(calls) == 3 and json.loads(rows_path.read_text()) == rows
+    )  # nothing run, no row twice
     with pytest.raises(ValueError, match="another config"):
         study.run_grid(**{**grid, "overrides": {**overrides, "finetune_epochs": 2}})
 
 
 def test_prune_only_without_its_nest_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="needs the NeST run of the same arch and seed"):
-        study.run_grid(["lenet-300-100"], ["prune-only"], [0], tmp_path / "runs", tmp_path / "rows.json",
-                       overrides=TINY)
+        study.run_grid(
+            ["lenet-300-100"],
+            ["prune-only"],
+            [0],
+            tmp_path / "runs",
+            tmp_path / "rows.json",
+            overrides=TINY,
+        )
     assert not (tmp_path / "rows.json").exists()
 
 
@@ -85,12 +100,27 @@ def synthetic_rows():
                                       ("dense", dense, "dense")):
         for seed, error in enumerate(errors):
             params = 266_610 if method == "dense" else 3700 + 10 * seed
-            rows.append({"arch": "lenet-300-100", "method": method, "seed": seed, "selection": selection,
-                         "test_error": error, "val_error": error + 0.001, "params": params, "flops": 2 * params,
-                         "epochs_total": 90, "epochs_before_pruning": 40, "augment": True, "wall_seconds": 1.0,
-                         "commit": "0" * 40, "command": "nestref study run",
-                         "trajectory": [] if method == "dense" else
-                         [[200_000 / 2 ** k, 0.012 + 0.0005 * k + 0.001 * seed] for k in range(8)]})
+            rows.append(
+                {
+                    "arch": "lenet-300-100",
+                    "method": method,
+                    "seed": seed,
+                    "selection": selection,
+                    "test_error": error,
+                    "val_error": error + 0.001,
+                    "params": params,
+                    "flops": 2 * params,
+                    "epochs_total": 90,
+                    "epochs_before_pruning": 40,
+                    "augment": True,
+                    "wall_seconds": 1.0,
+                    "commit": "0" * 40,
+                    "command": "nestref study run",
+                    "trajectory": []
+                    if method == "dense"
+                    else [[200_000 / 2**k, 0.012 + 0.0005 * k + 0.001 * seed] for k in range(8)],
+                }
+            )
     return rows
 
 
@@ -101,9 +131,16 @@ def test_the_paired_interval_is_the_hand_computed_one():
     mean = sum(d) / 3                                        # -0.00116667
     s = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)      # 0.00076376
     half = 4.302653 * s / math.sqrt(3)                       # t_{0.975, 2} = 4.302653
-    assert (diff["arch"], diff["selection"], diff["n"], diff["seeds"]) == ("lenet-300-100", "budget-3800", 3, [0, 1, 2])
+    assert (diff["arch"], diff["selection"], diff["n"], diff["seeds"]) == (
+        "lenet-300-100",
+        "budget-3800",
+        3,
+        [0, 1, 2],
+    )
     assert diff["mean"] == pytest.approx(-0.0011666667, abs=1e-9)
-    assert diff["low"] == pytest.approx(mean - half, abs=1e-9) and diff["low"] == pytest.approx(-0.0030640, abs=1e-6)
+    assert diff["low"] == pytest.approx(mean - half, abs=1e-9) and diff["low"] == pytest.approx(
+        -0.0030640, abs=1e-6
+    )
     assert diff["high"] == pytest.approx(0.0007307, abs=1e-6)
     assert study.verdict(diff) == "within noise (interval holds 0)"
 
@@ -111,24 +148,38 @@ def test_the_paired_interval_is_the_hand_computed_one():
 def test_the_t_table_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     for df in range(1, 200):
-        assert study.t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=3e-3 if df > 30 else 1e-6)
+        assert study.t975(df) == pytest.approx(
+            stats.t.ppf(0.975, df), abs=3e-3 if df > 30 else 1e-6
+        )
 
 
 def test_the_table_and_figure_come_from_the_rows(tmp_path):
     rows = synthetic_rows()
     summary = {(s["method"], s["selection"]): s for s in study.summary_rows(rows)}
     nest = summary[("nest", "budget-3800")]
-    assert nest["seeds"] == [0, 1, 2] and nest["test_error"] == pytest.approx(np.mean([0.015, 0.016, 0.018]))
+    assert nest["seeds"] == [0, 1, 2] and nest["test_error"] == pytest.approx(
+        np.mean([0.015, 0.016, 0.018])
+    )
     assert nest["test_error_std"] == pytest.approx(np.std([0.015, 0.016, 0.018], ddof=1))
     table = study.format_table(rows)
     assert "| lenet-300-100 | nest | budget-3800 | 3 | 1.63% +- 0.15 |" in table
     assert "NeST, compact: 1.58%, 3.8K, 6.7K" in table and "dense baseline: 1.60%" in table
-    assert "| lenet-300-100 | budget-3800 | 3 | -0.12 points | [-0.31, +0.07] points | within noise" in table
+    assert (
+        "| lenet-300-100 | budget-3800 | 3 | -0.12 points | [-0.31, +0.07] points | within noise"
+        in table
+    )
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n{study.README_BEGIN}\nold table\n{study.README_END}\nafter\n")
+    readme.write_text(
+        f"# x\n\nbefore\n{study.README_BEGIN}\nold table\n{study.README_END}\nafter\n"
+    )
     study.rewrite_readme(readme, table)
     text = readme.read_text()
-    assert "old table" not in text and table in text and text.startswith("# x\n\nbefore\n") and text.endswith("after\n")
+    assert (
+        "old table" not in text
+        and table in text
+        and text.startswith("# x\n\nbefore\n")
+        and text.endswith("after\n")
+    )
     study.rewrite_readme(readme, table)
     assert readme.read_text() == text  # rewriting is idempotent
     with pytest.raises(ValueError, match="no study table block"):
@@ -146,13 +197,20 @@ def _plain(tmp_path):
 def test_study_table_command(tmp_path, capsys):
     rows_path = tmp_path / "runs.json"
     rows_path.write_text(json.dumps(synthetic_rows()))
-    assert main(["study", "table", "--rows", str(rows_path), "--figure", str(tmp_path / "f.png")]) == 0
+    assert (
+        main(["study", "table", "--rows", str(rows_path), "--figure", str(tmp_path / "f.png")]) == 0
+    )
     out = capsys.readouterr().out
     assert "NeST minus pruning only" in out and (tmp_path / "f.png").exists()
     rows_path.write_text("{not json")
     assert main(["study", "table", "--rows", str(rows_path), "--no-figure"]) == 2
     assert "not valid JSON" in capsys.readouterr().err
-    assert main(["study", "run", "--arch", "lenet-300-100", "--jobs", "0", "--runs-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["study", "run", "--arch", "lenet-300-100", "--jobs", "0", "--runs-dir", str(tmp_path)]
+        )
+        == 2
+    )
     assert "jobs must be an integer >= 1" in capsys.readouterr().err
 
 
@@ -174,7 +232,9 @@ def test_cells_in_the_rows_file_are_finished_even_without_their_run_directories(
     prune-only still gets the NeST sibling's epochs (from its rows)."""
     runs, rows_path = tmp_path / "runs", tmp_path / "runs.json"
     overrides = {**TINY, "data_dir": str(mnist_dir)}
-    grid = dict(archs=["lenet-300-100"], seeds=[0], rows_path=rows_path, overrides=overrides, jobs=1)
+    grid = dict(
+        archs=["lenet-300-100"], seeds=[0], rows_path=rows_path, overrides=overrides, jobs=1
+    )
     study.run_grid(methods=["nest"], runs_dir=runs, **grid)
     nest_rows = json.loads(rows_path.read_text())
     calls = []
@@ -192,5 +252,10 @@ def test_cells_in_the_rows_file_are_finished_even_without_their_run_directories(
     assert calls == [("prune-only", nest_rows[0]["epochs_before_pruning"])]
     assert not study.cell_dir(fresh, "lenet-300-100", "nest", 0).exists()
     # where the data lives does not make another cell; other --set values do
-    assert study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "data_dir": "x"}) != []
-    assert study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "lr": 0.01}) == []
+    assert (
+        study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "data_dir": "x"})
+        != []
+    )
+    assert (
+        study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "lr": 0.01}) == []
+    )

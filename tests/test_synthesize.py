@@ -12,9 +12,24 @@ from nestref.models import Network
 from nestref.storage import load_arrays
 from nestref.synthesize import choose_round, load_data, synthesize
 
-TINY = dict(train_limit=3000, n_val=500, initial_epochs=1, growth_epochs=1, max_growth_rounds=2, patience=5,
-            growth_batch_size=256, growth_batches=4, prune_epochs=1, max_prune_rounds=3,
-            prune_fractions=[0.5, 0.4, 0.1], finetune_epochs=1, settle_epochs=1, max_error_increase=1.0, prune_floor_params=100, batch_size=100)
+TINY = dict(
+    train_limit=3000,
+    n_val=500,
+    initial_epochs=1,
+    growth_epochs=1,
+    max_growth_rounds=2,
+    patience=5,
+    growth_batch_size=256,
+    growth_batches=4,
+    prune_epochs=1,
+    max_prune_rounds=3,
+    prune_fractions=[0.5, 0.4, 0.1],
+    finetune_epochs=1,
+    settle_epochs=1,
+    max_error_increase=1.0,
+    prune_floor_params=100,
+    batch_size=100,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +52,24 @@ def test_growth_grows_and_pruning_prunes(tiny_run):
     assert phases == ["seed", "grow", "grow", "settle", "prune", "prune", "prune", "finetune"]
     seed, grown = history[0], history[2]
     assert grown["params"] > seed["params"]
-    assert any(w_g > w_s for w_g, w_s in zip(grown["widths"][:-1], seed["widths"][:-1]))  # neurons were born
+    assert any(
+        w_g > w_s for w_g, w_s in zip(grown["widths"][:-1], seed["widths"][:-1])
+    )  # neurons were born
     prune_params = [r["params"] for r in history if r["phase"] == "prune"]
-    assert prune_params[0] < grown["params"] and all(b < a for a, b in zip(prune_params, prune_params[1:]))
+    assert prune_params[0] < grown["params"] and all(
+        b < a for a, b in zip(prune_params, prune_params[1:])
+    )
     for rec in history:
-        assert {"phase", "params", "flops", "widths", "densities", "val_error", "seconds", "alive"} <= set(rec)
+        assert {
+            "phase",
+            "params",
+            "flops",
+            "widths",
+            "densities",
+            "val_error",
+            "seconds",
+            "alive",
+        } <= set(rec)
     assert all(r["pruning"][0]["threshold"] > 0 for r in history if r["phase"] == "prune")
 
 
@@ -98,19 +126,33 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short by a crash")
     warnings = []
     resumed = synthesize(config, tmp_path, resume=True, data=tiny_data, on_warning=warnings.append)
-    assert len(warnings) == 1 and "checkpoint.prev.npz" in warnings[0] and resumed["warnings"] == warnings
+    assert (
+        len(warnings) == 1
+        and "checkpoint.prev.npz" in warnings[0]
+        and resumed["warnings"] == warnings
+    )
     assert resumed["params"] == report["params"] and resumed["test_error"] == report["test_error"]
 
 
 def test_after_a_divergence_the_advice_given_works(tiny_data, tmp_path, mnist_dir):
     quick = {**TINY, "max_growth_rounds": 1, "max_prune_rounds": 1}
     with pytest.raises(TrainingDiverged, match=r"prune phase.*--resume --set prune_lr=") as diverged:
-        synthesize(SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=1e4), tmp_path, data=tiny_data)
+        synthesize(
+            SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=1e4),
+            tmp_path,
+            data=tiny_data,
+        )
     assert str(tmp_path / "checkpoint.npz") in str(diverged.value)
-    report = synthesize(SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=0.02), tmp_path, resume=True,
-                        data=tiny_data)
+    report = synthesize(
+        SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=0.02),
+        tmp_path,
+        resume=True,
+        data=tiny_data,
+    )
     assert report["config"]["prune_lr"] == 0.02 and report["test_error"] < 0.5
-    assert report["config_changes"] == [{"phase": "prune", "round": 0, "changed": {"prune_lr": [1e4, 0.02]}}]
+    assert report["config_changes"] == [
+        {"phase": "prune", "round": 0, "changed": {"prune_lr": [1e4, 0.02]}}
+    ]
 
 
 def test_resume_with_another_config_is_refused(tiny_run, tiny_data, mnist_dir):
@@ -121,7 +163,9 @@ def test_resume_with_another_config_is_refused(tiny_run, tiny_data, mnist_dir):
 
 
 def test_prune_only_mode_starts_dense(tiny_data, tmp_path, mnist_dir):
-    config = SynthesisConfig(data_dir=str(mnist_dir), mode="prune-only", **{**TINY, "max_prune_rounds": 1})
+    config = SynthesisConfig(
+        data_dir=str(mnist_dir), mode="prune-only", **{**TINY, "max_prune_rounds": 1}
+    )
     report = synthesize(config, tmp_path, data=tiny_data)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [r["phase"] for r in history] == ["dense", "settle", "prune", "finetune"]
@@ -166,7 +210,9 @@ def test_config_files_and_overrides(tmp_path):
 
 
 def test_synthesize_command_fails_before_training_without_data(tmp_path, offline, capsys):
-    code = main(["synthesize", "--arch", "lenet-300-100", "--out", str(tmp_path / "run"), "--no-progress"])
+    code = main(
+        ["synthesize", "--arch", "lenet-300-100", "--out", str(tmp_path / "run"), "--no-progress"]
+    )
     assert code == 1 and "MNIST not found" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
     assert main(["synthesize", "--set", "lr=-3", "--out", str(tmp_path / "run")]) == 2
@@ -175,10 +221,24 @@ def test_synthesize_command_fails_before_training_without_data(tmp_path, offline
 
 @pytest.mark.slow
 def test_small_lenet5_synthesis_grows_maps_and_prunes_areas(tmp_path, mnist_dir):
-    config = SynthesisConfig(data_dir=str(mnist_dir), arch="lenet5", width_scale=0.3, density=0.3, lr=0.02,
-                             prune_lr=0.01, **{**TINY, "train_limit": 1500, "n_val": 300, "max_growth_rounds": 1,
-                                               "max_prune_rounds": 2, "prune_fractions": [0.1, 0.3, 0.4, 0.1],
-                                               "area_fraction": 0.2, "growth_batches": 2})
+    config = SynthesisConfig(
+        data_dir=str(mnist_dir),
+        arch="lenet5",
+        width_scale=0.3,
+        density=0.3,
+        lr=0.02,
+        prune_lr=0.01,
+        **{
+            **TINY,
+            "train_limit": 1500,
+            "n_val": 300,
+            "max_growth_rounds": 1,
+            "max_prune_rounds": 2,
+            "prune_fractions": [0.1, 0.3, 0.4, 0.1],
+            "area_fraction": 0.2,
+            "growth_batches": 2,
+        },
+    )
     report = synthesize(config, tmp_path)
     history = json.loads((tmp_path / "history.json").read_text())
     grow_round = next(r for r in history if r["phase"] == "grow")
