@@ -178,7 +178,7 @@ def growth_neuron_weights(inputs, params):
 
 def growth_feature_map(inputs, params):
     net = _network(inputs, params)
-    draws = [a for pair in zip(inputs["candidates_in"], inputs["candidates_out"]) for a in pair]
+    draws = [a for pair in zip(inputs["candidates_in"], inputs["candidates_out"], strict=True) for a in pair]
     report = grow.grow_feature_maps(net, params["position"], 1, inputs["x"], inputs["y"],
                                     candidates=len(inputs["candidates_in"]), rng=_ReplayGenerator(draws))
     return {"losses": np.asarray(report.candidate_losses[0], np.float64), "loss_before": np.float64(report.loss_before),

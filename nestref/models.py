@@ -18,8 +18,8 @@ import numpy as np
 from . import architectures
 from .checks import check_positive_int, is_int, is_number
 from .errors import InvalidArgumentError
-from .losses import softmax_cross_entropy
 from .layers import Flatten, MaskedLayer, layer_from_config
+from .losses import softmax_cross_entropy
 
 
 class Network:

@@ -88,7 +88,7 @@ def first_layer_masks(mask, image_shape=(28, 28), n_units=16, fig=None):
     axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
     axes[0].imshow(mask.sum(axis=0).reshape(image_shape), cmap="magma")
     axes[0].set_title("units per pixel", fontsize=7)
-    for ax, unit in zip(axes[1:], order):
+    for ax, unit in zip(axes[1:], order, strict=False):
         ax.imshow(mask[unit].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(f"unit {unit}: {int(mask[unit].sum())}", fontsize=7)
     for ax in axes:

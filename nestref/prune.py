@@ -235,7 +235,7 @@ def prune_network(net, fractions):
     layers = net.masked_layers()
     per_layer = _per_layer_fractions(fractions, len(layers))
     reports = []
-    for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer)):
+    for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer, strict=True)):
         is_output = index == len(layers) - 1
         protect = strongest_input_per_unit(layer.weight, layer.mask) if is_output else None
         active = layer.mask != 0

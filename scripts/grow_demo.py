@@ -75,7 +75,7 @@ def main():
               f"(candidates with |G|>0: {r.candidates:,}), smallest |G| grown {r.threshold:.2e}")
     print("neuron growth per layer:")
     for r in neurons:
-        tried = ", ".join(f"{a:.3g}->{loss:.5f}" for a, loss in zip(r.ladder, r.ladder_losses))
+        tried = ", ".join(f"{a:.3g}->{loss:.5f}" for a, loss in zip(r.ladder, r.ladder_losses, strict=True))
         alpha = "none" if r.birth_strength is None else f"{r.birth_strength:.3g}"
         print(f"  layer {r.layer}: added {r.added}/{r.requested}, {r.pairs_per_chunk} pairs each, "
               f"alpha {alpha}; ladder (alpha->loss): {tried}" + (f"; {r.reason}" if r.reason else ""))

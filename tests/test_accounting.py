@@ -15,7 +15,7 @@ FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthChe
 def brute_force_counts(net):
     """(params, FLOPs) by walking every weight and, for convs, every output position it is applied at."""
     params = flops = 0
-    for (in_shape, out_shape), layer in zip(net.shapes(), net.layers):
+    for (_, out_shape), layer in zip(net.shapes(), net.layers, strict=True):
         if isinstance(layer, Dense):
             for o in range(layer.n_out):
                 params += 1  # bias

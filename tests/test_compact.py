@@ -74,7 +74,7 @@ def test_compact_gives_the_masked_nets_outputs(sparse_below, kinds):
     small = compact(net, sparse_below=sparse_below)
     np.testing.assert_allclose(small.forward(x), net.forward(x), rtol=0, atol=1e-10)
     np.testing.assert_allclose(small.predict(x, batch_size=128), net.forward(x), rtol=0, atol=1e-10)
-    assert all(np.array_equal(a, layer.weight) for a, (_, layer) in zip(weights_before, net.masked_layers()))
+    assert all(np.array_equal(a, layer.weight) for a, (_, layer) in zip(weights_before, net.masked_layers(), strict=True))
     dense_layers = {type(layer) for layer in small.layers if isinstance(layer, (SparseDense, Dense))}
     if kinds is not None:
         assert dense_layers == kinds

@@ -507,7 +507,7 @@ def test_split_is_deterministic():
     a = train_val_split(x, y, n_val=100, seed=0)
     b = train_val_split(x, y, n_val=100, seed=0)
     c = train_val_split(x, y, n_val=100, seed=1)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(a[2], c[2])
 

@@ -1,12 +1,12 @@
 """Each Numba kernel against its NumPy twin, and the twins against first principles."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref import kernels
 from nestref.layers import Conv2d
 from nestref.models import lenet5
-
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8))
 
@@ -77,7 +77,7 @@ def test_lenet5_same_with_either_backend():
             results.append((logits, grad_in, net.layers[2].grad_weight.copy()))
         finally:
             kernels.use_backend("numba")
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -129,5 +129,5 @@ def test_lenet_fast_paths_equal_the_twins():
         np.testing.assert_array_equal(cols, kernels.im2col_numpy(x, 5, 5, 1, 0))
         np.testing.assert_allclose(kernels.col2im_numba(cols, shape, 5, 5, 1, 0),
                                    kernels.col2im_numpy(cols, shape, 5, 5, 1, 0), rtol=1e-5, atol=1e-5)
-        for a, b in zip(kernels.maxpool_forward_numba(x, 2, 2), kernels.maxpool_forward_numpy(x, 2, 2)):
+        for a, b in zip(kernels.maxpool_forward_numba(x, 2, 2), kernels.maxpool_forward_numpy(x, 2, 2), strict=True):
             np.testing.assert_array_equal(a, b)

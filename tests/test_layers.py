@@ -1,11 +1,13 @@
 """Every layer's backward against finite differences (float64), masks drawn by hypothesis."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gradcheck import numerical_gradient
 from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 from nestref.losses import softmax_cross_entropy
+
+from gradcheck import numerical_gradient
 
 F64 = np.float64
 

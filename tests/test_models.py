@@ -1,7 +1,8 @@
 """Networks: shapes, the LeNets, serialisation, and unit surgery."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref.models import Network, add_units, build, keep_units, lenet5, lenet_300_100, next_masked
 from nestref.optim import SGD
@@ -32,7 +33,7 @@ def test_seed_networks_scale_width_and_density():
 
 def test_same_seed_same_network():
     a, b = lenet_300_100(density=0.2, seed=7), lenet_300_100(density=0.2, seed=7)
-    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers()):
+    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers(), strict=True):
         np.testing.assert_array_equal(la.weight, lb.weight)
         np.testing.assert_array_equal(la.mask, lb.mask)
 

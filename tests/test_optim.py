@@ -1,7 +1,8 @@
 """SGD keeps the mask invariant through any number of steps; schedules."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref.models import lenet5, lenet_300_100, loss_and_grads
 from nestref.optim import SGD, cosine, step_decay

@@ -71,7 +71,7 @@ def connection_matrix(layer, in_shape):
 def oracle_reachable_outputs(net):
     """Output units reachable from the input: the product of every layer's connection matrix."""
     paths = np.eye(int(np.prod(net.input_shape)), dtype=np.int64)
-    for layer, (in_shape, _) in zip(net.layers, net.shapes()):
+    for layer, (in_shape, _) in zip(net.layers, net.shapes(), strict=True):
         paths = np.minimum(paths @ connection_matrix(layer, in_shape).astype(np.int64), 1)
     return paths.any(axis=0)
 
@@ -89,7 +89,7 @@ def randomize(net, rng, density, nonzero_bias=True):
 
 def dense_net(sizes, rng, density, dtype=np.float64):
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [Dense(a, b, dtype=dtype), ReLU()]
     return randomize(Network(layers[:-1], (sizes[0],), "dense-test"), rng, density)
 
@@ -189,7 +189,7 @@ def test_prune_network_applies_per_layer_fractions():
     net = lenet_300_100(width_scale=0.1, seed=1)
     reports = prune_network(net, DEFAULT_PRUNE_FRACTIONS["lenet-300-100"])
     active = [784 * 30, 30 * 10, 10 * 10]
-    assert [r.requested for r in reports] == [math.floor(f * a) for f, a in zip((0.1, 0.08, 0.04), active)]
+    assert [r.requested for r in reports] == [math.floor(f * a) for f, a in zip((0.1, 0.08, 0.04), active, strict=True)]
     assert [r.removed for r in reports] == [r.requested for r in reports]
     assert [r.layer for r in reports] == [0, 2, 4]
 
@@ -315,8 +315,8 @@ def test_remove_dead_neurons_is_function_preserving_on_random_dense_nets(net, se
     report = remove_dead_neurons(net)
     assert_same_function(net, before, x)
     assert [e["width_after"] for e in report.layers] == net.widths()[:-1]
-    assert all(a <= b and a >= 1 for a, b in zip(net.widths(), widths))
-    for entry, position in zip(report.layers, [p for p, _ in net.masked_layers()[:-1]]):
+    assert all(a <= b and a >= 1 for a, b in zip(net.widths(), widths, strict=True))
+    for entry, position in zip(report.layers, [p for p, _ in net.masked_layers()[:-1]], strict=True):
         layer = net.layers[position]
         # with Dense layers every dead unit can go, but the one a layer must keep
         assert entry["dead_kept"] == 0 or layer.n_out == 1

@@ -7,7 +7,14 @@ from nestref.cli import main
 from nestref.data import train_val_split
 from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD, cosine
-from nestref.train import TrainingDiverged, evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
+from nestref.train import (
+    TrainingDiverged,
+    evaluate,
+    fit,
+    load_checkpoint,
+    prepare_inputs,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +69,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_mnist):
     rng3 = np.random.default_rng()
     rng3.bit_generator.state = state["rng"]
     fit(net3, opt3, train, None, epochs=3, schedule=cosine(0.05), batch_size=50, rng=rng3, start_epoch=1)
-    for (_, a), (_, b) in zip(net.masked_layers(), net3.masked_layers()):
+    for (_, a), (_, b) in zip(net.masked_layers(), net3.masked_layers(), strict=True):
         np.testing.assert_array_equal(a.weight, b.weight)
         np.testing.assert_array_equal(a.mask, b.mask)
 

@@ -131,7 +131,7 @@ def growth_gradient(spec, params, x, y, batch_size, n_batches=None):
             weights[i] = (params[i]["weight"] * params[i]["mask"]).detach().requires_grad_()
         loss = mean_cross_entropy(forward(spec, params, xb, weights), yb)
         grads = torch.autograd.grad(loss, [weights[i] for i in positions])
-        for i, g in zip(positions, grads):
+        for i, g in zip(positions, grads, strict=True):
             sums[i] += len(xb) * g.double()
         seen += len(xb)
     return {i: (sums[i] / seen).to(params[i]["weight"].dtype) for i in positions}
@@ -215,7 +215,7 @@ def grow_feature_map(spec, params, position, x, y, candidates_in, candidates_out
     loss_before = batch_loss(spec, params, x, y)
     scale_in, scale_out = _mean_active_abs(params[position]), _mean_active_abs(params[nxt])
     trials, losses = [], []
-    for c_in, c_out in zip(candidates_in.double(), candidates_out.double()):
+    for c_in, c_out in zip(candidates_in.double(), candidates_out.double(), strict=True):
         kernel_in = c_in * (scale_in / float(c_in[c_in != 0].abs().mean()))
         w_out = c_out * (scale_out / float(c_out[c_out != 0].abs().mean()))
         trial = _with_new_map(spec, params, position, kernel_in, w_out)
@@ -414,7 +414,7 @@ def prune_partial_area(spec, params, position, fraction, x):
 def count(spec, masks, area_masks):
     """(params, FLOPs) per masked layer: active weights + biases; 2 x MACs that touch an active weight."""
     out = []
-    for i, ((_, out_shape), cfg) in enumerate(zip(shapes(spec), spec["layers"])):
+    for i, ((_, out_shape), cfg) in enumerate(zip(shapes(spec), spec["layers"], strict=True)):
         if cfg["type"] == "Dense":
             active = int((masks[i] != 0).sum())
             out.append((active + cfg["n_out"], 2 * active))
