@@ -142,7 +142,9 @@ class MaskedLayer(Layer):
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density}")
         rng = np.random.default_rng(rng)
-        self.mask = (rng.random(shape) < density).astype(dtype) if density < 1.0 else np.ones(shape, dtype)
+        self.mask = (
+            (rng.random(shape) < density).astype(dtype) if density < 1.0 else np.ones(shape, dtype)
+        )
         std = np.sqrt(2.0 / max(1.0, density * fan_in))
         self.weight = (rng.standard_normal(shape) * std).astype(dtype) * self.mask
         self.bias = np.zeros(shape[0], dtype)
@@ -193,14 +195,18 @@ class Dense(MaskedLayer):
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_in:
-            raise ValueError(f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}")
+            raise ValueError(
+                f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}"
+            )
         self._x, self._xt = x, None
         support, effective = self._path()
         if support is None:
             return x @ effective.T + self.bias
         # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer returned
         self._xt = np.ascontiguousarray(x.T)
-        out_t = kernels.sparse_forward(self._xt, support.values(self), support.indices, support.indptr, self.n_out)
+        out_t = kernels.sparse_forward(
+            self._xt, support.values(self), support.indices, support.indptr, self.n_out
+        )
         out_t += self.bias[:, None]
         return out_t.T
 
@@ -216,10 +222,15 @@ class Dense(MaskedLayer):
             self._xt = np.ascontiguousarray(x.T)
         values = kernels.sparse_weight_grad(grad_t, self._xt, support.indices, support.indptr)
         self._grad_weight = self._dense_weight_gradient(grad_out, x) if dense_weight_grad else None
-        self._grad_sources, self._active_grad = (grad_out, x), (support, values.astype(self.weight.dtype))
+        self._grad_sources, self._active_grad = (
+            (grad_out, x),
+            (support, values.astype(self.weight.dtype)),
+        )
         if not input_grad:
             return None
-        return kernels.sparse_input_grad(grad_t, support.values(self), support.indices, support.indptr, self.n_in).T
+        return kernels.sparse_input_grad(
+            grad_t, support.values(self), support.indices, support.indptr, self.n_in
+        ).T
 
     @staticmethod
     def _dense_weight_gradient(grad_out, x):
@@ -257,7 +268,9 @@ class Support:
 
     def values(self, layer):
         """(W*M) at the support's positions: the CSR data of the effective weight."""
-        return kernels.gather_effective(np.ascontiguousarray(layer.weight), np.ascontiguousarray(layer.mask), self.flat)
+        return kernels.gather_effective(
+            np.ascontiguousarray(layer.weight), np.ascontiguousarray(layer.mask), self.flat
+        )
 
 
 class Conv2d(MaskedLayer):
@@ -304,7 +317,9 @@ class Conv2d(MaskedLayer):
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.n_in:
-            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), got {x.shape}")
+            raise ValueError(
+                f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), got {x.shape}"
+            )
         n, _, h, w = x.shape
         k = self.kernel_size
         ho = kernels.output_size(h, k, self.stride, self.padding)
@@ -375,8 +390,14 @@ class Conv2d(MaskedLayer):
                 kernels.output_size(w, k, self.stride, self.padding))
 
     def config(self):
-        return {"type": "Conv2d", "in_c": self.n_in, "out_c": self.n_out, "kernel_size": self.kernel_size,
-                "stride": self.stride, "padding": self.padding}
+        return {
+            "type": "Conv2d",
+            "in_c": self.n_in,
+            "out_c": self.n_out,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+        }
 
 
 def split_by_input_map(cols, kernel, n_images):
@@ -419,7 +440,9 @@ class MaxPool2d(Layer):
         self.kernel_size = kernel_size
         self.stride = stride or kernel_size
         if self.kernel_size < 1 or self.stride < 1:
-            raise ValueError(f"MaxPool2d needs kernel_size, stride >= 1, got {kernel_size}, {stride}")
+            raise ValueError(
+                f"MaxPool2d needs kernel_size, stride >= 1, got {kernel_size}, {stride}"
+            )
 
     def forward(self, x):
         self._x_shape = x.shape
@@ -427,7 +450,9 @@ class MaxPool2d(Layer):
         return out
 
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
-        return kernels.maxpool_backward(grad_out, self._argmax, self._x_shape) if input_grad else None
+        return (
+            kernels.maxpool_backward(grad_out, self._argmax, self._x_shape) if input_grad else None
+        )
 
     def output_shape(self, input_shape):
         c, h, w = input_shape
@@ -459,7 +484,14 @@ def layer_from_config(cfg, dtype=np.float32):
     if kind == "Dense":
         layer = Dense(cfg["n_in"], cfg["n_out"], dtype=dtype)
     elif kind == "Conv2d":
-        layer = Conv2d(cfg["in_c"], cfg["out_c"], cfg["kernel_size"], cfg["stride"], cfg["padding"], dtype=dtype)
+        layer = Conv2d(
+            cfg["in_c"],
+            cfg["out_c"],
+            cfg["kernel_size"],
+            cfg["stride"],
+            cfg["padding"],
+            dtype=dtype,
+        )
     elif kind == "MaxPool2d":
         return MaxPool2d(cfg["kernel_size"], cfg["stride"])
     elif kind == "ReLU":

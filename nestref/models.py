@@ -50,7 +50,9 @@ class Network:
         (what growth needs); see ``nestref.layers``."""
         for depth, layer in enumerate(reversed(self.layers)):
             is_first = depth == len(self.layers) - 1
-            grad = layer.backward(grad, input_grad=input_grad or not is_first, dense_weight_grad=dense_weight_grad)
+            grad = layer.backward(
+                grad, input_grad=input_grad or not is_first, dense_weight_grad=dense_weight_grad
+            )
         return grad
 
     def forward_until(self, position, x, batch_size=None):
@@ -88,7 +90,9 @@ class Network:
             return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
         self._check_input(x)
         check_positive_int("batch_size", batch_size)
-        return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
 
     def masked_layers(self):
         """[(position in self.layers, layer)] for every Dense and Conv2d, in order."""
@@ -101,9 +105,13 @@ class Network:
             try:
                 out = layer.output_shape(shape)
             except Exception as err:
-                raise ValueError(f"{self.name}: {layer!r} cannot take input of shape {shape}: {err}") from err
+                raise ValueError(
+                    f"{self.name}: {layer!r} cannot take input of shape {shape}: {err}"
+                ) from err
             if isinstance(layer, MaskedLayer) and shape[0] != layer.n_in:
-                raise ValueError(f"{self.name}: {layer!r} expects {layer.n_in} input units, gets {shape[0]}")
+                raise ValueError(
+                    f"{self.name}: {layer!r} expects {layer.n_in} input units, gets {shape[0]}"
+                )
             shapes.append((shape, out))
             shape = out
         return shapes
@@ -193,7 +201,9 @@ def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_sh
     entry = architectures.get(arch)
     _check_seed_args(width_scale, density, seed, dtype)
     rng = np.random.default_rng(seed)
-    layers, input_shape, name = entry.build_layers(width_scale, density, rng, dtype, image_shape, classes)
+    layers, input_shape, name = entry.build_layers(
+        width_scale, density, rng, dtype, image_shape, classes
+    )
     return Network(layers, input_shape, name=name)
 
 
@@ -206,13 +216,17 @@ def _check_seed_args(width_scale, density, seed, dtype):
         if not (is_number(value) and 0.0 < value <= high):
             raise InvalidArgumentError(f"{name} must be a number in (0, {high:g}], got {value!r}")
     if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or (is_int(seed) and seed >= 0)):
-        raise InvalidArgumentError(f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}")
+        raise InvalidArgumentError(
+            f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}"
+        )
     try:
         kind = np.dtype(dtype)
     except TypeError:
         kind = None
     if kind not in (np.float32, np.float64):
-        raise InvalidArgumentError(f"dtype must be np.float32 or np.float64 (the weights are real numbers), got {dtype!r}")
+        raise InvalidArgumentError(
+            f"dtype must be np.float32 or np.float64 (the weights are real numbers), got {dtype!r}"
+        )
 
 
 # ---------------------------------------------------------------- unit surgery
@@ -227,7 +241,9 @@ def next_masked(net, position):
         raise ValueError(f"layer {position} of {net.name} is not a Dense or Conv2d layer")
     later = [i for i in masked if i > position]
     if not later:
-        raise ValueError(f"layer {position} of {net.name} is the output layer; only hidden layers change width")
+        raise ValueError(
+            f"layer {position} of {net.name} is the output layer; only hidden layers change width"
+        )
     nxt = later[0]
     shapes = net.shapes()
     for i in range(position + 1, nxt):
@@ -259,7 +275,9 @@ def keep_units(net, position, keep, optimizer=None):
     keep = np.asarray(keep, dtype=np.int64)
     layer = net.layers[position]
     if keep.ndim != 1 or (keep.size and (keep.min() < 0 or keep.max() >= layer.n_out)) or np.any(np.diff(keep) <= 0):
-        raise ValueError(f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}")
+        raise ValueError(
+            f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}"
+        )
     nxt, block = next_masked(net, position)
     cols = _unit_index(layer.n_out, block)[keep].reshape(-1)
     _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays,

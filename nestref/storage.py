@@ -91,7 +91,9 @@ def load_arrays(path, error=ValueError):
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, TypeError,
             SyntaxError, OverflowError, MemoryError, AttributeError, NotImplementedError) as err:
         # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these ways
-        raise error(f"{path}: not a readable nestref .npz file ({type(err).__name__}: {err})") from err
+        raise error(
+            f"{path}: not a readable nestref .npz file ({type(err).__name__}: {err})"
+        ) from err
     raise error(f"{path}: not a .npz file (not a zip archive); was it written by nestref?")
 
 

@@ -76,7 +76,9 @@ def test_idx_round_trip(tmp_path, compress, array):
 
 def test_write_idx_exact_bytes(tmp_path):
     write_idx(tmp_path / "a", np.array([1, 2, 3], dtype=np.uint8))
-    assert (tmp_path / "a").read_bytes() == b"\x00\x00\x08\x01" + b"\x00\x00\x00\x03" + b"\x01\x02\x03"
+    assert (
+        tmp_path / "a"
+    ).read_bytes() == b"\x00\x00\x08\x01" + b"\x00\x00\x00\x03" + b"\x01\x02\x03"
     # Multi-byte types are big-endian whatever the array's byte order.
     write_idx(tmp_path / "b", np.array([[1, -2]], dtype="<i2"))
     assert (tmp_path / "b").read_bytes() == (
@@ -156,7 +158,9 @@ def test_corrupt_idx_raises(tmp_path, case, gz):
 @pytest.mark.parametrize("damage", ["truncated", "bit flip", "bad header"])
 def test_corrupt_gzip_raises(tmp_path, damage):
     rng = np.random.default_rng(0)
-    good = gzip.compress(_header(0x08, [2000]) + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    good = gzip.compress(
+        _header(0x08, [2000]) + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    )
     if damage == "truncated":
         bad = good[: len(good) // 2]
     elif damage == "bit flip":

@@ -50,14 +50,22 @@ def test_maxpool_twins_agree(shape, k, stride, ties, seed):
     if k > h or k > w:
         return
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 3, shape).astype(np.float32) if ties else rng.standard_normal(shape).astype(np.float32)
+    x = (
+        rng.integers(0, 3, shape).astype(np.float32)
+        if ties
+        else rng.standard_normal(shape).astype(np.float32)
+    )
     out_np, arg_np = kernels.maxpool_forward_numpy(x, k, stride)
     out_nb, arg_nb = kernels.maxpool_forward_numba(x, k, stride)
     np.testing.assert_array_equal(out_np, out_nb)
     np.testing.assert_array_equal(arg_np, arg_nb)  # first maximum on ties, in both
     g = rng.standard_normal(out_np.shape).astype(np.float32)
-    np.testing.assert_allclose(kernels.maxpool_backward_numpy(g, arg_np, shape),
-                               kernels.maxpool_backward_numba(g, arg_nb, shape), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        kernels.maxpool_backward_numpy(g, arg_np, shape),
+        kernels.maxpool_backward_numba(g, arg_nb, shape),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # first principles: each output is the max of its window
     for i in range(out_np.shape[2]):
         for j in range(out_np.shape[3]):
@@ -127,7 +135,11 @@ def test_lenet_fast_paths_equal_the_twins():
         x = rng.standard_normal(shape).astype(np.float32)
         cols = kernels.im2col_numba(x, 5, 5, 1, 0)
         np.testing.assert_array_equal(cols, kernels.im2col_numpy(x, 5, 5, 1, 0))
-        np.testing.assert_allclose(kernels.col2im_numba(cols, shape, 5, 5, 1, 0),
-                                   kernels.col2im_numpy(cols, shape, 5, 5, 1, 0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            kernels.col2im_numba(cols, shape, 5, 5, 1, 0),
+            kernels.col2im_numpy(cols, shape, 5, 5, 1, 0),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         for a, b in zip(kernels.maxpool_forward_numba(x, 2, 2), kernels.maxpool_forward_numpy(x, 2, 2), strict=True):
             np.testing.assert_array_equal(a, b)

@@ -62,7 +62,11 @@ def _layer_grads(run, inputs):
 
 
 def dense_forward(inputs, params):
-    return {"y": _np(nt.dense(_t(inputs["x"]), _t(inputs["weight"]) * _t(inputs["mask"]), _t(inputs["bias"])))}
+    return {
+        "y": _np(
+            nt.dense(_t(inputs["x"]), _t(inputs["weight"]) * _t(inputs["mask"]), _t(inputs["bias"]))
+        )
+    }
 
 
 def dense_backward(inputs, params):
@@ -85,7 +89,9 @@ def conv2d_backward(inputs, params):
 
 def maxpool2d(inputs, params):
     x = _t(inputs["x"]).clone().requires_grad_()
-    y, argmax = torch.nn.functional.max_pool2d(x, params["kernel_size"], params["stride"], return_indices=True)
+    y, argmax = torch.nn.functional.max_pool2d(
+        x, params["kernel_size"], params["stride"], return_indices=True
+    )
     y.backward(_t(inputs["grad_y"]))
     return {"y": _np(y), "argmax": _np(argmax).astype(np.int64), "grad_x": _np(x.grad)}
 
@@ -115,8 +121,14 @@ def growth_gradient(inputs, params):
 
 
 def growth_connections(inputs, params):
-    w, m, idx = nt.grow_connections(_t(inputs["weight"]), _t(inputs["mask"]), _t(inputs["gradient"]),
-                                    params["ratio"], params["init"], params["lr"])
+    w, m, idx = nt.grow_connections(
+        _t(inputs["weight"]),
+        _t(inputs["mask"]),
+        _t(inputs["gradient"]),
+        params["ratio"],
+        params["init"],
+        params["lr"],
+    )
     return {"weight": _np(w), "mask": _np(m), "indices": _np(idx).astype(np.int64)}
 
 
@@ -125,7 +137,9 @@ def growth_bridging_gradient(inputs, params):
 
 
 def growth_neuron_weights(inputs, params):
-    w_in, w_out = nt.neuron_weights(_t(inputs["G"]), params["count"], params["birth_ratio"], _t(inputs["signs"]))
+    w_in, w_out = nt.neuron_weights(
+        _t(inputs["G"]), params["count"], params["birth_ratio"], _t(inputs["signs"])
+    )
     return {"w_in": _np(w_in), "w_out": _np(w_out)}
 
 
@@ -134,15 +148,23 @@ def growth_feature_map(inputs, params):
     (_, after), losses, loss_before, added = nt.grow_feature_map(
         spec, layers, params["position"], _t(inputs["x"]), _t(inputs["y"]),
         _t(inputs["candidates_in"]), _t(inputs["candidates_out"]))
-    return {"losses": np.array(losses), "loss_before": np.float64(loss_before), "added": np.int64(added),
-            **_network_outputs(after)}
+    return {
+        "losses": np.array(losses),
+        "loss_before": np.float64(loss_before),
+        "added": np.int64(added),
+        **_network_outputs(after),
+    }
 
 
 def prune_magnitude(inputs, params):
     w, m = _t(inputs["weight"]), _t(inputs["mask"])
     protect = nt.strongest_input_per_unit(w, m) if params.get("output_unit_guard") else None
     w_after, m_after, threshold = nt.magnitude_prune(w, m, params["fraction"], protect)
-    return {"mask_after": _np(m_after), "weight_after": _np(w_after), "threshold": np.float64(threshold)}
+    return {
+        "mask_after": _np(m_after),
+        "weight_after": _np(w_after),
+        "threshold": np.float64(threshold),
+    }
 
 
 def prune_dead_units(inputs, params):
@@ -155,9 +177,15 @@ def prune_dead_units(inputs, params):
 
 def prune_partial_area(inputs, params):
     spec, layers = _network(inputs, params)
-    scores, area, weight, mask = nt.prune_partial_area(spec, layers, params["position"], params["fraction"],
-                                                       _t(inputs["x"]))
-    return {"contributions": _np(scores), "area_mask": _np(area), "weight": _np(weight), "mask": _np(mask)}
+    scores, area, weight, mask = nt.prune_partial_area(
+        spec, layers, params["position"], params["fraction"], _t(inputs["x"])
+    )
+    return {
+        "contributions": _np(scores),
+        "area_mask": _np(area),
+        "weight": _np(weight),
+        "mask": _np(mask),
+    }
 
 
 def accounting_count(inputs, params):

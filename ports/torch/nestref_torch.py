@@ -33,7 +33,10 @@ def conv2d(x, w_eff, bias, stride, padding, area_mask=None):
         return F.conv2d(x, w_eff, bias, stride=stride, padding=padding)
     y = None
     for i in range(x.shape[1]):
-        part = F.conv2d(x[:, i:i + 1], w_eff[:, i:i + 1], None, stride=stride, padding=padding) * area_mask[:, i]
+        part = (
+            F.conv2d(x[:, i : i + 1], w_eff[:, i : i + 1], None, stride=stride, padding=padding)
+            * area_mask[:, i]
+        )
         y = part if y is None else y + part
     return y + bias.view(1, -1, 1, 1)
 
@@ -55,7 +58,8 @@ def forward(spec, params, x, weights=None):
         elif kind == "ReLU":
             h = torch.relu(h)
         elif kind == "Flatten":
-            h = h.reshape(h.shape[0], -1)   # channel-major: map c owns columns c*H*W ... (c+1)*H*W - 1
+            # channel-major: map c owns columns c*H*W ... (c+1)*H*W - 1
+            h = h.reshape(h.shape[0], -1)
         else:
             raise ValueError(f"unknown layer type {kind!r}")
     return h
@@ -73,8 +77,14 @@ def shapes(spec):
         if cfg["type"] == "Dense":
             new = (cfg["n_out"],)
         elif cfg["type"] == "Conv2d":
-            new = tuple(F.conv2d(x, torch.zeros(cfg["out_c"], cfg["in_c"], cfg["kernel_size"], cfg["kernel_size"]),
-                                 stride=cfg["stride"], padding=cfg["padding"]).shape[1:])
+            new = tuple(
+                F.conv2d(
+                    x,
+                    torch.zeros(cfg["out_c"], cfg["in_c"], cfg["kernel_size"], cfg["kernel_size"]),
+                    stride=cfg["stride"],
+                    padding=cfg["padding"],
+                ).shape[1:]
+            )
         elif cfg["type"] == "MaxPool2d":
             new = tuple(F.max_pool2d(x, cfg["kernel_size"], cfg["stride"]).shape[1:])
         elif cfg["type"] == "Flatten":
@@ -145,7 +155,9 @@ def grow_connections(weight, mask, gradient, ratio, init, lr):
     order = torch.argsort(-g_abs, stable=True)
     take = order[:min(floor_count(ratio, len(dormant)), int((g_abs > 0).sum()))]
     indices = dormant[take]
-    values = -lr * gradient.reshape(-1)[indices] if init == "gradient" else torch.zeros(len(indices))
+    values = (
+        -lr * gradient.reshape(-1)[indices] if init == "gradient" else torch.zeros(len(indices))
+    )
     weight.view(-1)[indices] = values.to(weight.dtype)
     mask.view(-1)[indices] = 1
     return weight, mask, indices
@@ -170,7 +182,9 @@ def neuron_weights(G, count, birth_ratio, signs):
         d = g[idx].abs().sqrt()
         s = signs[j * chunk:j * chunk + idx.numel()].double()
         w_in = torch.zeros(n_in, dtype=torch.float64).index_add_(0, idx % n_in, s * d)
-        w_out = torch.zeros(m_out, dtype=torch.float64).index_add_(0, idx // n_in, -s * torch.sign(g[idx]) * d)
+        w_out = torch.zeros(m_out, dtype=torch.float64).index_add_(
+            0, idx // n_in, -s * torch.sign(g[idx]) * d
+        )
         if bool(w_in.any()) and bool(w_out.any()):   # a neuron whose weights cancel adds nothing
             rows.append(w_in)
             cols.append(w_out)
@@ -201,9 +215,13 @@ def _with_new_map(spec, params, position, kernel_in, w_out):
     if "area_mask" in p:
         p["area_mask"] = torch.cat([p["area_mask"], torch.ones_like(p["area_mask"][:1])])
     # the new map is input channel C of a next conv, or the last H*W columns of a next dense layer
-    q["weight"] = torch.cat([q["weight"], w_out[:, None] if q["weight"].ndim == 4 else w_out], dim=1)
+    q["weight"] = torch.cat(
+        [q["weight"], w_out[:, None] if q["weight"].ndim == 4 else w_out], dim=1
+    )
     new_mask = (w_out != 0).to(q["mask"].dtype)
-    q["mask"] = torch.cat([q["mask"], new_mask[:, None] if q["mask"].ndim == 4 else new_mask], dim=1)
+    q["mask"] = torch.cat(
+        [q["mask"], new_mask[:, None] if q["mask"].ndim == 4 else new_mask], dim=1
+    )
     if "area_mask" in q:
         q["area_mask"] = torch.cat([q["area_mask"], torch.ones_like(q["area_mask"][:, :1])], dim=1)
     return spec, params
@@ -230,7 +248,11 @@ def grow_feature_map(spec, params, position, x, y, candidates_in, candidates_out
 def strongest_input_per_unit(weight, mask):
     """Bool (weight's shape): each output unit's largest-|w| active input (ties: the first)."""
     active = (mask != 0).reshape(mask.shape[0], -1)
-    score = torch.where(active, weight.reshape(mask.shape[0], -1).abs(), torch.full_like(active, -1.0, dtype=weight.dtype))
+    score = torch.where(
+        active,
+        weight.reshape(mask.shape[0], -1).abs(),
+        torch.full_like(active, -1.0, dtype=weight.dtype),
+    )
     protect = torch.zeros_like(active)
     units = torch.nonzero(active.any(dim=1)).reshape(-1)
     protect[units, score[units].argmax(dim=1)] = True
@@ -283,10 +305,15 @@ def _bias_shift(spec, params, position, units, constants):
         kept = area[:, :, 0].double()
         uniform = (area.all(dim=2) | ~area.any(dim=2)) | (kernel_sums == 0)
     else:
-        kept, uniform = torch.ones_like(kernel_sums), torch.ones(kernel_sums.shape, dtype=torch.bool)
+        kept, uniform = (
+            torch.ones_like(kernel_sums),
+            torch.ones(kernel_sums.shape, dtype=torch.bool),
+        )
     # a constant map before a padded conv, or a partly kept area, shifts the output unevenly: not foldable
     foldable = (constants == 0) | (torch.tensor(cfg["padding"] == 0) & uniform.all(dim=0))
-    return (kernel_sums * kept) @ torch.where(foldable, constants, torch.zeros_like(constants)), foldable
+    return (kernel_sums * kept) @ torch.where(
+        foldable, constants, torch.zeros_like(constants)
+    ), foldable
 
 
 def _keep_units(spec, params, position, keep):
@@ -299,7 +326,9 @@ def _keep_units(spec, params, position, keep):
     for key in ("weight", "mask", "area_mask"):
         if key in q:
             q[key] = q[key][:, cols]
-    spec["layers"][position]["n_out" if spec["layers"][position]["type"] == "Dense" else "out_c"] = len(keep)
+    spec["layers"][position][
+        "n_out" if spec["layers"][position]["type"] == "Dense" else "out_c"
+    ] = len(keep)
     spec["layers"][nxt]["n_in" if spec["layers"][nxt]["type"] == "Dense" else "in_c"] = len(cols)
 
 
@@ -347,14 +376,27 @@ def reachable_outputs(spec, params, area_override=None):
             reach = ((reach @ (params[i]["mask"] != 0).double().T) > 0).double()
         elif kind == "Conv2d":
             active = (params[i]["mask"] != 0).double()
-            area = area_override[1] if area_override and area_override[0] == i else params[i].get("area_mask")
+            area = (
+                area_override[1]
+                if area_override and area_override[0] == i
+                else params[i].get("area_mask")
+            )
             if area is None:
-                reach = (F.conv2d(reach, active, stride=cfg["stride"], padding=cfg["padding"]) > 0).double()
+                reach = (
+                    F.conv2d(reach, active, stride=cfg["stride"], padding=cfg["padding"]) > 0
+                ).double()
             else:
                 hits = None
                 for c in range(active.shape[1]):
-                    part = (F.conv2d(reach[:, c:c + 1], active[:, c:c + 1], stride=cfg["stride"], padding=cfg["padding"])
-                            > 0) & (area[:, c] != 0)
+                    part = (
+                        F.conv2d(
+                            reach[:, c : c + 1],
+                            active[:, c : c + 1],
+                            stride=cfg["stride"],
+                            padding=cfg["padding"],
+                        )
+                        > 0
+                    ) & (area[:, c] != 0)
                     hits = part if hits is None else hits | part
                 reach = hits.double()
         elif kind == "MaxPool2d":
@@ -369,12 +411,14 @@ def area_contributions(weight, mask, x, stride, padding):
     o, c, k, _ = weight.shape
     n = x.shape[0]
     kernel = (weight * mask).reshape(o, c, k * k)
-    cols = F.unfold(x, k, padding=padding, stride=stride).reshape(n, c, k * k, -1)   # (N, C, k*k, P)
+    cols = F.unfold(x, k, padding=padding, stride=stride).reshape(n, c, k * k, -1)  # (N, C, k*k, P)
     ho = (x.shape[2] + 2 * padding - k) // stride + 1
     wo = (x.shape[3] + 2 * padding - k) // stride + 1
     total = torch.zeros((o, c, ho * wo), dtype=torch.float64)
     for i in range(c):
-        total[:, i] = torch.einsum("nkp,ok->nop", cols[:, i], kernel[:, i]).abs().double().sum(dim=0)
+        total[:, i] = (
+            torch.einsum("nkp,ok->nop", cols[:, i], kernel[:, i]).abs().double().sum(dim=0)
+        )
     return (total / n).reshape(o, c, ho, wo)
 
 
@@ -383,7 +427,11 @@ def prune_partial_area(spec, params, position, fraction, x):
     without cutting any reachable output off the input; a kernel whose area is all gone loses its weights."""
     p, cfg = dict(params[position]), spec["layers"][position]
     scores = area_contributions(p["weight"], p["mask"], x, cfg["stride"], cfg["padding"])
-    area = p["area_mask"].clone() if "area_mask" in p else torch.ones(scores.shape, dtype=p["weight"].dtype)
+    area = (
+        p["area_mask"].clone()
+        if "area_mask" in p
+        else torch.ones(scores.shape, dtype=p["weight"].dtype)
+    )
     kernel_active = (p["mask"] != 0).any(dim=3).any(dim=2)
     candidates = (area != 0) & kernel_active[:, :, None, None]
     requested = floor_count(fraction, int(candidates.sum()))
@@ -425,5 +473,10 @@ def count(spec, masks, area_masks):
             else:
                 positions = torch.full_like(per_kernel, out_shape[1] * out_shape[2])
             # a kernel kept at no position touches nothing: its weights count neither as params nor FLOPs
-            out.append((int(per_kernel[positions > 0].sum()) + cfg["out_c"], 2 * int((per_kernel * positions).sum())))
+            out.append(
+                (
+                    int(per_kernel[positions > 0].sum()) + cfg["out_c"],
+                    2 * int((per_kernel * positions).sum()),
+                )
+            )
     return out
