@@ -34,10 +34,10 @@ from .conformance_cases import all_cases
 FORMAT_VERSION = 1
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
 
-# Tolerance policy (conformance/README.md, "Tolerances"): |actual - expected| <= atol + rtol * |expected|.
-# float32 carries headroom for a port that sums in another order (BLAS blocking, direct
-# convolution instead of im2col, fused multiply-add): each such reordering moves a sum of
-# K products by up to ~K * 6e-8 of its terms' scale.
+# Tolerance policy (conformance/README.md, "Tolerances"): |actual - expected| <= atol + rtol *
+# |expected|. float32 carries headroom for a port that sums in another order (BLAS blocking, direct
+# convolution instead of im2col, fused multiply-add): each such reordering moves a sum of K products
+# by up to ~K * 6e-8 of its terms' scale.
 TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-9, "atol": 1e-12}}
 
 
@@ -259,7 +259,8 @@ def check(adapter, case_dir=DEFAULT_DIR, ops=None):
 
 # ======================================================================= CLI
 def main(argv=None):
-    """``nestref conformance generate [--out DIR]`` / ``nestref conformance check MODULE [--cases DIR]``."""
+    """``nestref conformance generate [--out DIR]`` / ``nestref conformance check MODULE [--cases
+    DIR]``."""
     import argparse
     parser = argparse.ArgumentParser(
         prog="nestref conformance",

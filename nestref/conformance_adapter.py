@@ -169,8 +169,8 @@ def growth_connections(inputs, params):
     w = inputs["weight"]
     layer = Dense(1, 1, dtype=w.dtype)  # grow_connections reads only weight, mask and the gradient
     layer.weight, layer.mask = w.copy(), inputs["mask"].copy()
-    # the driver applies grow.select_growth(mask, G, ratio) and gives the grown weights -lr * G (or 0);
-    # "indices" lists them by |G| descending, ties by ascending flat index
+    # the driver applies grow.select_growth(mask, G, ratio) and gives the grown weights -lr * G (or
+    # 0); "indices" lists them by |G| descending, ties by ascending flat index
     report = grow.grow_connections(
         layer, params["ratio"], gradient=inputs["gradient"], init=params["init"], lr=params["lr"]
     )

@@ -95,7 +95,8 @@ def pool_cfg(k=2):
 
 
 def network_arrays(rng, spec, density=0.6, scale=0.5, bias=0.1):
-    """Random masked weights (0 where the mask is 0) and biases for every masked layer of ``spec``."""
+    """Random masked weights (0 where the mask is 0) and biases for every masked layer of
+    ``spec``."""
     arrays = {}
     for i, cfg in enumerate(spec["layers"]):
         if cfg["type"] in ("Dense", "Conv2d"):
@@ -485,7 +486,8 @@ def neuron_weight_cases():
             G = np.zeros(shape)
             G.flat[[1, 4, 6, 8]] = [0.5, -0.25, 0.125, 1.0]
         if kind == "cancel":
-            # pairs (0, 0) and (0, 1) have equal |G| and signs +1, +1 but G of opposite sign: w_out[0] cancels
+            # pairs (0, 0) and (0, 1) have equal |G| and signs +1, +1 but G of opposite sign:
+            # w_out[0] cancels
             G = np.array([[0.5, -0.5, 0.0], [0.0, 0.0, 0.25]])
         draws = np.ones(G.size) if signs == "positive" else rng.choice([-1.0, 1.0], size=G.size)
         if kind == "cancel":

@@ -330,7 +330,8 @@ def csr_to_dense(data, indices, indptr, shape):
 
 
 def sparse_forward_numpy(xt, data, indices, indptr, n_out):
-    """W xt: W (out, in) as CSR, xt (in, N) -> (out, N). Rebuilds W densely: the readable statement."""
+    """W xt: W (out, in) as CSR, xt (in, N) -> (out, N). Rebuilds W densely: the readable
+    statement."""
     return csr_to_dense(data, indices, indptr, (n_out, xt.shape[0])) @ xt
 
 
@@ -401,7 +402,8 @@ def sparse_weight_grad_numba(gt, xt, indices, indptr):
 
 
 def csr_matmul_numpy(x, data, indices, indptr, n_out):
-    """x (N, in) @ W.T for W (out, in) as CSR -> (N, out): ``sparse_forward`` in example-major layout."""
+    """x (N, in) @ W.T for W (out, in) as CSR -> (N, out): ``sparse_forward`` in example-major
+    layout."""
     return sparse_forward_numpy(x.T, data, indices, indptr, n_out).T
 
 
@@ -503,7 +505,8 @@ def _csr_args(dtype, data, indices, indptr):
 
 
 def sparse_forward(xt, data, indices, indptr, n_out):
-    """W xt for W (out, in) as CSR and xt (in, N) -> (out, N), in the common dtype; see ``sparse_forward_numpy``."""
+    """W xt for W (out, in) as CSR and xt (in, N) -> (out, N), in the common dtype; see
+    ``sparse_forward_numpy``."""
     dtype = np.result_type(xt, data)
     return _pick("sparse_forward")(
         np.ascontiguousarray(xt, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out)
@@ -518,7 +521,8 @@ def sparse_input_grad(gt, data, indices, indptr, n_in):
 
 
 def sparse_weight_grad(gt, xt, indices, indptr):
-    """gt (out, N), xt (in, N) -> (gt xt^T) at W's stored positions (nnz,); see ``sparse_weight_grad_numpy``."""
+    """gt (out, N), xt (in, N) -> (gt xt^T) at W's stored positions (nnz,); see
+    ``sparse_weight_grad_numpy``."""
     dtype = np.result_type(gt, xt)
     return _pick("sparse_weight_grad")(
         np.ascontiguousarray(gt, dtype=dtype),
@@ -540,7 +544,8 @@ def csr_matmul(x, data, indices, indptr, n_out):
 
 
 def masked_weight(weight, mask):
-    """(W*M, count of nonzeros in M) for weight and mask of one shape and dtype; see ``masked_weight_numpy``."""
+    """(W*M, count of nonzeros in M) for weight and mask of one shape and dtype; see
+    ``masked_weight_numpy``."""
     if weight.dtype != mask.dtype or weight.shape != mask.shape:
         return masked_weight_numpy(weight, mask)
     return _pick("masked_weight")(weight, mask)
@@ -567,7 +572,8 @@ def sgd_at_positions(weight, velocity, mask, flat, grad, lr, momentum, weight_de
 
 
 def same_support(mask, flat):
-    """Is ``mask`` nonzero exactly at the sorted flat indices ``flat``? See ``same_support_numpy``."""
+    """Is ``mask`` nonzero exactly at the sorted flat indices ``flat``? See
+    ``same_support_numpy``."""
     return _pick("same_support")(mask, flat)
 
 

@@ -178,7 +178,8 @@ class Dense(MaskedLayer):
         return self._path()[0] is not None
 
     def _path(self):
-        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as it is now.
+        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as
+        it is now.
 
         A Support is kept only while it matches the mask (checked here, at every use); the
         dense path counts the mask's nonzeros while it forms W*M, at no extra pass.
@@ -202,7 +203,8 @@ class Dense(MaskedLayer):
         support, effective = self._path()
         if support is None:
             return x @ effective.T + self.bias
-        # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer returned
+        # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer
+        # returned
         self._xt = np.ascontiguousarray(x.T)
         out_t = kernels.sparse_forward(
             self._xt, support.values(self), support.indices, support.indptr, self.n_out
@@ -401,7 +403,8 @@ class Conv2d(MaskedLayer):
 
 
 def split_by_input_map(cols, kernel, n_images):
-    """One slice per input map, as views: cols (N*P, C*k*k) -> (N, P, C, k*k); kernel (O, C, k, k) -> (O, C, k*k).
+    """One slice per input map, as views: cols (N*P, C*k*k) -> (N, P, C, k*k); kernel (O, C, k, k)
+    -> (O, C, k*k).
 
     The partial-area convolution (``Conv2d.area_mask``, ``nestref.prune.area_contributions``)
     works map by map: ``input_map_product`` gives what one input map adds.
@@ -464,7 +467,8 @@ class MaxPool2d(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W), channel-major: feature map c owns columns c*H*W ... (c+1)*H*W - 1."""
+    """(N, C, H, W) -> (N, C*H*W), channel-major: feature map c owns columns
+    c*H*W ... (c+1)*H*W - 1."""
 
     def forward(self, x):
         self._x_shape = x.shape

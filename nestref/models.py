@@ -126,7 +126,8 @@ class Network:
 
     # ------------------------------------------------------------ serialisation
     def to_arrays(self):
-        """Everything needed to rebuild the network, as a dict of plain arrays (npz-ready, no pickle)."""
+        """Everything needed to rebuild the network, as a dict of plain arrays (npz-ready, no
+        pickle)."""
         spec = {"name": self.name, "input_shape": list(self.input_shape),
                 "layers": [layer.config() for layer in self.layers],
                 "dtype": str(self.masked_layers()[0][1].weight.dtype)}
@@ -183,7 +184,8 @@ def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_
 
 
 def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
-    """LeNet-5 as in Caffe: conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2, dense 500, ReLU, dense 10.
+    """LeNet-5 as in Caffe: conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2, dense 500, ReLU, dense
+    10.
 
     Like Caffe's, there is no ReLU after the convolutions. width_scale scales the
     feature maps and the hidden dense width; density is the active fraction.

@@ -21,7 +21,8 @@ from .errors import OutputPathError
 
 
 def previous_path(path):
-    """Where ``keep_previous`` keeps the version before the latest: ``a/b.npz`` -> ``a/b.prev.npz``."""
+    """Where ``keep_previous`` keeps the version before the latest: ``a/b.npz`` ->
+    ``a/b.prev.npz``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
@@ -90,7 +91,8 @@ def load_arrays(path, error=ValueError):
         raise error(f"{path}: permission denied; make the file readable (chmod u+r)") from err
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, TypeError,
             SyntaxError, OverflowError, MemoryError, AttributeError, NotImplementedError) as err:
-        # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these ways
+        # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these
+        # ways
         raise error(
             f"{path}: not a readable nestref .npz file ({type(err).__name__}: {err})"
         ) from err

@@ -1,4 +1,5 @@
-"""Tests for nestref.accounting: params and FLOPs against brute-force counts and the paper's baselines."""
+"""Tests for nestref.accounting: params and FLOPs against brute-force counts and the paper's
+baselines."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,8 @@ FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthChe
 
 
 def brute_force_counts(net):
-    """(params, FLOPs) by walking every weight and, for convs, every output position it is applied at."""
+    """(params, FLOPs) by walking every weight and, for convs, every output position it is applied
+    at."""
     params = flops = 0
     for (_, out_shape), layer in zip(net.shapes(), net.layers, strict=True):
         if isinstance(layer, Dense):

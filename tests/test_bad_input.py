@@ -71,7 +71,8 @@ def small_net(arch="lenet-300-100"):
 
 @pytest.fixture(scope="module", params=["lenet-300-100", "lenet5"])
 def checkpoint(request, tmp_path_factory):
-    """A valid checkpoint (its bytes and arrays) and the logits its network gives on a probe batch."""
+    """A valid checkpoint (its bytes and arrays) and the logits its network gives on a probe
+    batch."""
     net = small_net(request.param)
     opt = SGD(net, lr=0.05, momentum=0.9)
     path = tmp_path_factory.mktemp("ck") / "checkpoint.npz"
@@ -136,7 +137,8 @@ def test_a_checkpoint_missing_an_array_is_refused(checkpoint, tmp_path, data):
     outcome = loads_the_same_or_names_the_problem(
         rewrite(tmp_path, tampered), x, logits, strict=not drop
     )
-    # without its manifest, only the optimizer's settings, the state or an area mask may go unnoticed
+    # without its manifest, only the optimizer's settings, the state or an area mask may go
+    # unnoticed
     optional = ("optimizer", "state", "manifest") + (
         () if not drop else tuple(k for k in arrays if "area_mask" in k)
     )

@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmarks (benchmarks/): they run on a tiny setting and return well-formed results.
+"""Smoke tests of the benchmarks (benchmarks/): they run on a tiny setting and return well-formed
+results.
 
 No timing is asserted (the machine is shared); what is checked is the shape of the
 results, that PyTorch's twin computes the same function as the nestref network, and

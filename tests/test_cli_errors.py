@@ -1,4 +1,5 @@
-"""The command line on bad input, run as a user runs it: a subprocess, its exit code and what it prints.
+"""The command line on bad input, run as a user runs it: a subprocess, its exit code and what it
+prints.
 
 Every error ends with one line naming the problem and the fix, no traceback (``--debug``
 shows one), and the exit code of its kind: 2 the command must change, 1 a file or the

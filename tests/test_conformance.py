@@ -1,4 +1,5 @@
-"""The committed conformance cases match nestref's operators, and the checker catches wrong ports."""
+"""The committed conformance cases match nestref's operators, and the checker catches wrong
+ports."""
 import json
 import shutil
 import types

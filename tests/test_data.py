@@ -187,7 +187,8 @@ def test_read_idx_missing_file_is_oserror(tmp_path):
 
 
 def write_fake_mnist(directory, *, n_train=50, n_test=20, seed=0, gz=True, only=None):
-    """Write small fake MNIST files; return an MNIST_FILES-like spec with their real sizes and hashes."""
+    """Write small fake MNIST files; return an MNIST_FILES-like spec with their real sizes and
+    hashes."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     arrays = {

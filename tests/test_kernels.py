@@ -129,7 +129,8 @@ def test_random_affine_keeps_shape_range_and_mass():
 
 
 def test_lenet_fast_paths_equal_the_twins():
-    """Stride-1 valid im2col/col2im and the unrolled 2x2 pool are separate loops: check them at LeNet's shapes."""
+    """Stride-1 valid im2col/col2im and the unrolled 2x2 pool are separate loops: check them at
+    LeNet's shapes."""
     rng = np.random.default_rng(5)
     for shape in [(3, 1, 28, 28), (2, 20, 12, 12), (1, 3, 6, 9)]:
         x = rng.standard_normal(shape).astype(np.float32)

@@ -73,7 +73,8 @@ def test_next_masked_block_sizes():
 @settings(max_examples=15, deadline=None)
 @given(count=st.integers(1, 4), seed=st.integers(0, 1000), conv=st.booleans())
 def test_added_units_are_inert_and_removing_them_restores_the_net(count, seed, conv):
-    """New units start with weight 0 and mask 0: the function is unchanged; keep_units undoes add_units."""
+    """New units start with weight 0 and mask 0: the function is unchanged; keep_units undoes
+    add_units."""
     net = (lenet5(width_scale=0.2, density=0.5, seed=seed, dtype=np.float64) if conv
            else lenet_300_100(width_scale=0.1, density=0.5, seed=seed, dtype=np.float64))
     position = 2 if conv else 0

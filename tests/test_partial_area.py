@@ -15,7 +15,8 @@ FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthChe
 
 # ================================================================== oracle
 def naive_conv(x, kernel, bias, stride, padding, area):
-    """Loop-over-positions convolution: u[n, o, y, x] = b[o] + sum_i area[o, i, y, x] * <window_i, K_oi>."""
+    """Loop-over-positions convolution:
+    u[n, o, y, x] = b[o] + sum_i area[o, i, y, x] * <window_i, K_oi>."""
     n, c, h, w = x.shape
     o, _, k, _ = kernel.shape
     ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
@@ -31,7 +32,8 @@ def naive_conv(x, kernel, bias, stride, padding, area):
 
 
 def naive_conv_backward(x, kernel, stride, padding, area, g):
-    """Gradients of sum(g * naive_conv(...)) w.r.t. x, the kernel and the bias, by the same loops."""
+    """Gradients of sum(g * naive_conv(...)) w.r.t. x, the kernel and the bias, by the same
+    loops."""
     n, c, h, w = x.shape
     o, _, k, _ = kernel.shape
     _, _, ho, wo = g.shape

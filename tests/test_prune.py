@@ -25,7 +25,8 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 # ================================================================== oracles
 def oracle_prune_order(weight, mask, protect):
-    """Flat indices of active unprotected connections by (|w|, flat index): the brute-force order."""
+    """Flat indices of active unprotected connections by (|w|, flat index): the brute-force
+    order."""
     flat_w, flat_m, flat_p = np.abs(weight).reshape(-1), mask.reshape(-1), protect.reshape(-1)
     candidates = [
         (float(flat_w[i]), i) for i in range(flat_w.size) if flat_m[i] != 0 and not flat_p[i]

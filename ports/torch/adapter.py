@@ -1,4 +1,5 @@
-"""The PyTorch port's conformance adapter: ``OPS`` maps every op of conformance/README.md to the port.
+"""The PyTorch port's conformance adapter: ``OPS`` maps every op of conformance/README.md to the
+port.
 
     nestref conformance check ports/torch/adapter.py
 
@@ -53,7 +54,8 @@ def _network_outputs(params_list):
 
 
 def _layer_grads(run, inputs):
-    """Autograd of one layer: grads w.r.t. x, the effective weight W*M (every position) and the bias."""
+    """Autograd of one layer: grads w.r.t. x, the effective weight W*M (every position) and the
+    bias."""
     x = _t(inputs["x"]).clone().requires_grad_()
     w_eff = (_t(inputs["weight"]) * _t(inputs["mask"])).requires_grad_()
     bias = _t(inputs["bias"]).clone().requires_grad_()
@@ -104,7 +106,8 @@ def softmax_cross_entropy(inputs, params):
 
 
 def sgd_step(inputs, params):
-    """v <- momentum v + (dL/dW * M + decay W); W <- (W - lr v) * M; the bias likewise, unmasked, undecayed."""
+    """v <- momentum v + (dL/dW * M + decay W); W <- (W - lr v) * M; the bias likewise, unmasked,
+    undecayed."""
     w, m, b = _t(inputs["weight"]), _t(inputs["mask"]), _t(inputs["bias"])
     v_w = (params["momentum"] * _t(inputs["velocity_weight"]) + _t(inputs["grad_weight"]) * m
            + params["weight_decay"] * w) * m

@@ -42,7 +42,8 @@ def conv2d(x, w_eff, bias, stride, padding, area_mask=None):
 
 
 def forward(spec, params, x, weights=None):
-    """The network's logits; ``weights`` optionally replaces each masked layer's W*M (autograd leaves)."""
+    """The network's logits; ``weights`` optionally replaces each masked layer's W*M (autograd
+    leaves)."""
     h = x
     for i, cfg in enumerate(spec["layers"]):
         kind = cfg["type"]
@@ -97,7 +98,8 @@ def shapes(spec):
 
 
 def next_masked(spec, position):
-    """(position of the next masked layer, columns each unit feeds there: 1, or H*W after a Flatten)."""
+    """(position of the next masked layer, columns each unit feeds there: 1, or H*W after a
+    Flatten)."""
     nxt = next(j for j in masked_positions(spec) if j > position)
     for j in range(position + 1, nxt):
         if spec["layers"][j]["type"] == "Flatten":
@@ -111,7 +113,8 @@ def mean_cross_entropy(logits, labels):
 
 
 def batch_loss(spec, params, x, y):
-    """Mean cross-entropy, the logits taken to float64 first (the decisions compare nearly equal losses)."""
+    """Mean cross-entropy, the logits taken to float64 first (the decisions compare nearly equal
+    losses)."""
     with torch.no_grad():
         return float(mean_cross_entropy(forward(spec, params, x).double(), y))
 
@@ -148,7 +151,8 @@ def growth_gradient(spec, params, x, y, batch_size, n_batches=None):
 
 
 def grow_connections(weight, mask, gradient, ratio, init, lr):
-    """Activate floor(ratio * dormant) dormant connections with the largest |G| > 0 (ties: lowest index)."""
+    """Activate floor(ratio * dormant) dormant connections with the largest |G| > 0 (ties: lowest
+    index)."""
     weight, mask = weight.clone(), mask.clone()
     dormant = torch.nonzero(mask.reshape(-1) == 0).reshape(-1)
     g_abs = gradient.reshape(-1)[dormant].abs()
@@ -169,7 +173,8 @@ def bridging_gradient(x_prev, delta_next):
 
 
 def neuron_weights(G, count, birth_ratio, signs):
-    """Unscaled (w_in (k, I), w_out (M, k)) of up to ``count`` neurons; signs[r] for the r-th pair by rank."""
+    """Unscaled (w_in (k, I), w_out (M, k)) of up to ``count`` neurons; signs[r] for the r-th pair
+    by rank."""
     m_out, n_in = G.shape
     g = G.reshape(-1).double()
     chunk = max(1, math.ceil(birth_ratio * g.numel() - 1e-9))
@@ -228,7 +233,8 @@ def _with_new_map(spec, params, position, kernel_in, w_out):
 
 
 def grow_feature_map(spec, params, position, x, y, candidates_in, candidates_out):
-    """Try each candidate (rescaled to its layer's mean |active w|) as a new map; keep the best if it lowers the loss."""
+    """Try each candidate (rescaled to its layer's mean |active w|) as a new map; keep the best if
+    it lowers the loss."""
     nxt, _ = next_masked(spec, position)
     loss_before = batch_loss(spec, params, x, y)
     scale_in, scale_out = _mean_active_abs(params[position]), _mean_active_abs(params[nxt])
@@ -260,7 +266,8 @@ def strongest_input_per_unit(weight, mask):
 
 
 def magnitude_prune(weight, mask, fraction, protect=None):
-    """Deactivate floor(fraction * active) of the unprotected active connections, smallest |w| first."""
+    """Deactivate floor(fraction * active) of the unprotected active connections, smallest |w|
+    first."""
     weight, mask = weight.clone(), mask.clone()
     active = mask != 0
     protect = torch.zeros_like(active) if protect is None else protect
@@ -309,7 +316,8 @@ def _bias_shift(spec, params, position, units, constants):
             torch.ones_like(kernel_sums),
             torch.ones(kernel_sums.shape, dtype=torch.bool),
         )
-    # a constant map before a padded conv, or a partly kept area, shifts the output unevenly: not foldable
+    # a constant map before a padded conv, or a partly kept area, shifts the output unevenly: not
+    # foldable
     foldable = (constants == 0) | (torch.tensor(cfg["padding"] == 0) & uniform.all(dim=0))
     return (kernel_sums * kept) @ torch.where(
         foldable, constants, torch.zeros_like(constants)
@@ -333,8 +341,9 @@ def _keep_units(spec, params, position, keep):
 
 
 def remove_dead_units(spec, params):
-    """Remove hidden units with no active inputs (folding their constant output into the next bias) or
-    no active outputs; repeat until nothing changes; a layer keeps at least its lowest-index unit."""
+    """Remove hidden units with no active inputs (folding their constant output into the next bias)
+    or no active outputs; repeat until nothing changes; a layer keeps at least its lowest-index
+    unit."""
     spec = {**spec, "layers": [dict(c) for c in spec["layers"]]}
     params = [None if p is None else dict(p) for p in params]
     hidden = masked_positions(spec)[:-1]
@@ -365,7 +374,8 @@ def remove_dead_units(spec, params):
 
 
 def reachable_outputs(spec, params, area_override=None):
-    """Bool per output unit: reached from the input through active connections (biases carry no signal).
+    """Bool per output unit: reached from the input through active connections (biases carry no
+    signal).
 
     area_override: optional (position, area mask) used in place of that layer's own area mask.
     """
@@ -423,8 +433,9 @@ def area_contributions(weight, mask, x, stride, padding):
 
 
 def prune_partial_area(spec, params, position, fraction, x):
-    """Prune floor(fraction * kept) of the (o, i, p) with an active kernel, smallest mean |contribution| first,
-    without cutting any reachable output off the input; a kernel whose area is all gone loses its weights."""
+    """Prune floor(fraction * kept) of the (o, i, p) with an active kernel, smallest mean
+    |contribution| first, without cutting any reachable output off the input; a kernel whose area is
+    all gone loses its weights."""
     p, cfg = dict(params[position]), spec["layers"][position]
     scores = area_contributions(p["weight"], p["mask"], x, cfg["stride"], cfg["padding"])
     area = (
@@ -460,7 +471,8 @@ def prune_partial_area(spec, params, position, fraction, x):
 
 # ================================================================= accounting
 def count(spec, masks, area_masks):
-    """(params, FLOPs) per masked layer: active weights + biases; 2 x MACs that touch an active weight."""
+    """(params, FLOPs) per masked layer: active weights + biases; 2 x MACs that touch an active
+    weight."""
     out = []
     for i, ((_, out_shape), cfg) in enumerate(zip(shapes(spec), spec["layers"], strict=True)):
         if cfg["type"] == "Dense":
@@ -472,7 +484,8 @@ def count(spec, masks, area_masks):
                 positions = (area_masks[i] != 0).sum(dim=(2, 3))
             else:
                 positions = torch.full_like(per_kernel, out_shape[1] * out_shape[2])
-            # a kernel kept at no position touches nothing: its weights count neither as params nor FLOPs
+            # a kernel kept at no position touches nothing: its weights count neither as params nor
+            # FLOPs
             out.append(
                 (
                     int(per_kernel[positions > 0].sum()) + cfg["out_c"],
