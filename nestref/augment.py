@@ -11,7 +11,9 @@ from . import kernels
 from .errors import InvalidArgumentError
 
 
-def random_affine_matrices(n, shape, rng, max_rotation=12.0, max_scale=0.1, max_shear=0.1, max_shift=2.0):
+def random_affine_matrices(
+    n, shape, rng, max_rotation=12.0, max_scale=0.1, max_shear=0.1, max_shift=2.0
+):
     """n random (2, 3) maps from output pixel (y, x, 1) to input position, about the centre.
 
     Rotation in degrees, scale as a fraction (1 +- max_scale), shear as a fraction,

@@ -303,7 +303,9 @@ class Conv2d(MaskedLayer):
     output_unit_arrays = {**MaskedLayer.output_unit_arrays, "area_mask": 0}
     input_unit_arrays = {**MaskedLayer.input_unit_arrays, "area_mask": 1}
 
-    def __init__(self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32):
+    def __init__(
+        self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32
+    ):
         if min(in_c, out_c, kernel_size, stride) < 1 or padding < 0:
             raise ValueError(
                 f"Conv2d needs in_c, out_c, kernel_size, stride >= 1 and padding >= 0, "

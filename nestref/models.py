@@ -172,7 +172,9 @@ def loss_and_grads(net, x, y, dense_weight_grad=False):
 
 
 # ------------------------------------------------------------------ the LeNets
-def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
+def lenet_300_100(
+    width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None
+):
     """LeNet-300-100: 784 -> 300 -> 100 -> 10 with ReLU.
 
     width_scale scales the hidden widths (0.4 gives NeST's LeNet-120-40 seed);
@@ -194,7 +196,9 @@ def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=N
     return build("lenet5", width_scale, density, seed, dtype, image_shape, classes)
 
 
-def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
+def build(
+    arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None
+):
     """A network by the name (or spec) the command line uses, from ``nestref.architectures``.
 
     ``build("lenet5", width_scale=0.5)``; ``build("mlp:784-300-100-10")``;
@@ -217,7 +221,11 @@ def _check_seed_args(width_scale, density, seed, dtype):
     for name, value, high in (("width_scale", width_scale, 10.0), ("density", density, 1.0)):
         if not (is_number(value) and 0.0 < value <= high):
             raise InvalidArgumentError(f"{name} must be a number in (0, {high:g}], got {value!r}")
-    if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or (is_int(seed) and seed >= 0)):
+    if not (
+        seed is None
+        or isinstance(seed, (np.random.Generator, np.random.SeedSequence))
+        or (is_int(seed) and seed >= 0)
+    ):
         raise InvalidArgumentError(
             f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}"
         )
@@ -276,7 +284,11 @@ def keep_units(net, position, keep, optimizer=None):
     """
     keep = np.asarray(keep, dtype=np.int64)
     layer = net.layers[position]
-    if keep.ndim != 1 or (keep.size and (keep.min() < 0 or keep.max() >= layer.n_out)) or np.any(np.diff(keep) <= 0):
+    if (
+        keep.ndim != 1
+        or (keep.size and (keep.min() < 0 or keep.max() >= layer.n_out))
+        or np.any(np.diff(keep) <= 0)
+    ):
         raise ValueError(
             f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}"
         )

@@ -147,7 +147,9 @@ def test_a_checkpoint_missing_an_array_is_refused(checkpoint, tmp_path, data):
 
 @FAST
 @given(data=st.data())
-def test_a_checkpoint_array_of_the_wrong_shape_dtype_or_value_is_refused(checkpoint, tmp_path, data):
+def test_a_checkpoint_array_of_the_wrong_shape_dtype_or_value_is_refused(
+    checkpoint, tmp_path, data
+):
     raw, arrays, x, logits = checkpoint
     drop = data.draw(st.booleans())
     key = data.draw(
@@ -406,7 +408,12 @@ def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_f
     with pytest.raises(OutputExistsError, match="notes.txt.*--overwrite"):
         prepare_run_dir(out)
     (out / "figures").mkdir()
-    for name in ("report.json", "checkpoint.npz", "figures/validation_error.png", "figures/mine.png"):
+    for name in (
+        "report.json",
+        "checkpoint.npz",
+        "figures/validation_error.png",
+        "figures/mine.png",
+    ):
         (out / name).write_text("x")
     (out / "notes.txt").unlink()
     (out / "figures" / "mine.png").unlink()
@@ -469,8 +476,15 @@ def test_builders_refuse_non_float_dtypes(dtype):
             build(width_scale=0.1, dtype=dtype)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"width_scale": 0}, "width_scale"), ({"density": 1.5}, "density"),
-                                              ({"width_scale": "big"}, "width_scale"), ({"seed": 1.5}, "seed")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"width_scale": 0}, "width_scale"),
+        ({"density": 1.5}, "density"),
+        ({"width_scale": "big"}, "width_scale"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
 def test_builders_refuse_bad_numbers(kwargs, message):
     with pytest.raises(InvalidArgumentError, match=message):
         lenet_300_100(**kwargs)
@@ -495,8 +509,12 @@ def test_float_labels_and_bad_loop_arguments_are_refused():
     x, y = np.zeros((4, 784), np.float32), np.zeros(4, np.int64)
     with pytest.raises(InvalidArgumentError, match="integers"):
         softmax_cross_entropy(np.zeros((4, 10)), y.astype(float))
-    for kwargs, message in (({"batch_size": 0}, "batch_size"), ({"epochs": -1}, "epochs"), ({"epochs": 1.5}, "epochs"),
-                            ({"rng": "seed"}, "rng")):
+    for kwargs, message in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": -1}, "epochs"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"rng": "seed"}, "rng"),
+    ):
         with pytest.raises(InvalidArgumentError, match=message):
             fit(net, SGD(net), (x, y), None, **{"epochs": 1, **kwargs})
     with pytest.raises(InvalidArgumentError, match="scale_pixels"):

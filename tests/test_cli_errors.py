@@ -49,7 +49,9 @@ def train_checkpoint(path, arch_state="lenet-300-100"):
                      "arch": arch_state, "settings": {"width_scale": 0.05}})
 
 
-@pytest.mark.parametrize("content, phrase", [("[1, 2]", "top level must be an object"), ('{"lr": -1}', "lr=-1")])
+@pytest.mark.parametrize(
+    "content, phrase", [("[1, 2]", "top level must be an object"), ('{"lr": -1}', "lr=-1")]
+)
 def test_bad_config_files(tmp_path, content, phrase):
     (tmp_path / "c.json").write_text(content)
     fails_clearly(
@@ -120,8 +122,13 @@ def test_unwritable_out_fails_before_training(tmp_path):
         fails_clearly(nestref("synthesize", "--out", "ro/run", cwd=tmp_path), 2, "cannot write")
 
 
-@pytest.mark.parametrize("args, phrase", [(["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
-                                          (["--epochs", "0"], "--epochs must be an integer >= 1, got 0")])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+    ],
+)
 def test_train_refuses_bad_numbers(tmp_path, args, phrase):
     line = fails_clearly(nestref("train", "--out", "m.npz", *args, cwd=tmp_path), 2, phrase)
     assert "model:" not in line and not (tmp_path / "m.npz").exists()

@@ -23,9 +23,17 @@ def random_csr(rng, n_out, n_in, density, dtype):
 
 
 @FAST
-@given(seed=st.integers(0, 2**31), n=st.integers(0, 150), n_in=st.integers(1, 40), n_out=st.integers(1, 30),
-       density=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float32, np.float64]))
-def test_csr_matmul_twins_agree_with_each_other_and_with_a_dense_product(seed, n, n_in, n_out, density, dtype):
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(0, 150),
+    n_in=st.integers(1, 40),
+    n_out=st.integers(1, 30),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_csr_matmul_twins_agree_with_each_other_and_with_a_dense_product(
+    seed, n, n_in, n_out, density, dtype
+):
     rng = np.random.default_rng(seed)
     weight, layer = random_csr(rng, n_out, n_in, density, dtype)
     x = rng.standard_normal((n, n_in)).astype(dtype)

@@ -53,7 +53,9 @@ def isolated_env(monkeypatch, tmp_path):
 IDX_DTYPES = ["u1", "i1", "<i2", ">i2", "<i4", ">i4", "<f4", ">f4", "<f8", ">f8"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     array=st.sampled_from(IDX_DTYPES).flatmap(
         lambda dt: hnp.arrays(
@@ -102,8 +104,10 @@ def test_gzip_detected_by_content_not_name(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "zipped"), x)
 
 
-@pytest.mark.parametrize("bad", [np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, np.complex64),
-                                 np.zeros(3, np.uint16)])
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, np.complex64), np.zeros(3, np.uint16)],
+)
 def test_write_idx_rejects_unsupported_dtype(tmp_path, bad):
     with pytest.raises(ValueError, match="dtype"):
         write_idx(tmp_path / "bad", bad)

@@ -16,7 +16,10 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.i
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_im2col_col2im_twins_agree(shape, k, stride, padding, dtype, seed):
     n, c, h, w = shape
-    if kernels.output_size(h, k, stride, padding) < 1 or kernels.output_size(w, k, stride, padding) < 1:
+    if (
+        kernels.output_size(h, k, stride, padding) < 1
+        or kernels.output_size(w, k, stride, padding) < 1
+    ):
         return
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     cols = kernels.im2col_numpy(x, k, k, stride, padding)
@@ -33,7 +36,10 @@ def test_im2col_col2im_twins_agree(shape, k, stride, padding, dtype, seed):
 def test_col2im_is_the_adjoint_of_im2col(shape, k, stride, padding, seed):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: what backprop through im2col needs."""
     n, c, h, w = shape
-    if kernels.output_size(h, k, stride, padding) < 1 or kernels.output_size(w, k, stride, padding) < 1:
+    if (
+        kernels.output_size(h, k, stride, padding) < 1
+        or kernels.output_size(w, k, stride, padding) < 1
+    ):
         return
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
@@ -44,7 +50,13 @@ def test_col2im_is_the_adjoint_of_im2col(shape, k, stride, padding, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=shapes, k=st.integers(1, 3), stride=st.integers(1, 3), ties=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    shape=shapes,
+    k=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_maxpool_twins_agree(shape, k, stride, ties, seed):
     n, c, h, w = shape
     if k > h or k > w:
@@ -142,5 +154,9 @@ def test_lenet_fast_paths_equal_the_twins():
             rtol=1e-5,
             atol=1e-5,
         )
-        for a, b in zip(kernels.maxpool_forward_numba(x, 2, 2), kernels.maxpool_forward_numpy(x, 2, 2), strict=True):
+        for a, b in zip(
+            kernels.maxpool_forward_numba(x, 2, 2),
+            kernels.maxpool_forward_numpy(x, 2, 2),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)

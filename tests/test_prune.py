@@ -99,7 +99,9 @@ def dense_net(sizes, rng, density, dtype=np.float64):
     return randomize(Network(layers[:-1], (sizes[0],), "dense-test"), rng, density)
 
 
-def conv_net(rng, density, c0=2, c1=3, c2=4, k1=3, stride=1, padding=0, pool=True, hidden=5, n_out=3):
+def conv_net(
+    rng, density, c0=2, c1=3, c2=4, k1=3, stride=1, padding=0, pool=True, hidden=5, n_out=3
+):
     layers = [Conv2d(c0, c1, k1, stride, padding, dtype=np.float64)]
     if pool:
         layers.append(MaxPool2d(2))
@@ -137,7 +139,9 @@ random_conv = st.builds(
 @FAST
 @given(seed=st.integers(0, 2**31), conv=st.booleans(), density=st.floats(0.0, 1.0),
        fraction=st.floats(0.0, 0.999), use_protect=st.booleans())
-def test_prune_by_magnitude_removes_exactly_the_smallest(seed, conv, density, fraction, use_protect):
+def test_prune_by_magnitude_removes_exactly_the_smallest(
+    seed, conv, density, fraction, use_protect
+):
     rng = np.random.default_rng(seed)
     layer = Conv2d(3, 4, 2, dtype=np.float64) if conv else Dense(9, 5, dtype=np.float64)
     layer.mask[...] = rng.random(layer.mask.shape) < density
@@ -237,7 +241,11 @@ def test_prune_network_rejects_a_wrong_number_of_fractions():
 
 
 @FAST
-@given(net=st.one_of(random_dense, random_conv), fraction=st.floats(0.3, 0.95), rounds=st.integers(1, 4))
+@given(
+    net=st.one_of(random_dense, random_conv),
+    fraction=st.floats(0.3, 0.95),
+    rounds=st.integers(1, 4),
+)
 def test_prune_network_never_disconnects_and_removes_a_smallest_prefix(net, fraction, rounds):
     reachable_before = oracle_reachable_outputs(net)
     output_layer = net.masked_layers()[-1][1]
@@ -356,7 +364,9 @@ def test_remove_dead_neurons_is_function_preserving_on_random_dense_nets(net, se
     assert_same_function(net, before, x)
     assert [e["width_after"] for e in report.layers] == net.widths()[:-1]
     assert all(a <= b and a >= 1 for a, b in zip(net.widths(), widths, strict=True))
-    for entry, position in zip(report.layers, [p for p, _ in net.masked_layers()[:-1]], strict=True):
+    for entry, position in zip(
+        report.layers, [p for p, _ in net.masked_layers()[:-1]], strict=True
+    ):
         layer = net.layers[position]
         # with Dense layers every dead unit can go, but the one a layer must keep
         assert entry["dead_kept"] == 0 or layer.n_out == 1
@@ -387,7 +397,9 @@ def test_remove_dead_neurons_on_lenet5_preserves_the_function_and_shrinks_maps()
 
 
 @pytest.mark.parametrize("padding, bias, kept", [(1, 0.7, True), (1, 0.0, False), (0, 0.7, False)])
-def test_a_constant_map_before_a_padded_conv_is_kept_unless_its_constant_is_zero(padding, bias, kept):
+def test_a_constant_map_before_a_padded_conv_is_kept_unless_its_constant_is_zero(
+    padding, bias, kept
+):
     rng = np.random.default_rng(0)
     net = randomize(
         Network(

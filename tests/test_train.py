@@ -54,7 +54,9 @@ def test_nan_loss_stops_with_a_clear_message():
     net = lenet_300_100(width_scale=0.1, seed=0)
     x = np.random.default_rng(0).random((64, 784)).astype(np.float32)
     x[5, 3] = np.nan
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, batch 1/1 with lr=0.1"):
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became nan at epoch 1, batch 1/1 with lr=0.1"
+    ):
         fit(net, SGD(net, lr=0.1), (x, np.zeros(64, np.int64)), None, epochs=1, batch_size=64)
 
 
