@@ -249,7 +249,8 @@ def check(adapter, case_dir=DEFAULT_DIR, ops=None):
     ops = getattr(adapter, "OPS", None)
     if not isinstance(ops, dict):
         raise TypeError(f"{getattr(adapter, '__name__', adapter)!r} has no OPS dict "
-                         f"(op name -> fn(inputs, params) -> dict of outputs); see conformance/README.md")
+                         f"(op name -> fn(inputs, params) -> dict of outputs); "
+                         f"see conformance/README.md")
     return [
         check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"])
         for entry in manifest["cases"]
@@ -300,8 +301,9 @@ def main(argv=None):
         manifest = json.loads(manifest_path.read_text())
         names = {entry["op"] for entry in manifest["cases"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); run `nestref conformance "
-              f"generate` or pass --cases DIR holding the cases", file=sys.stderr)
+        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); "
+              f"run `nestref conformance generate` or pass --cases DIR holding the cases",
+              file=sys.stderr)
         return 2
     unknown = sorted(set(args.op or ()) - names)
     if unknown:

@@ -182,7 +182,8 @@ def dense_cases():
     return cases
 
 
-def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6, area=None, dead_kernel=False):
+def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6, area=None,
+                 dead_kernel=False):
     rng = _rng(seed)
     mask = _mask(rng, (o, c, k, k), density)
     if dead_kernel:
@@ -248,8 +249,10 @@ def maxpool_cases():
         ("maxpool2d_ties_f64", "float64", (1, 2, 4, 4), 2, 2, True,
          "values in {0, 1, 2}: ties go to the first maximum in row-major order"),
         ("maxpool2d_overlap_ties_f32", "float32", (1, 1, 7, 7), 3, 2, True,
-         "3x3 windows, stride 2: windows overlap, the input gradient adds where they share an argmax"),
-        ("maxpool2d_odd_f64", "float64", (2, 1, 5, 5), 2, 2, False, "5x5 input: the last row and column are dropped"),
+         "3x3 windows, stride 2: windows overlap, the input gradient adds where they share an "
+         "argmax"),
+        ("maxpool2d_odd_f64", "float64", (2, 1, 5, 5), 2, 2, False,
+         "5x5 input: the last row and column are dropped"),
     ]:
         rng = _rng(len(cases) + 21)
         x = rng.integers(0, 3, shape).astype(np.float64) if grid else rng.standard_normal(shape)
@@ -292,10 +295,12 @@ def loss_cases():
 def sgd_cases():
     cases = []
     for name, dtype, shape, lr, momentum, wd, note in [
-        ("sgd_step_momentum_decay_f32", "float32", (4, 5), 0.1, 0.9, 1e-3, "momentum and weight decay"),
+        ("sgd_step_momentum_decay_f32", "float32", (4, 5), 0.1, 0.9, 1e-3,
+         "momentum and weight decay"),
         ("sgd_step_conv_f64", "float64", (2, 2, 3, 3), 0.05, 0.0, 0.0, "a conv weight, plain SGD"),
         ("sgd_step_stale_velocity_f64", "float64", (3, 4), 0.01, 0.5, 0.01,
-         "velocity and gradient nonzero at dormant positions: both are masked, the weight stays 0 there"),
+         "velocity and gradient nonzero at dormant positions: both are masked, the weight stays 0 "
+         "there"),
     ]:
         rng = _rng(len(cases) + 41)
         mask = _mask(rng, shape, 0.5)
@@ -325,11 +330,13 @@ def sgd_cases():
 def growth_gradient_cases():
     cases = []
     for name, dtype, spec, n, batch, n_batches, area, note in [
-        ("growth_gradient_mlp_f32", "float32", MLP, 8, 8, None, False, "dormant positions get a gradient too"),
+        ("growth_gradient_mlp_f32", "float32", MLP, 8, 8, None, False,
+         "dormant positions get a gradient too"),
         ("growth_gradient_mlp_f64", "float64", MLP, 8, 8, None, False, ""),
         ("growth_gradient_mlp_uneven_batches_f64", "float64", MLP, 8, 3, None, False,
          "batches of 3, 3, 2: each batch's mean gradient weighs by its size"),
-        ("growth_gradient_mlp_n_batches_f32", "float32", MLP, 9, 4, 2, False, "only the first 2 batches (8 examples)"),
+        ("growth_gradient_mlp_n_batches_f32", "float32", MLP, 9, 4, 2, False,
+         "only the first 2 batches (8 examples)"),
         ("growth_gradient_convnet_f32", "float32", CONVNET, 4, 4, None, False,
          "conv -> max-pool -> flatten -> dense: the flatten wiring is channel-major"),
         ("growth_gradient_convnet_area_f64", "float64", CONVNET, 4, 2, None, True,
@@ -442,7 +449,8 @@ def bridging_cases():
         ("growth_bridging_gradient_basic_f32", "float32", 6, 5, 4, ""),
         ("growth_bridging_gradient_basic_f64", "float64", 6, 5, 4, ""),
         ("growth_bridging_gradient_single_example_f64", "float64", 1, 3, 2, "N = 1"),
-        ("growth_bridging_gradient_zeros_f32", "float32", 5, 4, 3, "a silent input unit and a zero delta column"),
+        ("growth_bridging_gradient_zeros_f32", "float32", 5, 4, 3,
+         "a silent input unit and a zero delta column"),
     ]:
         rng = _rng(len(cases) + 71)
         x_prev = np.maximum(rng.standard_normal((n, i)), 0)  # the output of a ReLU
@@ -553,7 +561,8 @@ def magnitude_cases():
         ("prune_magnitude_floor_f64", "float64", (10, 20), 0.29, False, "hundred",
          "exactly 100 active: floor(0.29 * 100) = 29"),
         ("prune_magnitude_output_guard_f32", "float32", (3, 4), 0.9, True, None,
-         "output-unit guard: each row keeps its largest-|w| active weight, so fewer than requested go"),
+         "output-unit guard: each row keeps its largest-|w| active weight, so fewer than "
+         "requested go"),
         ("prune_magnitude_conv_f64", "float64", (2, 3, 3, 3), 0.5, False, None, "conv weight"),
         ("prune_magnitude_guard_ties_f64", "float64", (3, 4), 0.75, True, "ties",
          "guard with ties: the protected weight of a row is its first largest |w|"),
@@ -602,9 +611,10 @@ def dead_unit_cases():
     rng = _rng(111)
     spec, a = _dead_mlp(rng)
     x = rng.random((4, 5))
-    cases.append(_case("prune_dead_units_mlp_f64", "prune.dead_units", "float64", {**a, "x": x}, {"network": spec},
-                       "no-input units fold relu(bias) into the next bias; no-output units drop; a second round"
-                       " removes a unit whose only input went"))
+    cases.append(_case("prune_dead_units_mlp_f64", "prune.dead_units", "float64", {**a, "x": x},
+                       {"network": spec},
+                       "no-input units fold relu(bias) into the next bias; no-output units drop; "
+                       "a second round removes a unit whose only input went"))
     cases.append(
         _case(
             "prune_dead_units_mlp_f32",
@@ -685,8 +695,8 @@ def partial_area_cases():
         ("prune_partial_area_kernel_emptied_f32", "float32", AREA_NET, 0.5, "weak_kernel",
          "kernel (0, 1) is tiny: its whole area goes, so its weights are deactivated"),
         ("prune_partial_area_guard_f64", "float64", CONV_ONLY, 0.8, None,
-         ("a 1x1 conv reads both maps: pruning both maps' area at one position would cut that output off,"
-         " so it stops short")),
+         ("a 1x1 conv reads both maps: pruning both maps' area at one position would cut that "
+          "output off, so it stops short")),
     ]:
         rng = _rng(len(cases) + 121)
         a = network_arrays(rng, spec, density=0.8)

@@ -197,7 +197,8 @@ class Dense(MaskedLayer):
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(
-                f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}"
+                f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), "
+                f"got {x.shape}"
             )
         self._x, self._xt = x, None
         support, effective = self._path()
@@ -322,7 +323,8 @@ class Conv2d(MaskedLayer):
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.n_in:
             raise ValueError(
-                f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), got {x.shape}"
+                f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), "
+                f"got {x.shape}"
             )
         n, _, h, w = x.shape
         k = self.kernel_size
@@ -360,8 +362,9 @@ class Conv2d(MaskedLayer):
     def _check_area_mask(self, ho, wo):
         expected = (self.n_out, self.n_in, ho, wo)
         if self.area_mask.shape != expected:
-            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape (out_c, in_c, Ho, Wo) = "
-                             f"{expected} for this input, got {self.area_mask.shape}")
+            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape "
+                             f"(out_c, in_c, Ho, Wo) = {expected} for this input, "
+                             f"got {self.area_mask.shape}")
 
     def _area_forward(self, n, positions):
         """(N*P, O) without bias: each input map's contribution, kept only on its area."""

@@ -77,12 +77,13 @@ class Network:
         if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
             kind = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
             raise InvalidArgumentError(
-                f"{self.name} expects float32 (or float64) inputs in [0, 1], got {kind}: scale uint8 pixels with "
-                f"nestref.data.scale_pixels (or nestref.train.prepare_inputs, which also reshapes)")
+                f"{self.name} expects float32 (or float64) inputs in [0, 1], got {kind}: "
+                f"scale uint8 pixels with nestref.data.scale_pixels "
+                f"(or nestref.train.prepare_inputs, which also reshapes)")
         if tuple(x.shape[1:]) != self.input_shape or len(x) == 0:
             raise InvalidArgumentError(
-                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}) with N >= 1, "
-                f"got {x.shape}")
+                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}) "
+                f"with N >= 1, got {x.shape}")
 
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""

@@ -111,14 +111,14 @@ def check_writable_dir(path, what="--out"):
         raise OutputPathError(f"{what} {path} is a file, not a directory: choose a directory path")
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
-        raise OutputPathError(f"{what} {path} lies under {existing}, which is a regular file, not a directory: "
-                              f"choose a path inside a directory")
+        raise OutputPathError(f"{what} {path} lies under {existing}, which is a regular file, "
+                              f"not a directory: choose a path inside a directory")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise OutputPathError(f"cannot write to {what} {path} ({existing}: {err.strerror or err}): choose a "
-                              f"writable directory, or fix its permissions") from err
+        raise OutputPathError(f"cannot write to {what} {path} ({existing}: {err.strerror or err}): "
+                              f"choose a writable directory, or fix its permissions") from err
 
 
 def save_json(path, obj):

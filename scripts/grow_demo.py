@@ -80,7 +80,8 @@ def main():
     row("+ 10 neurons/hidden layer")
 
     print(
-        f"{'stage':<28}{'widths':>12}{'params':>9}{'loss (growth)':>15}{'loss (rest)':>13}{'err (rest)':>12}"
+        f"{'stage':<28}{'widths':>12}{'params':>9}"
+        f"{'loss (growth)':>15}{'loss (rest)':>13}{'err (rest)':>12}"
     )
     for stage, widths, n, lg, lr_, er in rows:
         print(f"{stage:<28}{widths:>12}{n:>9,}{lg:>15.5f}{lr_:>13.5f}{er:>11.2%}")
@@ -96,7 +97,8 @@ def main():
         )
         alpha = "none" if r.birth_strength is None else f"{r.birth_strength:.3g}"
         print(f"  layer {r.layer}: added {r.added}/{r.requested}, {r.pairs_per_chunk} pairs each, "
-              f"alpha {alpha}; ladder (alpha->loss): {tried}" + (f"; {r.reason}" if r.reason else ""))
+              f"alpha {alpha}; ladder (alpha->loss): {tried}"
+              + (f"; {r.reason}" if r.reason else ""))
     print(f"\ndone in {time.perf_counter() - t0:.1f} s")
 
 
