@@ -260,30 +260,23 @@ def check(adapter, case_dir=DEFAULT_DIR, ops=None):
 
 # ======================================================================= CLI
 def main(argv=None):
-    """``nestref conformance generate [--out DIR]`` / ``nestref conformance check MODULE [--cases
-    DIR]``."""
+    """``nestref conformance generate [--out DIR]``
+    / ``nestref conformance check MODULE [--cases DIR]``."""
     import argparse
-    parser = argparse.ArgumentParser(
-        prog="nestref conformance",
-        description="write or check the language-neutral conformance cases",
-    )
+    parser = argparse.ArgumentParser(prog="nestref conformance",
+                                     description="write or check the language-neutral "
+                                                 "conformance cases")
     sub = parser.add_subparsers(dest="action", required=True)
     g = sub.add_parser("generate", help="write the cases from nestref's own operators")
-    g.add_argument(
-        "--out", default=str(DEFAULT_DIR), help=f"output directory (default {DEFAULT_DIR})"
-    )
-    c = sub.add_parser(
-        "check", help="run the cases against an adapter module (see conformance/README.md)"
-    )
+    g.add_argument("--out", default=str(DEFAULT_DIR),
+                   help=f"output directory (default {DEFAULT_DIR})")
+    c = sub.add_parser("check",
+                       help="run the cases against an adapter module (see conformance/README.md)")
     c.add_argument("module", help="importable module, or path to a .py file, exposing OPS")
-    c.add_argument(
-        "--cases", default=str(DEFAULT_DIR), help=f"case directory (default {DEFAULT_DIR})"
-    )
-    c.add_argument(
-        "--op",
-        action="append",
-        help="only the cases of this op (repeatable), e.g. --op dense.forward",
-    )
+    c.add_argument("--cases", default=str(DEFAULT_DIR),
+                   help=f"case directory (default {DEFAULT_DIR})")
+    c.add_argument("--op", action="append",
+                   help="only the cases of this op (repeatable), e.g. --op dense.forward")
     c.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     args = parser.parse_args(argv)
 
@@ -312,11 +305,10 @@ def main(argv=None):
     try:
         adapter = load_adapter(args.module)
         results = check(adapter, args.cases, args.op)
-    except Exception as err:  # noqa: BLE001  (an adapter that cannot load is a user mistake, not a crash)
-        print(
-            f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}",
-            file=sys.stderr,
-        )
+    except Exception as err:  # noqa: BLE001
+        # any exception: an adapter that cannot load is a user mistake, not a crash
+        print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}",
+              file=sys.stderr)
         return 2
     for r in results:
         if not (args.quiet and r.passed):

@@ -356,66 +356,19 @@ def growth_connection_cases():
     cases = []
     specs = [
         ("growth_connections_basic_f32", "float32", (5, 6), 0.3, "gradient", 0.1, None, ""),
-        (
-            "growth_connections_ties_f64",
-            "float64",
-            (4, 5),
-            0.5,
-            "gradient",
-            0.05,
-            "ties",
-            "|G| in {1, 2, 3}/8: equal |G| grow in ascending flat order",
-        ),
-        (
-            "growth_connections_zero_gradient_f32",
-            "float32",
-            (4, 4),
-            0.9,
-            "gradient",
-            0.1,
-            "zeros",
-            "most dormant G are 0: only |G| > 0 are candidates, so fewer grow than requested",
-        ),
-        (
-            "growth_connections_init_zero_f64",
-            "float64",
-            (3, 6),
-            0.4,
-            "zero",
-            0.1,
-            None,
-            "new weights start at 0",
-        ),
-        (
-            "growth_connections_no_dormant_f32",
-            "float32",
-            (3, 3),
-            0.5,
-            "gradient",
-            0.1,
-            "full",
-            "every connection active: nothing grows, indices is empty",
-        ),
-        (
-            "growth_connections_conv_f64",
-            "float64",
-            (3, 2, 3, 3),
-            0.25,
-            "gradient",
-            0.02,
-            None,
-            "conv weight: flat indices in C order over (O, C, k, k)",
-        ),
-        (
-            "growth_connections_floor_f32",
-            "float32",
-            (10, 20),
-            0.29,
-            "gradient",
-            0.1,
-            "hundred",
-            "exactly 100 dormant: floor(0.29 * 100) = 29, not 28 (0.29 * 100 = 28.999999999999996)",
-        ),
+        ("growth_connections_ties_f64", "float64", (4, 5), 0.5, "gradient", 0.05, "ties",
+         "|G| in {1, 2, 3}/8: equal |G| grow in ascending flat order"),
+        ("growth_connections_zero_gradient_f32", "float32", (4, 4), 0.9, "gradient", 0.1, "zeros",
+         "most dormant G are 0: only |G| > 0 are candidates, so fewer grow than requested"),
+        ("growth_connections_init_zero_f64", "float64", (3, 6), 0.4, "zero", 0.1, None,
+         "new weights start at 0"),
+        ("growth_connections_no_dormant_f32", "float32", (3, 3), 0.5, "gradient", 0.1, "full",
+         "every connection active: nothing grows, indices is empty"),
+        ("growth_connections_conv_f64", "float64", (3, 2, 3, 3), 0.25, "gradient", 0.02, None,
+         "conv weight: flat indices in C order over (O, C, k, k)"),
+        ("growth_connections_floor_f32", "float32", (10, 20), 0.29, "gradient", 0.1, "hundred",
+         "exactly 100 dormant: floor(0.29 * 100) = 29, not 28 "
+         "(0.29 * 100 = 28.999999999999996)"),
     ]
     for name, dtype, shape, ratio, init, lr, kind, note in specs:
         rng = _rng(len(cases) + 61)
@@ -430,16 +383,10 @@ def growth_connection_cases():
             gradient = rng.choice([-3, -2, -1, 1, 2, 3], size=shape) / 8
         if kind == "zeros":
             gradient *= rng.random(shape) < 0.3
-        cases.append(
-            _case(
-                name,
-                "growth.connections",
-                dtype,
-                {"weight": rng.standard_normal(shape) * mask, "mask": mask, "gradient": gradient},
-                {"ratio": ratio, "init": init, "lr": lr},
-                note,
-            )
-        )
+        weight = rng.standard_normal(shape) * mask
+        cases.append(_case(name, "growth.connections", dtype,
+                           {"weight": weight, "mask": mask, "gradient": gradient},
+                           {"ratio": ratio, "init": init, "lr": lr}, note))
     return cases
 
 
@@ -615,15 +562,8 @@ def dead_unit_cases():
                        {"network": spec},
                        "no-input units fold relu(bias) into the next bias; no-output units drop; "
                        "a second round removes a unit whose only input went"))
-    cases.append(
-        _case(
-            "prune_dead_units_mlp_f32",
-            "prune.dead_units",
-            "float32",
-            {**a, "x": x},
-            {"network": spec},
-        )
-    )
+    cases.append(_case("prune_dead_units_mlp_f32", "prune.dead_units", "float32", {**a, "x": x},
+                       {"network": spec}))
 
     rng = _rng(112)
     spec = {"input_shape": [4], "layers": [dense_cfg(4, 3), RELU, dense_cfg(3, 2)]}
@@ -635,49 +575,33 @@ def dead_unit_cases():
                        "no hidden unit has an output: all go but the lowest-index one"))
 
     rng = _rng(113)
-    spec = {
-        "input_shape": [2, 7, 7],
-        "layers": [conv_cfg(2, 3, 3), conv_cfg(3, 3, 3), FLATTEN, dense_cfg(27, 3)],
-    }
+    spec = {"input_shape": [2, 7, 7],
+            "layers": [conv_cfg(2, 3, 3), conv_cfg(3, 3, 3), FLATTEN, dense_cfg(27, 3)]}
     a = network_arrays(rng, spec, density=0.8)
-    a["layer0.mask"][1] = 0
     # map 1 of conv 0 has no input: its bias folds through conv 1 (padding 0)
+    a["layer0.mask"][1] = 0
     a["layer0.weight"][1] = 0
-    a["layer1.mask"][0] = 0
     # map 0 of conv 1 has no input: folds into the dense bias, 9 columns each
+    a["layer1.mask"][0] = 0
     a["layer1.weight"][0] = 0
     a["layer3.mask"][:, 9:18] = 0
     a["layer3.weight"][:, 9:18] = 0    # map 1 of conv 1 has no output
-    cases.append(
-        _case(
-            "prune_dead_units_convconv_f64",
-            "prune.dead_units",
-            "float64",
-            {**a, "x": rng.random((2, 2, 7, 7))},
-            {"network": spec},
-            "conv -> conv fold (kernel sums) and conv -> flatten -> dense fold (H*W columns)",
-        )
-    )
+    cases.append(_case("prune_dead_units_convconv_f64", "prune.dead_units", "float64",
+                       {**a, "x": rng.random((2, 2, 7, 7))}, {"network": spec},
+                       "conv -> conv fold (kernel sums) and conv -> flatten -> dense fold "
+                       "(H*W columns)"))
 
     rng = _rng(114)
-    spec = {
-        "input_shape": [1, 6, 6],
-        "layers": [conv_cfg(1, 3, 3), conv_cfg(3, 2, 3, padding=1), FLATTEN, dense_cfg(32, 2)],
-    }
+    spec = {"input_shape": [1, 6, 6],
+            "layers": [conv_cfg(1, 3, 3), conv_cfg(3, 2, 3, padding=1), FLATTEN, dense_cfg(32, 2)]}
     a = network_arrays(rng, spec, density=0.9)
     a["layer0.mask"][2] = 0
     a["layer0.weight"][2] = 0
     a["layer0.bias"][2] = 0.6
-    cases.append(
-        _case(
-            "prune_dead_units_padding_unfoldable_f32",
-            "prune.dead_units",
-            "float32",
-            {**a, "x": rng.random((2, 1, 6, 6))},
-            {"network": spec},
-            "a no-input map before a padded conv adds a position-dependent shift: it stays",
-        )
-    )
+    cases.append(_case("prune_dead_units_padding_unfoldable_f32", "prune.dead_units", "float32",
+                       {**a, "x": rng.random((2, 1, 6, 6))}, {"network": spec},
+                       "a no-input map before a padded conv adds a position-dependent shift: "
+                       "it stays"))
     return cases
 
 
@@ -718,40 +642,17 @@ def partial_area_cases():
 
 
 def accounting_cases():
-    lenet300 = {
-        "input_shape": [784],
-        "layers": [dense_cfg(784, 300), RELU, dense_cfg(300, 100), RELU, dense_cfg(100, 10)],
-    }
-    lenet5 = {
-        "input_shape": [1, 28, 28],
-        "layers": [
-            conv_cfg(1, 20, 5),
-            pool_cfg(2),
-            conv_cfg(20, 50, 5),
-            pool_cfg(2),
-            FLATTEN,
-            dense_cfg(800, 500),
-            RELU,
-            dense_cfg(500, 10),
-        ],
-    }
+    lenet300 = {"input_shape": [784], "layers": [dense_cfg(784, 300), RELU, dense_cfg(300, 100),
+                                                 RELU, dense_cfg(100, 10)]}
+    lenet5 = {"input_shape": [1, 28, 28],
+              "layers": [conv_cfg(1, 20, 5), pool_cfg(2), conv_cfg(20, 50, 5), pool_cfg(2),
+                         FLATTEN, dense_cfg(800, 500), RELU, dense_cfg(500, 10)]}
     cases = [
-        _case(
-            "accounting_count_lenet300_dense",
-            "accounting.count",
-            "float32",
-            {},
-            {"network": lenet300},
-            "dense baseline: 266,610 params, 532,400 FLOPs (no mask given: every layer dense)",
-        ),
-        _case(
-            "accounting_count_lenet5_dense",
-            "accounting.count",
-            "float32",
-            {},
-            {"network": lenet5},
-            "dense baseline: 431,080 params, 4,586,000 FLOPs",
-        ),
+        _case("accounting_count_lenet300_dense", "accounting.count", "float32", {},
+              {"network": lenet300},
+              "dense baseline: 266,610 params, 532,400 FLOPs (no mask given: every layer dense)"),
+        _case("accounting_count_lenet5_dense", "accounting.count", "float32", {},
+              {"network": lenet5}, "dense baseline: 431,080 params, 4,586,000 FLOPs"),
     ]
     rng = _rng(131)
     a = network_arrays(rng, MLP, density=0.4)
@@ -763,16 +664,9 @@ def accounting_cases():
     area[0, 1] = 0  # kernel (0, 1) kept nowhere: its weights count neither as params nor FLOPs
     masks["layer0.mask"][0, 1, 1, 1] = 1
     masks["layer0.area_mask"] = area
-    cases.append(
-        _case(
-            "accounting_count_sparse_convconv_area",
-            "accounting.count",
-            "float32",
-            masks,
-            {"network": CONVCONV},
-            "partial areas: a conv kernel's FLOPs count only its kept positions",
-        )
-    )
+    cases.append(_case("accounting_count_sparse_convconv_area", "accounting.count", "float32",
+                       masks, {"network": CONVCONV},
+                       "partial areas: a conv kernel's FLOPs count only its kept positions"))
     return cases
 
 
