@@ -146,24 +146,12 @@ def _dense_inputs(seed, n=4, i=6, o=5, density=0.5, stale=False, dormant_row=Non
 DENSE_VARIANTS = [
     ("basic", "float32", {"seed": 1}, ""),
     ("basic", "float64", {"seed": 1}, ""),
-    (
-        "dormant_row",
-        "float32",
-        {"seed": 2, "dormant_row": 3},
-        "unit 3 has no active input: y[:, 3] = bias[3]",
-    ),
-    (
-        "stale_dormant_weights",
-        "float64",
-        {"seed": 3, "stale": True},
-        "weights nonzero where the mask is 0: the layer computes with W*M, so they must not count",
-    ),
-    (
-        "single_example",
-        "float32",
-        {"seed": 4, "n": 1, "i": 3, "o": 2, "density": 1.0},
-        "N = 1, dense mask",
-    ),
+    ("dormant_row", "float32", {"seed": 2, "dormant_row": 3},
+     "unit 3 has no active input: y[:, 3] = bias[3]"),
+    ("stale_dormant_weights", "float64", {"seed": 3, "stale": True},
+     "weights nonzero where the mask is 0: the layer computes with W*M, so they must not count"),
+    ("single_example", "float32", {"seed": 4, "n": 1, "i": 3, "o": 2, "density": 1.0},
+     "N = 1, dense mask"),
 ]
 
 
@@ -200,30 +188,14 @@ def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6
 CONV_VARIANTS = [
     ("basic", "float32", {"seed": 11}, ""),
     ("basic", "float64", {"seed": 11}, ""),
-    (
-        "stride2_pad1",
-        "float64",
-        {"seed": 12, "h": 7, "stride": 2, "padding": 1},
-        "stride 2, padding 1, odd input",
-    ),
-    (
-        "area_mask",
-        "float32",
-        {"seed": 13, "area": 0.6},
-        "partial-area convolution: area_mask (O, C, Ho, Wo)",
-    ),
-    (
-        "area_mask",
-        "float64",
-        {"seed": 14, "area": 0.5, "padding": 1},
-        "partial-area convolution with padding",
-    ),
-    (
-        "dormant_kernel",
-        "float32",
-        {"seed": 15, "dead_kernel": True, "k": 1, "h": 4},
-        "1x1 kernels; kernel (1, 0) wholly dormant",
-    ),
+    ("stride2_pad1", "float64", {"seed": 12, "h": 7, "stride": 2, "padding": 1},
+     "stride 2, padding 1, odd input"),
+    ("area_mask", "float32", {"seed": 13, "area": 0.6},
+     "partial-area convolution: area_mask (O, C, Ho, Wo)"),
+    ("area_mask", "float64", {"seed": 14, "area": 0.5, "padding": 1},
+     "partial-area convolution with padding"),
+    ("dormant_kernel", "float32", {"seed": 15, "dead_kernel": True, "k": 1, "h": 4},
+     "1x1 kernels; kernel (1, 0) wholly dormant"),
 ]
 
 
@@ -257,16 +229,9 @@ def maxpool_cases():
         rng = _rng(len(cases) + 21)
         x = rng.integers(0, 3, shape).astype(np.float64) if grid else rng.standard_normal(shape)
         ho = conv_out(shape[2], k, s, 0)
-        cases.append(
-            _case(
-                name,
-                "maxpool2d",
-                dtype,
-                {"x": x, "grad_y": rng.standard_normal((*shape[:2], ho, ho))},
-                {"kernel_size": k, "stride": s},
-                note,
-            )
-        )
+        cases.append(_case(name, "maxpool2d", dtype,
+                           {"x": x, "grad_y": rng.standard_normal((*shape[:2], ho, ho))},
+                           {"kernel_size": k, "stride": s}, note))
     return cases
 
 
@@ -280,15 +245,9 @@ def loss_cases():
         ("softmax_cross_entropy_one_class_f32", "float32", 2, 1, 1.0, "K = 1: loss 0, gradient 0"),
     ]:
         rng = _rng(len(cases) + 31)
-        cases.append(
-            _case(
-                name,
-                "softmax_cross_entropy",
-                dtype,
-                {"logits": rng.standard_normal((n, k)) * scale, "labels": rng.integers(0, k, n)},
-                note=note,
-            )
-        )
+        cases.append(_case(name, "softmax_cross_entropy", dtype,
+                           {"logits": rng.standard_normal((n, k)) * scale,
+                            "labels": rng.integers(0, k, n)}, note=note))
     return cases
 
 
@@ -405,15 +364,8 @@ def bridging_cases():
         if "zeros" in name:
             x_prev[:, 1] = 0
             delta[:, 2] = 0
-        cases.append(
-            _case(
-                name,
-                "growth.bridging_gradient",
-                dtype,
-                {"x_prev": x_prev, "delta_next": delta},
-                note=note,
-            )
-        )
+        cases.append(_case(name, "growth.bridging_gradient", dtype,
+                           {"x_prev": x_prev, "delta_next": delta}, note=note))
     return cases
 
 
@@ -483,16 +435,10 @@ def feature_map_cases():
         cand_out = rng.standard_normal((k, *out_shape)) * (rng.random((k, *out_shape)) < 0.7)
         cand_in.reshape(k, -1)[:, 0] = 1.0  # at least one nonzero per candidate
         cand_out.reshape(k, -1)[:, 0] = 1.0
-        cases.append(
-            _case(
-                name,
-                "growth.feature_map",
-                dtype,
-                {**inputs, "x": x, "y": y, "candidates_in": cand_in, "candidates_out": cand_out},
-                {"network": spec, "position": 0},
-                note,
-            )
-        )
+        cases.append(_case(name, "growth.feature_map", dtype,
+                           {**inputs, "x": x, "y": y, "candidates_in": cand_in,
+                            "candidates_out": cand_out},
+                           {"network": spec, "position": 0}, note))
     return cases
 
 
@@ -671,19 +617,7 @@ def accounting_cases():
 
 
 def all_cases():
-    return (
-        dense_cases()
-        + conv_cases()
-        + maxpool_cases()
-        + loss_cases()
-        + sgd_cases()
-        + growth_gradient_cases()
-        + growth_connection_cases()
-        + bridging_cases()
-        + neuron_weight_cases()
-        + feature_map_cases()
-        + magnitude_cases()
-        + dead_unit_cases()
-        + partial_area_cases()
-        + accounting_cases()
-    )
+    return (dense_cases() + conv_cases() + maxpool_cases() + loss_cases() + sgd_cases()
+            + growth_gradient_cases() + growth_connection_cases() + bridging_cases()
+            + neuron_weight_cases() + feature_map_cases() + magnitude_cases() + dead_unit_cases()
+            + partial_area_cases() + accounting_cases())
