@@ -110,7 +110,7 @@ def measure(
 
 def crossover(rows):
     """The density where dense/sparse falls through 1, interpolated; None if not in the scan."""
-    for before, after in zip(rows, rows[1:]):
+    for before, after in zip(rows, rows[1:], strict=False):
         if before["ratio"] >= 1.0 > after["ratio"]:
             t = (before["ratio"] - 1.0) / (before["ratio"] - after["ratio"])
             return before["density"] + t * (after["density"] - before["density"])

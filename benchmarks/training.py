@@ -382,7 +382,7 @@ def profile_layers(arch="lenet5", n_batches=20, batch_size=64, data_dir=None, se
         step_seconds = seconds(optimizer.step)
         if b >= 0:
             for key in ("forward", "backward"):
-                totals[key] = [t + s for t, s in zip(totals[key], times[key])]
+                totals[key] = [t + s for t, s in zip(totals[key], times[key], strict=True)]
             totals["loss"] += loss_seconds
             totals["step"] += step_seconds
     ms = lambda s: 1e3 * s / n_batches  # noqa: E731

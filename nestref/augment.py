@@ -11,7 +11,9 @@ from . import kernels
 from .errors import InvalidArgumentError
 
 
-def random_affine_matrices(n, shape, rng, max_rotation=12.0, max_scale=0.1, max_shear=0.1, max_shift=2.0):
+def random_affine_matrices(
+    n, shape, rng, max_rotation=12.0, max_scale=0.1, max_shear=0.1, max_shift=2.0
+):
     """n random (2, 3) maps from output pixel (y, x, 1) to input position, about the centre.
 
     Rotation in degrees, scale as a fraction (1 +- max_scale), shear as a fraction,
@@ -24,7 +26,9 @@ def random_affine_matrices(n, shape, rng, max_rotation=12.0, max_scale=0.1, max_
     shift = rng.uniform(-max_shift, max_shift, (n, 2))
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     # inverse map (output -> input): rotate/scale/shear around the centre, then shift
-    a = np.stack([np.stack([cos, -sin + shear * cos], -1), np.stack([sin, cos + shear * sin], -1)], 1)  # (n, 2, 2)
+    a = np.stack(
+        [np.stack([cos, -sin + shear * cos], -1), np.stack([sin, cos + shear * sin], -1)], 1
+    )  # (n, 2, 2)
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
     offset = centre - a @ centre - shift
     return np.concatenate([a, offset[:, :, None]], axis=2)

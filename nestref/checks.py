@@ -39,7 +39,11 @@ def check_positive_int(name, value):
 
 def check_number(name, value, minimum=None, maximum=None):
     """``value`` as a finite ``float`` in [minimum, maximum] (either bound optional)."""
-    ok = is_number(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    ok = (
+        is_number(value)
+        and (minimum is None or value >= minimum)
+        and (maximum is None or value <= maximum)
+    )
     if not ok:
         low = "-inf" if minimum is None else f"{minimum:g}"
         high = "inf" if maximum is None else f"{maximum:g}"

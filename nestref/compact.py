@@ -264,7 +264,7 @@ class _ModelReader:
             net = CompactNetwork(layers, spec["input_shape"], spec["name"])
         except ValueError as err:  # the layers do not chain
             self.fail("spec.layers", f"the layers do not fit together ({err})")
-        for i, (shape_in, shape_out) in enumerate(net.shapes()):
+        for i, (_, shape_out) in enumerate(net.shapes()):
             area = getattr(layers[i], "area_mask", None)
             if area is not None:
                 expected = (layers[i].n_out, layers[i].n_in) + tuple(shape_out[1:])

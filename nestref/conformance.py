@@ -34,10 +34,10 @@ from .conformance_cases import all_cases
 FORMAT_VERSION = 1
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
 
-# Tolerance policy (conformance/README.md, "Tolerances"): |actual - expected| <= atol + rtol * |expected|.
-# float32 carries headroom for a port that sums in another order (BLAS blocking, direct
-# convolution instead of im2col, fused multiply-add): each such reordering moves a sum of
-# K products by up to ~K * 6e-8 of its terms' scale.
+# Tolerance policy (conformance/README.md, "Tolerances"): |actual - expected| <= atol + rtol *
+# |expected|. float32 carries headroom for a port that sums in another order (BLAS blocking, direct
+# convolution instead of im2col, fused multiply-add): each such reordering moves a sum of K products
+# by up to ~K * 6e-8 of its terms' scale.
 TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-9, "atol": 1e-12}}
 
 
@@ -61,7 +61,8 @@ def _compare_rule(name, array, dtype):
 
 def _npy_ready(value):
     """A little-endian, C-order, non-object ndarray (0-d for scalars)."""
-    array = np.array(value, order="C")  # not ascontiguousarray: it turns a 0-d scalar into shape (1,)
+    # not ascontiguousarray: it turns a 0-d scalar into shape (1,)
+    array = np.array(value, order="C")
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise TypeError(f"cannot store {array.dtype} arrays in a conformance case")
     return array.astype(array.dtype.newbyteorder("<"), copy=False)
@@ -70,7 +71,11 @@ def _npy_ready(value):
 def _listing(arrays, folder, dtype=None):
     out = {}
     for name, array in sorted(arrays.items()):
-        entry = {"file": f"{folder}/{name}.npy", "dtype": str(array.dtype), "shape": list(array.shape)}
+        entry = {
+            "file": f"{folder}/{name}.npy",
+            "dtype": str(array.dtype),
+            "shape": list(array.shape),
+        }
         if dtype is not None:
             entry["compare"] = _compare_rule(name, array, dtype)
         out[name] = entry
@@ -86,8 +91,15 @@ def write_case(case_dir, case, expected):
         (case_dir / folder).mkdir(parents=True)
         for name, array in arrays.items():
             np.save(case_dir / folder / f"{name}.npy", array, allow_pickle=False)
-    record = {"name": case.name, "op": case.op, "dtype": case.dtype, "note": case.note, "params": case.params,
-              "inputs": _listing(inputs, "inputs"), "expected": _listing(expected, "expected", case.dtype)}
+    record = {
+        "name": case.name,
+        "op": case.op,
+        "dtype": case.dtype,
+        "note": case.note,
+        "params": case.params,
+        "inputs": _listing(inputs, "inputs"),
+        "expected": _listing(expected, "expected", case.dtype),
+    }
     (case_dir / "case.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
 
@@ -106,7 +118,9 @@ def generate(out_dir=DEFAULT_DIR, adapter=None):
             shutil.rmtree(stale.parent)
     entries = []
     for case in cases:
-        expected = adapter.OPS[case.op]({k: v.copy() for k, v in case.inputs.items()}, json.loads(json.dumps(case.params)))
+        expected = adapter.OPS[case.op](
+            {k: v.copy() for k, v in case.inputs.items()}, json.loads(json.dumps(case.params))
+        )
         write_case(out_dir / case.name, case, expected)
         entries.append({"name": case.name, "op": case.op, "dtype": case.dtype, "dir": case.name})
     manifest = {"format": FORMAT_VERSION, "description": "nestref conformance cases; see README.md",
@@ -122,7 +136,8 @@ class CaseResult:
     op: str
     passed: bool
     worst: str       # the worst error over the outputs, or what went wrong
-    ratio: float = 0.0  # worst |a - e| / (atol + rtol |e|) over the toleranced outputs; inf on a failure
+    # worst |a - e| / (atol + rtol |e|) over the toleranced outputs; inf on a failure
+    ratio: float = 0.0
 
 
 def load_case(case_dir):
@@ -150,17 +165,32 @@ def compare(name, actual, expected, rule):
     except Exception as err:  # noqa: BLE001  (a port may hand back anything)
         return False, math.inf, f"{name}: not an array ({type(err).__name__}: {err})"
     if actual.shape != expected.shape:
-        return False, math.inf, f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}"
+        return (
+            False,
+            math.inf,
+            f"{name}: shape {list(actual.shape)}, expected {list(expected.shape)}",
+        )
     if actual.dtype.kind not in "biuf":
         return False, math.inf, f"{name}: dtype {actual.dtype} is not numeric"
     if rule == "exact":
         wrong = int(np.count_nonzero(actual != expected))
-        return wrong == 0, (0.0 if wrong == 0 else math.inf), (f"{name}: exact" if wrong == 0 else
-                                                                f"{name}: {wrong} of {expected.size} entries differ")
+        return (
+            wrong == 0,
+            (0.0 if wrong == 0 else math.inf),
+            (
+                f"{name}: exact"
+                if wrong == 0
+                else f"{name}: {wrong} of {expected.size} entries differ"
+            ),
+        )
     a, e = actual.astype(np.float64), expected.astype(np.float64)
     nan_a, nan_e = np.isnan(a), np.isnan(e)
     if np.any(nan_a != nan_e):
-        return False, math.inf, f"{name}: NaN where the expected value is {'not ' if nan_a.any() else ''}NaN"
+        return (
+            False,
+            math.inf,
+            f"{name}: NaN where the expected value is {'not ' if nan_a.any() else ''}NaN",
+        )
     err = np.abs(np.where(nan_e, 0.0, a - e))
     bound = rule["atol"] + rule["rtol"] * np.abs(np.where(nan_e, 0.0, e))
     ratio = float((err / bound).max()) if err.size else 0.0
@@ -178,15 +208,21 @@ def check_case(ops, case_dir, name="?", op="?"):
         name, op = record["name"], record["op"]
         expected = {k: _load_array(case_dir, k, entry) for k, entry in record["expected"].items()}
     except Exception as err:  # noqa: BLE001  (any broken case is that case's failure)
-        return CaseResult(name, op, False, f"unreadable case: {type(err).__name__}: {err}", math.inf)
+        return CaseResult(
+            name, op, False, f"unreadable case: {type(err).__name__}: {err}", math.inf
+        )
     if op not in ops:
         return CaseResult(name, op, False, f"the adapter has no op {op!r}", math.inf)
     try:
         outputs = ops[op]({k: v.copy() for k, v in inputs.items()}, record["params"])
     except Exception as err:  # noqa: BLE001  (whatever the adapter raises fails only this case)
-        return CaseResult(name, op, False, f"the adapter raised {type(err).__name__}: {err}", math.inf)
+        return CaseResult(
+            name, op, False, f"the adapter raised {type(err).__name__}: {err}", math.inf
+        )
     if not isinstance(outputs, dict):
-        return CaseResult(name, op, False, f"the adapter returned {type(outputs).__name__}, not a dict", math.inf)
+        return CaseResult(
+            name, op, False, f"the adapter returned {type(outputs).__name__}, not a dict", math.inf
+        )
     worst_ratio, worst_message, failures = 0.0, "no outputs", []
     for key, entry in record["expected"].items():
         if key not in outputs:
@@ -213,24 +249,34 @@ def check(adapter, case_dir=DEFAULT_DIR, ops=None):
     ops = getattr(adapter, "OPS", None)
     if not isinstance(ops, dict):
         raise TypeError(f"{getattr(adapter, '__name__', adapter)!r} has no OPS dict "
-                         f"(op name -> fn(inputs, params) -> dict of outputs); see conformance/README.md")
-    return [check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"]) for entry in manifest["cases"]
-            if wanted is None or entry["op"] in wanted]
+                         f"(op name -> fn(inputs, params) -> dict of outputs); "
+                         f"see conformance/README.md")
+    return [
+        check_case(ops, case_dir / entry["dir"], entry["name"], entry["op"])
+        for entry in manifest["cases"]
+        if wanted is None or entry["op"] in wanted
+    ]
 
 
 # ======================================================================= CLI
 def main(argv=None):
-    """``nestref conformance generate [--out DIR]`` / ``nestref conformance check MODULE [--cases DIR]``."""
+    """``nestref conformance generate [--out DIR]``
+    / ``nestref conformance check MODULE [--cases DIR]``."""
     import argparse
     parser = argparse.ArgumentParser(prog="nestref conformance",
-                                     description="write or check the language-neutral conformance cases")
+                                     description="write or check the language-neutral "
+                                                 "conformance cases")
     sub = parser.add_subparsers(dest="action", required=True)
     g = sub.add_parser("generate", help="write the cases from nestref's own operators")
-    g.add_argument("--out", default=str(DEFAULT_DIR), help=f"output directory (default {DEFAULT_DIR})")
-    c = sub.add_parser("check", help="run the cases against an adapter module (see conformance/README.md)")
+    g.add_argument("--out", default=str(DEFAULT_DIR),
+                   help=f"output directory (default {DEFAULT_DIR})")
+    c = sub.add_parser("check",
+                       help="run the cases against an adapter module (see conformance/README.md)")
     c.add_argument("module", help="importable module, or path to a .py file, exposing OPS")
-    c.add_argument("--cases", default=str(DEFAULT_DIR), help=f"case directory (default {DEFAULT_DIR})")
-    c.add_argument("--op", action="append", help="only the cases of this op (repeatable), e.g. --op dense.forward")
+    c.add_argument("--cases", default=str(DEFAULT_DIR),
+                   help=f"case directory (default {DEFAULT_DIR})")
+    c.add_argument("--op", action="append",
+                   help="only the cases of this op (repeatable), e.g. --op dense.forward")
     c.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     args = parser.parse_args(argv)
 
@@ -248,8 +294,9 @@ def main(argv=None):
         manifest = json.loads(manifest_path.read_text())
         names = {entry["op"] for entry in manifest["cases"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); run `nestref conformance "
-              f"generate` or pass --cases DIR holding the cases", file=sys.stderr)
+        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); "
+              f"run `nestref conformance generate` or pass --cases DIR holding the cases",
+              file=sys.stderr)
         return 2
     unknown = sorted(set(args.op or ()) - names)
     if unknown:
@@ -258,8 +305,10 @@ def main(argv=None):
     try:
         adapter = load_adapter(args.module)
         results = check(adapter, args.cases, args.op)
-    except Exception as err:  # noqa: BLE001  (an adapter that cannot load is a user mistake, not a crash)
-        print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001
+        # any exception: an adapter that cannot load is a user mistake, not a crash
+        print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}",
+              file=sys.stderr)
         return 2
     for r in results:
         if not (args.quiet and r.passed):

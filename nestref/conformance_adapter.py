@@ -33,7 +33,9 @@ def _dense(inputs):
 
 def _conv(inputs, params):
     w = inputs["weight"]
-    layer = Conv2d(w.shape[1], w.shape[0], w.shape[2], params["stride"], params["padding"], dtype=w.dtype)
+    layer = Conv2d(
+        w.shape[1], w.shape[0], w.shape[2], params["stride"], params["padding"], dtype=w.dtype
+    )
     layer.weight, layer.mask, layer.bias = w.copy(), inputs["mask"].copy(), inputs["bias"].copy()
     layer.area_mask = inputs["area_mask"].copy() if "area_mask" in inputs else None
     return layer
@@ -82,7 +84,9 @@ class _ReplayGenerator(np.random.Generator):
     def random(self, size=None, dtype=np.float64, out=None):
         self._current = np.asarray(self._queue.pop(0), dtype=np.float64)
         if self._current.shape != tuple(np.atleast_1d(size)):
-            raise ValueError(f"candidate of shape {self._current.shape} given where {size} is drawn")
+            raise ValueError(
+                f"candidate of shape {self._current.shape} given where {size} is drawn"
+            )
         return (self._current == 0).astype(np.float64)
 
     def standard_normal(self, size=None, dtype=np.float64, out=None):
@@ -132,17 +136,32 @@ def sgd_step(inputs, params):
     layer.weight, layer.mask, layer.bias = w.copy(), inputs["mask"].copy(), inputs["bias"].copy()
     layer.grad_weight, layer.grad_bias = inputs["grad_weight"], inputs["grad_bias"]
     net = Network([layer], (layer.n_in,), name="sgd")
-    optimizer = SGD(net, lr=params["lr"], momentum=params["momentum"], weight_decay=params["weight_decay"])
-    optimizer.velocity[0] = {"weight": inputs["velocity_weight"].copy(), "bias": inputs["velocity_bias"].copy()}
+    optimizer = SGD(
+        net, lr=params["lr"], momentum=params["momentum"], weight_decay=params["weight_decay"]
+    )
+    optimizer.velocity[0] = {
+        "weight": inputs["velocity_weight"].copy(),
+        "bias": inputs["velocity_bias"].copy(),
+    }
     optimizer.step()
     v = optimizer.velocity[0]
-    return {"weight": layer.weight, "bias": layer.bias, "velocity_weight": v["weight"], "velocity_bias": v["bias"]}
+    return {
+        "weight": layer.weight,
+        "bias": layer.bias,
+        "velocity_weight": v["weight"],
+        "velocity_bias": v["bias"],
+    }
 
 
 def growth_gradient(inputs, params):
     net = _network(inputs, params)
-    gradients = grow.growth_gradients(net, inputs["x"], inputs["y"], batch_size=params["batch_size"],
-                                      n_batches=params.get("n_batches"))
+    gradients = grow.growth_gradients(
+        net,
+        inputs["x"],
+        inputs["y"],
+        batch_size=params["batch_size"],
+        n_batches=params.get("n_batches"),
+    )
     return {f"layer{i}.gradient": g for i, g in gradients.items()}
 
 
@@ -150,10 +169,11 @@ def growth_connections(inputs, params):
     w = inputs["weight"]
     layer = Dense(1, 1, dtype=w.dtype)  # grow_connections reads only weight, mask and the gradient
     layer.weight, layer.mask = w.copy(), inputs["mask"].copy()
-    # the driver applies grow.select_growth(mask, G, ratio) and gives the grown weights -lr * G (or 0);
-    # "indices" lists them by |G| descending, ties by ascending flat index
-    report = grow.grow_connections(layer, params["ratio"], gradient=inputs["gradient"], init=params["init"],
-                                   lr=params["lr"])
+    # the driver applies grow.select_growth(mask, G, ratio) and gives the grown weights -lr * G (or
+    # 0); "indices" lists them by |G| descending, ties by ascending flat index
+    report = grow.grow_connections(
+        layer, params["ratio"], gradient=inputs["gradient"], init=params["init"], lr=params["lr"]
+    )
     return {"weight": layer.weight, "mask": layer.mask, "indices": report.indices.astype(np.int64)}
 
 
@@ -178,22 +198,43 @@ def growth_neuron_weights(inputs, params):
 
 def growth_feature_map(inputs, params):
     net = _network(inputs, params)
-    draws = [a for pair in zip(inputs["candidates_in"], inputs["candidates_out"]) for a in pair]
-    report = grow.grow_feature_maps(net, params["position"], 1, inputs["x"], inputs["y"],
-                                    candidates=len(inputs["candidates_in"]), rng=_ReplayGenerator(draws))
-    return {"losses": np.asarray(report.candidate_losses[0], np.float64), "loss_before": np.float64(report.loss_before),
-            "added": np.int64(report.added), **_network_arrays(net)}
+    draws = [
+        a
+        for pair in zip(inputs["candidates_in"], inputs["candidates_out"], strict=True)
+        for a in pair
+    ]
+    report = grow.grow_feature_maps(
+        net,
+        params["position"],
+        1,
+        inputs["x"],
+        inputs["y"],
+        candidates=len(inputs["candidates_in"]),
+        rng=_ReplayGenerator(draws),
+    )
+    return {
+        "losses": np.asarray(report.candidate_losses[0], np.float64),
+        "loss_before": np.float64(report.loss_before),
+        "added": np.int64(report.added),
+        **_network_arrays(net),
+    }
 
 
 def prune_magnitude(inputs, params):
     weight, mask = inputs["weight"], inputs["mask"]
     # the output-unit guard of prune_network: each row keeps its largest-|w| active weight
-    protect = prune.strongest_input_per_unit(weight, mask) if params.get("output_unit_guard") else None
+    protect = (
+        prune.strongest_input_per_unit(weight, mask) if params.get("output_unit_guard") else None
+    )
     mask_after, threshold = prune.magnitude_prune(weight, mask, params["fraction"], protect)
     weight_after = weight.copy()
     weight_after[(mask != 0) & (mask_after == 0)] = 0
     threshold = np.nan if threshold is None else threshold
-    return {"mask_after": mask_after, "weight_after": weight_after, "threshold": np.float64(threshold)}
+    return {
+        "mask_after": mask_after,
+        "weight_after": weight_after,
+        "threshold": np.float64(threshold),
+    }
 
 
 def prune_dead_units(inputs, params):
@@ -208,7 +249,12 @@ def prune_partial_area(inputs, params):
     contributions = prune.layer_area_contributions(net.layers[position], inputs["x"])
     prune.prune_partial_area(net, position, params["fraction"], inputs["x"])
     layer = net.layers[position]
-    return {"contributions": contributions, "area_mask": layer.area_mask, "weight": layer.weight, "mask": layer.mask}
+    return {
+        "contributions": contributions,
+        "area_mask": layer.area_mask,
+        "weight": layer.weight,
+        "mask": layer.mask,
+    }
 
 
 def accounting_count(inputs, params):
@@ -217,13 +263,18 @@ def accounting_count(inputs, params):
     for i, layer in enumerate(layers):
         if isinstance(layer, MaskedLayer):
             # an absent mask is a dense layer: the baselines' masks would be megabytes of ones
-            layer.mask = inputs[f"layer{i}.mask"] if f"layer{i}.mask" in inputs else np.ones_like(layer.mask)
+            layer.mask = (
+                inputs[f"layer{i}.mask"] if f"layer{i}.mask" in inputs else np.ones_like(layer.mask)
+            )
             if f"layer{i}.area_mask" in inputs:
                 layer.area_mask = inputs[f"layer{i}.area_mask"]
     rows = layer_table(Network(layers, spec["input_shape"]))
-    return {"params": np.int64(sum(r["params"] for r in rows)), "flops": np.int64(sum(r["flops"] for r in rows)),
-            "layer_params": np.array([r["params"] for r in rows], np.int64),
-            "layer_flops": np.array([r["flops"] for r in rows], np.int64)}
+    return {
+        "params": np.int64(sum(r["params"] for r in rows)),
+        "flops": np.int64(sum(r["flops"] for r in rows)),
+        "layer_params": np.array([r["params"] for r in rows], np.int64),
+        "layer_flops": np.array([r["flops"] for r in rows], np.int64),
+    }
 
 
 OPS = {

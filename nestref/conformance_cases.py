@@ -14,7 +14,10 @@ import numpy as np
 def _case(name, op, dtype, inputs, params=None, note=""):
     from .conformance import Case
     dt = np.dtype(dtype)
-    cast = {k: (v.astype(dt) if np.asarray(v).dtype.kind == "f" else np.asarray(v)) for k, v in inputs.items()}
+    cast = {
+        k: (v.astype(dt) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
+        for k, v in inputs.items()
+    }
     return Case(name, op, dt.name, cast, params or {}, note)
 
 
@@ -49,7 +52,11 @@ def shapes(spec):
                    conv_out(w, cfg["kernel_size"], cfg["stride"], cfg["padding"]))
         elif kind == "MaxPool2d":
             c, h, w = shape
-            new = (c, conv_out(h, cfg["kernel_size"], cfg["stride"], 0), conv_out(w, cfg["kernel_size"], cfg["stride"], 0))
+            new = (
+                c,
+                conv_out(h, cfg["kernel_size"], cfg["stride"], 0),
+                conv_out(w, cfg["kernel_size"], cfg["stride"], 0),
+            )
         elif kind == "Flatten":
             new = (int(np.prod(shape)),)
         else:
@@ -70,7 +77,14 @@ def dense_cfg(n_in, n_out):
 
 
 def conv_cfg(in_c, out_c, k, stride=1, padding=0):
-    return {"type": "Conv2d", "in_c": in_c, "out_c": out_c, "kernel_size": k, "stride": stride, "padding": padding}
+    return {
+        "type": "Conv2d",
+        "in_c": in_c,
+        "out_c": out_c,
+        "kernel_size": k,
+        "stride": stride,
+        "padding": padding,
+    }
 
 
 RELU, FLATTEN = {"type": "ReLU"}, {"type": "Flatten"}
@@ -81,7 +95,8 @@ def pool_cfg(k=2):
 
 
 def network_arrays(rng, spec, density=0.6, scale=0.5, bias=0.1):
-    """Random masked weights (0 where the mask is 0) and biases for every masked layer of ``spec``."""
+    """Random masked weights (0 where the mask is 0) and biases for every masked layer of
+    ``spec``."""
     arrays = {}
     for i, cfg in enumerate(spec["layers"]):
         if cfg["type"] in ("Dense", "Conv2d"):
@@ -93,9 +108,14 @@ def network_arrays(rng, spec, density=0.6, scale=0.5, bias=0.1):
     return arrays
 
 
-MLP = {"input_shape": [6], "layers": [dense_cfg(6, 5), RELU, dense_cfg(5, 4), RELU, dense_cfg(4, 3)]}
-CONVNET = {"input_shape": [1, 8, 8],
-           "layers": [conv_cfg(1, 2, 3), pool_cfg(2), FLATTEN, dense_cfg(18, 4), RELU, dense_cfg(4, 3)]}
+MLP = {
+    "input_shape": [6],
+    "layers": [dense_cfg(6, 5), RELU, dense_cfg(5, 4), RELU, dense_cfg(4, 3)],
+}
+CONVNET = {
+    "input_shape": [1, 8, 8],
+    "layers": [conv_cfg(1, 2, 3), pool_cfg(2), FLATTEN, dense_cfg(18, 4), RELU, dense_cfg(4, 3)],
+}
 CONVCONV = {"input_shape": [2, 7, 7],
             "layers": [conv_cfg(2, 3, 3), conv_cfg(3, 2, 3), FLATTEN, dense_cfg(18, 3)]}
 
@@ -114,17 +134,24 @@ def _dense_inputs(seed, n=4, i=6, o=5, density=0.5, stale=False, dormant_row=Non
     weight = rng.standard_normal((o, i))
     if not stale:
         weight *= mask
-    return {"x": rng.standard_normal((n, i)), "weight": weight, "mask": mask, "bias": rng.standard_normal(o),
-            "grad_y": rng.standard_normal((n, o))}
+    return {
+        "x": rng.standard_normal((n, i)),
+        "weight": weight,
+        "mask": mask,
+        "bias": rng.standard_normal(o),
+        "grad_y": rng.standard_normal((n, o)),
+    }
 
 
 DENSE_VARIANTS = [
     ("basic", "float32", {"seed": 1}, ""),
     ("basic", "float64", {"seed": 1}, ""),
-    ("dormant_row", "float32", {"seed": 2, "dormant_row": 3}, "unit 3 has no active input: y[:, 3] = bias[3]"),
+    ("dormant_row", "float32", {"seed": 2, "dormant_row": 3},
+     "unit 3 has no active input: y[:, 3] = bias[3]"),
     ("stale_dormant_weights", "float64", {"seed": 3, "stale": True},
      "weights nonzero where the mask is 0: the layer computes with W*M, so they must not count"),
-    ("single_example", "float32", {"seed": 4, "n": 1, "i": 3, "o": 2, "density": 1.0}, "N = 1, dense mask"),
+    ("single_example", "float32", {"seed": 4, "n": 1, "i": 3, "o": 2, "density": 1.0},
+     "N = 1, dense mask"),
 ]
 
 
@@ -134,12 +161,17 @@ def dense_cases():
         full = _dense_inputs(**kw)
         fwd = {k: v for k, v in full.items() if k != "grad_y"}
         suffix = "f32" if dtype == "float32" else "f64"
-        cases.append(_case(f"dense_forward_{label}_{suffix}", "dense.forward", dtype, fwd, note=note))
-        cases.append(_case(f"dense_backward_{label}_{suffix}", "dense.backward", dtype, full, note=note))
+        cases.append(
+            _case(f"dense_forward_{label}_{suffix}", "dense.forward", dtype, fwd, note=note)
+        )
+        cases.append(
+            _case(f"dense_backward_{label}_{suffix}", "dense.backward", dtype, full, note=note)
+        )
     return cases
 
 
-def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6, area=None, dead_kernel=False):
+def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6, area=None,
+                 dead_kernel=False):
     rng = _rng(seed)
     mask = _mask(rng, (o, c, k, k), density)
     if dead_kernel:
@@ -156,9 +188,12 @@ def _conv_inputs(seed, n=2, c=2, o=3, k=3, h=6, stride=1, padding=0, density=0.6
 CONV_VARIANTS = [
     ("basic", "float32", {"seed": 11}, ""),
     ("basic", "float64", {"seed": 11}, ""),
-    ("stride2_pad1", "float64", {"seed": 12, "h": 7, "stride": 2, "padding": 1}, "stride 2, padding 1, odd input"),
-    ("area_mask", "float32", {"seed": 13, "area": 0.6}, "partial-area convolution: area_mask (O, C, Ho, Wo)"),
-    ("area_mask", "float64", {"seed": 14, "area": 0.5, "padding": 1}, "partial-area convolution with padding"),
+    ("stride2_pad1", "float64", {"seed": 12, "h": 7, "stride": 2, "padding": 1},
+     "stride 2, padding 1, odd input"),
+    ("area_mask", "float32", {"seed": 13, "area": 0.6},
+     "partial-area convolution: area_mask (O, C, Ho, Wo)"),
+    ("area_mask", "float64", {"seed": 14, "area": 0.5, "padding": 1},
+     "partial-area convolution with padding"),
     ("dormant_kernel", "float32", {"seed": 15, "dead_kernel": True, "k": 1, "h": 4},
      "1x1 kernels; kernel (1, 0) wholly dormant"),
 ]
@@ -170,8 +205,12 @@ def conv_cases():
         full, params = _conv_inputs(**kw)
         fwd = {k: v for k, v in full.items() if k != "grad_y"}
         suffix = "f32" if dtype == "float32" else "f64"
-        cases.append(_case(f"conv2d_forward_{label}_{suffix}", "conv2d.forward", dtype, fwd, params, note))
-        cases.append(_case(f"conv2d_backward_{label}_{suffix}", "conv2d.backward", dtype, full, params, note))
+        cases.append(
+            _case(f"conv2d_forward_{label}_{suffix}", "conv2d.forward", dtype, fwd, params, note)
+        )
+        cases.append(
+            _case(f"conv2d_backward_{label}_{suffix}", "conv2d.backward", dtype, full, params, note)
+        )
     return cases
 
 
@@ -182,13 +221,16 @@ def maxpool_cases():
         ("maxpool2d_ties_f64", "float64", (1, 2, 4, 4), 2, 2, True,
          "values in {0, 1, 2}: ties go to the first maximum in row-major order"),
         ("maxpool2d_overlap_ties_f32", "float32", (1, 1, 7, 7), 3, 2, True,
-         "3x3 windows, stride 2: windows overlap, the input gradient adds where they share an argmax"),
-        ("maxpool2d_odd_f64", "float64", (2, 1, 5, 5), 2, 2, False, "5x5 input: the last row and column are dropped"),
+         "3x3 windows, stride 2: windows overlap, the input gradient adds where they share an "
+         "argmax"),
+        ("maxpool2d_odd_f64", "float64", (2, 1, 5, 5), 2, 2, False,
+         "5x5 input: the last row and column are dropped"),
     ]:
         rng = _rng(len(cases) + 21)
         x = rng.integers(0, 3, shape).astype(np.float64) if grid else rng.standard_normal(shape)
         ho = conv_out(shape[2], k, s, 0)
-        cases.append(_case(name, "maxpool2d", dtype, {"x": x, "grad_y": rng.standard_normal((*shape[:2], ho, ho))},
+        cases.append(_case(name, "maxpool2d", dtype,
+                           {"x": x, "grad_y": rng.standard_normal((*shape[:2], ho, ho))},
                            {"kernel_size": k, "stride": s}, note))
     return cases
 
@@ -204,29 +246,42 @@ def loss_cases():
     ]:
         rng = _rng(len(cases) + 31)
         cases.append(_case(name, "softmax_cross_entropy", dtype,
-                           {"logits": rng.standard_normal((n, k)) * scale, "labels": rng.integers(0, k, n)},
-                           note=note))
+                           {"logits": rng.standard_normal((n, k)) * scale,
+                            "labels": rng.integers(0, k, n)}, note=note))
     return cases
 
 
 def sgd_cases():
     cases = []
     for name, dtype, shape, lr, momentum, wd, note in [
-        ("sgd_step_momentum_decay_f32", "float32", (4, 5), 0.1, 0.9, 1e-3, "momentum and weight decay"),
+        ("sgd_step_momentum_decay_f32", "float32", (4, 5), 0.1, 0.9, 1e-3,
+         "momentum and weight decay"),
         ("sgd_step_conv_f64", "float64", (2, 2, 3, 3), 0.05, 0.0, 0.0, "a conv weight, plain SGD"),
         ("sgd_step_stale_velocity_f64", "float64", (3, 4), 0.01, 0.5, 0.01,
-         "velocity and gradient nonzero at dormant positions: both are masked, the weight stays 0 there"),
+         "velocity and gradient nonzero at dormant positions: both are masked, the weight stays 0 "
+         "there"),
     ]:
         rng = _rng(len(cases) + 41)
         mask = _mask(rng, shape, 0.5)
         stale = "stale" in name
-        cases.append(_case(name, "sgd.step", dtype, {
-            "weight": rng.standard_normal(shape) * mask, "mask": mask, "bias": rng.standard_normal(shape[0]),
-            "grad_weight": rng.standard_normal(shape),
-            "grad_bias": rng.standard_normal(shape[0]),
-            "velocity_weight": rng.standard_normal(shape) * (1 if stale else mask),
-            "velocity_bias": rng.standard_normal(shape[0])},
-            {"lr": lr, "momentum": momentum, "weight_decay": wd}, note))
+        cases.append(
+            _case(
+                name,
+                "sgd.step",
+                dtype,
+                {
+                    "weight": rng.standard_normal(shape) * mask,
+                    "mask": mask,
+                    "bias": rng.standard_normal(shape[0]),
+                    "grad_weight": rng.standard_normal(shape),
+                    "grad_bias": rng.standard_normal(shape[0]),
+                    "velocity_weight": rng.standard_normal(shape) * (1 if stale else mask),
+                    "velocity_bias": rng.standard_normal(shape[0]),
+                },
+                {"lr": lr, "momentum": momentum, "weight_decay": wd},
+                note,
+            )
+        )
     return cases
 
 
@@ -234,11 +289,13 @@ def sgd_cases():
 def growth_gradient_cases():
     cases = []
     for name, dtype, spec, n, batch, n_batches, area, note in [
-        ("growth_gradient_mlp_f32", "float32", MLP, 8, 8, None, False, "dormant positions get a gradient too"),
+        ("growth_gradient_mlp_f32", "float32", MLP, 8, 8, None, False,
+         "dormant positions get a gradient too"),
         ("growth_gradient_mlp_f64", "float64", MLP, 8, 8, None, False, ""),
         ("growth_gradient_mlp_uneven_batches_f64", "float64", MLP, 8, 3, None, False,
          "batches of 3, 3, 2: each batch's mean gradient weighs by its size"),
-        ("growth_gradient_mlp_n_batches_f32", "float32", MLP, 9, 4, 2, False, "only the first 2 batches (8 examples)"),
+        ("growth_gradient_mlp_n_batches_f32", "float32", MLP, 9, 4, 2, False,
+         "only the first 2 batches (8 examples)"),
         ("growth_gradient_convnet_f32", "float32", CONVNET, 4, 4, None, False,
          "conv -> max-pool -> flatten -> dense: the flatten wiring is channel-major"),
         ("growth_gradient_convnet_area_f64", "float64", CONVNET, 4, 2, None, True,
@@ -262,13 +319,15 @@ def growth_connection_cases():
          "|G| in {1, 2, 3}/8: equal |G| grow in ascending flat order"),
         ("growth_connections_zero_gradient_f32", "float32", (4, 4), 0.9, "gradient", 0.1, "zeros",
          "most dormant G are 0: only |G| > 0 are candidates, so fewer grow than requested"),
-        ("growth_connections_init_zero_f64", "float64", (3, 6), 0.4, "zero", 0.1, None, "new weights start at 0"),
+        ("growth_connections_init_zero_f64", "float64", (3, 6), 0.4, "zero", 0.1, None,
+         "new weights start at 0"),
         ("growth_connections_no_dormant_f32", "float32", (3, 3), 0.5, "gradient", 0.1, "full",
          "every connection active: nothing grows, indices is empty"),
         ("growth_connections_conv_f64", "float64", (3, 2, 3, 3), 0.25, "gradient", 0.02, None,
          "conv weight: flat indices in C order over (O, C, k, k)"),
         ("growth_connections_floor_f32", "float32", (10, 20), 0.29, "gradient", 0.1, "hundred",
-         "exactly 100 dormant: floor(0.29 * 100) = 29, not 28 (0.29 * 100 = 28.999999999999996)"),
+         "exactly 100 dormant: floor(0.29 * 100) = 29, not 28 "
+         "(0.29 * 100 = 28.999999999999996)"),
     ]
     for name, dtype, shape, ratio, init, lr, kind, note in specs:
         rng = _rng(len(cases) + 61)
@@ -283,8 +342,9 @@ def growth_connection_cases():
             gradient = rng.choice([-3, -2, -1, 1, 2, 3], size=shape) / 8
         if kind == "zeros":
             gradient *= rng.random(shape) < 0.3
+        weight = rng.standard_normal(shape) * mask
         cases.append(_case(name, "growth.connections", dtype,
-                           {"weight": rng.standard_normal(shape) * mask, "mask": mask, "gradient": gradient},
+                           {"weight": weight, "mask": mask, "gradient": gradient},
                            {"ratio": ratio, "init": init, "lr": lr}, note))
     return cases
 
@@ -295,7 +355,8 @@ def bridging_cases():
         ("growth_bridging_gradient_basic_f32", "float32", 6, 5, 4, ""),
         ("growth_bridging_gradient_basic_f64", "float64", 6, 5, 4, ""),
         ("growth_bridging_gradient_single_example_f64", "float64", 1, 3, 2, "N = 1"),
-        ("growth_bridging_gradient_zeros_f32", "float32", 5, 4, 3, "a silent input unit and a zero delta column"),
+        ("growth_bridging_gradient_zeros_f32", "float32", 5, 4, 3,
+         "a silent input unit and a zero delta column"),
     ]:
         rng = _rng(len(cases) + 71)
         x_prev = np.maximum(rng.standard_normal((n, i)), 0)  # the output of a ReLU
@@ -303,8 +364,8 @@ def bridging_cases():
         if "zeros" in name:
             x_prev[:, 1] = 0
             delta[:, 2] = 0
-        cases.append(_case(name, "growth.bridging_gradient", dtype, {"x_prev": x_prev, "delta_next": delta},
-                           note=note))
+        cases.append(_case(name, "growth.bridging_gradient", dtype,
+                           {"x_prev": x_prev, "delta_next": delta}, note=note))
     return cases
 
 
@@ -332,7 +393,8 @@ def neuron_weight_cases():
             G = np.zeros(shape)
             G.flat[[1, 4, 6, 8]] = [0.5, -0.25, 0.125, 1.0]
         if kind == "cancel":
-            # pairs (0, 0) and (0, 1) have equal |G| and signs +1, +1 but G of opposite sign: w_out[0] cancels
+            # pairs (0, 0) and (0, 1) have equal |G| and signs +1, +1 but G of opposite sign:
+            # w_out[0] cancels
             G = np.array([[0.5, -0.5, 0.0], [0.0, 0.0, 0.25]])
         draws = np.ones(G.size) if signs == "positive" else rng.choice([-1.0, 1.0], size=G.size)
         if kind == "cancel":
@@ -358,7 +420,11 @@ def feature_map_cases():
         x, y = _xy(rng, spec, 6)
         layer = spec["layers"][0]
         in_shape = (layer["in_c"], layer["kernel_size"], layer["kernel_size"])
-        nxt = next(j for j in range(1, len(spec["layers"])) if spec["layers"][j]["type"] in ("Dense", "Conv2d"))
+        nxt = next(
+            j
+            for j in range(1, len(spec["layers"]))
+            if spec["layers"][j]["type"] in ("Dense", "Conv2d")
+        )
         ncfg = spec["layers"][nxt]
         if ncfg["type"] == "Conv2d":
             out_shape = (ncfg["out_c"], ncfg["kernel_size"], ncfg["kernel_size"])
@@ -370,7 +436,8 @@ def feature_map_cases():
         cand_in.reshape(k, -1)[:, 0] = 1.0  # at least one nonzero per candidate
         cand_out.reshape(k, -1)[:, 0] = 1.0
         cases.append(_case(name, "growth.feature_map", dtype,
-                           {**inputs, "x": x, "y": y, "candidates_in": cand_in, "candidates_out": cand_out},
+                           {**inputs, "x": x, "y": y, "candidates_in": cand_in,
+                            "candidates_out": cand_out},
                            {"network": spec, "position": 0}, note))
     return cases
 
@@ -387,7 +454,8 @@ def magnitude_cases():
         ("prune_magnitude_floor_f64", "float64", (10, 20), 0.29, False, "hundred",
          "exactly 100 active: floor(0.29 * 100) = 29"),
         ("prune_magnitude_output_guard_f32", "float32", (3, 4), 0.9, True, None,
-         "output-unit guard: each row keeps its largest-|w| active weight, so fewer than requested go"),
+         "output-unit guard: each row keeps its largest-|w| active weight, so fewer than "
+         "requested go"),
         ("prune_magnitude_conv_f64", "float64", (2, 3, 3, 3), 0.5, False, None, "conv weight"),
         ("prune_magnitude_guard_ties_f64", "float64", (3, 4), 0.75, True, "ties",
          "guard with ties: the protected weight of a row is its first largest |w|"),
@@ -411,16 +479,19 @@ def magnitude_cases():
 
 
 def _dead_mlp(rng):
-    spec = {"input_shape": [5], "layers": [dense_cfg(5, 6), RELU, dense_cfg(6, 4), RELU, dense_cfg(4, 3)]}
+    spec = {
+        "input_shape": [5],
+        "layers": [dense_cfg(5, 6), RELU, dense_cfg(6, 4), RELU, dense_cfg(4, 3)],
+    }
     a = network_arrays(rng, spec, density=1.0)
     for key in ("layer0", "layer2", "layer4"):
         a[f"{key}.bias"] = np.abs(a[f"{key}.bias"]) + 0.2
     m0, m2, m4 = a["layer0.mask"], a["layer2.mask"], a["layer4.mask"]
-    m0[1] = 0          # layer-0 unit 1: no input, bias > 0 -> its relu(bias) folds into layer 2's bias
+    m0[1] = 0  # layer-0 unit 1: no input, bias > 0 -> its relu(bias) folds into layer 2's bias
     m2[:, 3] = 0       # layer-0 unit 3: no output -> dropped
     m2[2] = 0          # layer-2 unit 2: no input -> folds into the output layer
     m2[1] = 0
-    m2[1, 1] = 1       # layer-2 unit 1 reads only unit 1 of layer 0, which goes: it is dead in round 2
+    m2[1, 1] = 1  # layer-2 unit 1 reads only unit 1 of layer 0, which goes: it is dead in round 2
     m4[:, 0] = 0       # layer-2 unit 0: no output
     for i, m in ((0, m0), (2, m2), (4, m4)):
         a[f"layer{i}.weight"] *= m
@@ -433,10 +504,12 @@ def dead_unit_cases():
     rng = _rng(111)
     spec, a = _dead_mlp(rng)
     x = rng.random((4, 5))
-    cases.append(_case("prune_dead_units_mlp_f64", "prune.dead_units", "float64", {**a, "x": x}, {"network": spec},
-                       "no-input units fold relu(bias) into the next bias; no-output units drop; a second round"
-                       " removes a unit whose only input went"))
-    cases.append(_case("prune_dead_units_mlp_f32", "prune.dead_units", "float32", {**a, "x": x}, {"network": spec}))
+    cases.append(_case("prune_dead_units_mlp_f64", "prune.dead_units", "float64", {**a, "x": x},
+                       {"network": spec},
+                       "no-input units fold relu(bias) into the next bias; no-output units drop; "
+                       "a second round removes a unit whose only input went"))
+    cases.append(_case("prune_dead_units_mlp_f32", "prune.dead_units", "float32", {**a, "x": x},
+                       {"network": spec}))
 
     rng = _rng(112)
     spec = {"input_shape": [4], "layers": [dense_cfg(4, 3), RELU, dense_cfg(3, 2)]}
@@ -448,28 +521,33 @@ def dead_unit_cases():
                        "no hidden unit has an output: all go but the lowest-index one"))
 
     rng = _rng(113)
-    spec = {"input_shape": [2, 7, 7], "layers": [conv_cfg(2, 3, 3), conv_cfg(3, 3, 3), FLATTEN, dense_cfg(27, 3)]}
+    spec = {"input_shape": [2, 7, 7],
+            "layers": [conv_cfg(2, 3, 3), conv_cfg(3, 3, 3), FLATTEN, dense_cfg(27, 3)]}
     a = network_arrays(rng, spec, density=0.8)
+    # map 1 of conv 0 has no input: its bias folds through conv 1 (padding 0)
     a["layer0.mask"][1] = 0
-    a["layer0.weight"][1] = 0          # map 1 of conv 0 has no input: its bias folds through conv 1 (padding 0)
+    a["layer0.weight"][1] = 0
+    # map 0 of conv 1 has no input: folds into the dense bias, 9 columns each
     a["layer1.mask"][0] = 0
-    a["layer1.weight"][0] = 0          # map 0 of conv 1 has no input: folds into the dense bias, 9 columns each
+    a["layer1.weight"][0] = 0
     a["layer3.mask"][:, 9:18] = 0
     a["layer3.weight"][:, 9:18] = 0    # map 1 of conv 1 has no output
     cases.append(_case("prune_dead_units_convconv_f64", "prune.dead_units", "float64",
                        {**a, "x": rng.random((2, 2, 7, 7))}, {"network": spec},
-                       "conv -> conv fold (kernel sums) and conv -> flatten -> dense fold (H*W columns)"))
+                       "conv -> conv fold (kernel sums) and conv -> flatten -> dense fold "
+                       "(H*W columns)"))
 
     rng = _rng(114)
-    spec = {"input_shape": [1, 6, 6], "layers": [conv_cfg(1, 3, 3), conv_cfg(3, 2, 3, padding=1), FLATTEN,
-                                                  dense_cfg(32, 2)]}
+    spec = {"input_shape": [1, 6, 6],
+            "layers": [conv_cfg(1, 3, 3), conv_cfg(3, 2, 3, padding=1), FLATTEN, dense_cfg(32, 2)]}
     a = network_arrays(rng, spec, density=0.9)
     a["layer0.mask"][2] = 0
     a["layer0.weight"][2] = 0
     a["layer0.bias"][2] = 0.6
     cases.append(_case("prune_dead_units_padding_unfoldable_f32", "prune.dead_units", "float32",
                        {**a, "x": rng.random((2, 1, 6, 6))}, {"network": spec},
-                       "a no-input map before a padded conv adds a position-dependent shift: it stays"))
+                       "a no-input map before a padded conv adds a position-dependent shift: "
+                       "it stays"))
     return cases
 
 
@@ -487,8 +565,8 @@ def partial_area_cases():
         ("prune_partial_area_kernel_emptied_f32", "float32", AREA_NET, 0.5, "weak_kernel",
          "kernel (0, 1) is tiny: its whole area goes, so its weights are deactivated"),
         ("prune_partial_area_guard_f64", "float64", CONV_ONLY, 0.8, None,
-         ("a 1x1 conv reads both maps: pruning both maps' area at one position would cut that output off,"
-         " so it stops short")),
+         ("a 1x1 conv reads both maps: pruning both maps' area at one position would cut that "
+          "output off, so it stops short")),
     ]:
         rng = _rng(len(cases) + 121)
         a = network_arrays(rng, spec, density=0.8)
@@ -510,15 +588,17 @@ def partial_area_cases():
 
 
 def accounting_cases():
-    lenet300 = {"input_shape": [784], "layers": [dense_cfg(784, 300), RELU, dense_cfg(300, 100), RELU,
-                                                 dense_cfg(100, 10)]}
-    lenet5 = {"input_shape": [1, 28, 28], "layers": [conv_cfg(1, 20, 5), pool_cfg(2), conv_cfg(20, 50, 5), pool_cfg(2),
-                                                     FLATTEN, dense_cfg(800, 500), RELU, dense_cfg(500, 10)]}
+    lenet300 = {"input_shape": [784], "layers": [dense_cfg(784, 300), RELU, dense_cfg(300, 100),
+                                                 RELU, dense_cfg(100, 10)]}
+    lenet5 = {"input_shape": [1, 28, 28],
+              "layers": [conv_cfg(1, 20, 5), pool_cfg(2), conv_cfg(20, 50, 5), pool_cfg(2),
+                         FLATTEN, dense_cfg(800, 500), RELU, dense_cfg(500, 10)]}
     cases = [
-        _case("accounting_count_lenet300_dense", "accounting.count", "float32", {}, {"network": lenet300},
+        _case("accounting_count_lenet300_dense", "accounting.count", "float32", {},
+              {"network": lenet300},
               "dense baseline: 266,610 params, 532,400 FLOPs (no mask given: every layer dense)"),
-        _case("accounting_count_lenet5_dense", "accounting.count", "float32", {}, {"network": lenet5},
-              "dense baseline: 431,080 params, 4,586,000 FLOPs"),
+        _case("accounting_count_lenet5_dense", "accounting.count", "float32", {},
+              {"network": lenet5}, "dense baseline: 431,080 params, 4,586,000 FLOPs"),
     ]
     rng = _rng(131)
     a = network_arrays(rng, MLP, density=0.4)
@@ -530,12 +610,14 @@ def accounting_cases():
     area[0, 1] = 0  # kernel (0, 1) kept nowhere: its weights count neither as params nor FLOPs
     masks["layer0.mask"][0, 1, 1, 1] = 1
     masks["layer0.area_mask"] = area
-    cases.append(_case("accounting_count_sparse_convconv_area", "accounting.count", "float32", masks,
-                       {"network": CONVCONV}, "partial areas: a conv kernel's FLOPs count only its kept positions"))
+    cases.append(_case("accounting_count_sparse_convconv_area", "accounting.count", "float32",
+                       masks, {"network": CONVCONV},
+                       "partial areas: a conv kernel's FLOPs count only its kept positions"))
     return cases
 
 
 def all_cases():
-    return (dense_cases() + conv_cases() + maxpool_cases() + loss_cases() + sgd_cases() + growth_gradient_cases()
-            + growth_connection_cases() + bridging_cases() + neuron_weight_cases() + feature_map_cases()
-            + magnitude_cases() + dead_unit_cases() + partial_area_cases() + accounting_cases())
+    return (dense_cases() + conv_cases() + maxpool_cases() + loss_cases() + sgd_cases()
+            + growth_gradient_cases() + growth_connection_cases() + bridging_cases()
+            + neuron_weight_cases() + feature_map_cases() + magnitude_cases() + dead_unit_cases()
+            + partial_area_cases() + accounting_cases())

@@ -902,19 +902,27 @@ def load_mnist(
         A file cannot be read (e.g. permissions).
     """
     dirs = _mnist_candidates(data_dir)
-    for d in dirs:
-        paths = _find_files(d)
-        if len(paths) == len(MNIST_FILES):
-            return _load_mnist_from(d, paths, verify)
-
+    found, paths = _complete_dir(dirs)
+    if found is not None:
+        return _load_mnist_from(found, paths, verify)
     target = dirs[0] if data_dir is not None else default_cache_dir()
     attempts = []
     if download:
         attempts = _download_missing(target, mirrors, timeout)
-        paths = _find_files(target)
-        if len(paths) == len(MNIST_FILES):
-            return _load_mnist_from(target, paths, verify)
+        found, paths = _complete_dir([target])
+        if found is not None:
+            return _load_mnist_from(found, paths, verify)
     raise MNISTNotFoundError(_not_found_message(dirs, target, download, attempts, mirrors))
+
+
+def _complete_dir(dirs):
+    """The first of `dirs` holding every file of `MNIST_FILES`, with the files' paths;
+    (None, None) when none does."""
+    for d in dirs:
+        paths = _find_files(d)
+        if len(paths) == len(MNIST_FILES):
+            return d, paths
+    return None, None
 
 
 # ---------------------------------------------------------------------------

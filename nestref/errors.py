@@ -58,4 +58,5 @@ class OutputPathError(NestrefError, ValueError):
 
 
 class TrainingDiverged(NestrefError, RuntimeError):
-    """The loss became NaN or infinite; the message says which checkpoint to resume and what to lower."""
+    """The loss became NaN or infinite; the message says which checkpoint to resume and what to
+    lower."""

@@ -45,7 +45,9 @@ def im2col_numpy(x, kh, kw, stride=1, padding=0):
     windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
     windows = windows[:, :, ::stride, ::stride][:, :, :ho, :wo]
     # (N, C, Ho, Wo, kh, kw) -> (N, Ho, Wo, C, kh, kw): one row per output position
-    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(n * ho * wo, c * kh * kw)
+    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(
+        n * ho * wo, c * kh * kw
+    )
 
 
 @njit(cache=True)
@@ -104,7 +106,9 @@ def col2im_numpy(cols, x_shape, kh, kw, stride=1, padding=0):
     # make this a sum, so the offsets must be visited one at a time
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += blocks[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            xp[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride] += blocks[
+                :, :, :, :, i, j
+            ].transpose(0, 3, 1, 2)
     return xp[:, :, padding:padding + h, padding:padding + w]
 
 
@@ -158,7 +162,9 @@ def maxpool_forward_numpy(x, k, stride):
     """
     n, c, h, w = x.shape
     ho, wo = output_size(h, k, stride, 0), output_size(w, k, stride, 0)
-    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride][:, :, :ho, :wo]
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[
+        :, :, ::stride, ::stride
+    ][:, :, :ho, :wo]
     flat = windows.reshape(n, c, ho, wo, k * k)
     pos = flat.argmax(axis=-1)
     out = np.take_along_axis(flat, pos[..., None], axis=-1)[..., 0]
@@ -284,7 +290,9 @@ def im2col(x, kh, kw, stride=1, padding=0):
 
 def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     """(N * Ho * Wo, C * kh * kw) -> (N, C, H, W); see ``col2im_numpy``."""
-    return _pick("col2im")(np.ascontiguousarray(cols), tuple(int(s) for s in x_shape), kh, kw, stride, padding)
+    return _pick("col2im")(
+        np.ascontiguousarray(cols), tuple(int(s) for s in x_shape), kh, kw, stride, padding
+    )
 
 
 def maxpool_forward(x, k, stride):
@@ -294,7 +302,9 @@ def maxpool_forward(x, k, stride):
 
 def maxpool_backward(grad_out, argmax, x_shape):
     """(N, C, Ho, Wo) -> (N, C, H, W); see ``maxpool_backward_numpy``."""
-    return _pick("maxpool_backward")(np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape))
+    return _pick("maxpool_backward")(
+        np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape)
+    )
 
 
 # ------------------------------------------------ sparse (CSR) matrix products
@@ -307,7 +317,8 @@ def maxpool_backward(grad_out, argmax, x_shape):
 # block of examples instead of a scattered gather. A layer's (N, in) input is
 # feature-major for free when it comes out of the sparse layer before (its output
 # is a transposed view) or when it is transposed once and reused.
-_CSR_BLOCK = 256  # examples per block: a block of out (out, 256) floats stays in L2 for LeNet widths
+# examples per block: a block of out (out, 256) floats stays in L2 for LeNet widths
+_CSR_BLOCK = 256
 
 
 def csr_to_dense(data, indices, indptr, shape):
@@ -319,7 +330,8 @@ def csr_to_dense(data, indices, indptr, shape):
 
 
 def sparse_forward_numpy(xt, data, indices, indptr, n_out):
-    """W xt: W (out, in) as CSR, xt (in, N) -> (out, N). Rebuilds W densely: the readable statement."""
+    """W xt: W (out, in) as CSR, xt (in, N) -> (out, N). Rebuilds W densely: the readable
+    statement."""
     return csr_to_dense(data, indices, indptr, (n_out, xt.shape[0])) @ xt
 
 
@@ -376,7 +388,8 @@ def sparse_weight_grad_numpy(gt, xt, indices, indptr):
 def sparse_weight_grad_numba(gt, xt, indices, indptr):
     n_out, n = gt.shape
     grad = np.empty(len(indices), dtype=gt.dtype)
-    zero = np.zeros(1, dtype=gt.dtype)[0]  # an accumulator of the data's dtype, so the dot vectorises
+    # an accumulator of the data's dtype, so the dot vectorises
+    zero = np.zeros(1, dtype=gt.dtype)[0]
     for r in range(n_out):
         g = gt[r]
         for k in range(indptr[r], indptr[r + 1]):
@@ -389,7 +402,8 @@ def sparse_weight_grad_numba(gt, xt, indices, indptr):
 
 
 def csr_matmul_numpy(x, data, indices, indptr, n_out):
-    """x (N, in) @ W.T for W (out, in) as CSR -> (N, out): ``sparse_forward`` in example-major layout."""
+    """x (N, in) @ W.T for W (out, in) as CSR -> (N, out): ``sparse_forward`` in example-major
+    layout."""
     return sparse_forward_numpy(x.T, data, indices, indptr, n_out).T
 
 
@@ -436,7 +450,9 @@ def _masked_weight_numba(weight, mask):
 
 
 def masked_weight_numba(weight, mask):
-    out, count = _masked_weight_numba(np.ascontiguousarray(weight).reshape(-1), np.ascontiguousarray(mask).reshape(-1))
+    out, count = _masked_weight_numba(
+        np.ascontiguousarray(weight).reshape(-1), np.ascontiguousarray(mask).reshape(-1)
+    )
     return out.reshape(weight.shape), int(count)
 
 
@@ -489,10 +505,12 @@ def _csr_args(dtype, data, indices, indptr):
 
 
 def sparse_forward(xt, data, indices, indptr, n_out):
-    """W xt for W (out, in) as CSR and xt (in, N) -> (out, N), in the common dtype; see ``sparse_forward_numpy``."""
+    """W xt for W (out, in) as CSR and xt (in, N) -> (out, N), in the common dtype; see
+    ``sparse_forward_numpy``."""
     dtype = np.result_type(xt, data)
-    return _pick("sparse_forward")(np.ascontiguousarray(xt, dtype=dtype), *_csr_args(dtype, data, indices, indptr),
-                                   int(n_out))
+    return _pick("sparse_forward")(
+        np.ascontiguousarray(xt, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out)
+    )
 
 
 def sparse_input_grad(gt, data, indices, indptr, n_in):
@@ -503,11 +521,15 @@ def sparse_input_grad(gt, data, indices, indptr, n_in):
 
 
 def sparse_weight_grad(gt, xt, indices, indptr):
-    """gt (out, N), xt (in, N) -> (gt xt^T) at W's stored positions (nnz,); see ``sparse_weight_grad_numpy``."""
+    """gt (out, N), xt (in, N) -> (gt xt^T) at W's stored positions (nnz,); see
+    ``sparse_weight_grad_numpy``."""
     dtype = np.result_type(gt, xt)
-    return _pick("sparse_weight_grad")(np.ascontiguousarray(gt, dtype=dtype), np.ascontiguousarray(xt, dtype=dtype),
-                                       np.ascontiguousarray(indices, dtype=np.int64),
-                                       np.ascontiguousarray(indptr, dtype=np.int64))
+    return _pick("sparse_weight_grad")(
+        np.ascontiguousarray(gt, dtype=dtype),
+        np.ascontiguousarray(xt, dtype=dtype),
+        np.ascontiguousarray(indices, dtype=np.int64),
+        np.ascontiguousarray(indptr, dtype=np.int64),
+    )
 
 
 def csr_matmul(x, data, indices, indptr, n_out):
@@ -516,11 +538,14 @@ def csr_matmul(x, data, indices, indptr, n_out):
     Computes in the common dtype of x and data, as ``x @ W.T`` would.
     """
     dtype = np.result_type(x, data)
-    return _pick("csr_matmul")(np.asarray(x, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out))
+    return _pick("csr_matmul")(
+        np.asarray(x, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out)
+    )
 
 
 def masked_weight(weight, mask):
-    """(W*M, count of nonzeros in M) for weight and mask of one shape and dtype; see ``masked_weight_numpy``."""
+    """(W*M, count of nonzeros in M) for weight and mask of one shape and dtype; see
+    ``masked_weight_numpy``."""
     if weight.dtype != mask.dtype or weight.shape != mask.shape:
         return masked_weight_numpy(weight, mask)
     return _pick("masked_weight")(weight, mask)
@@ -534,13 +559,21 @@ def gather_effective(weight, mask, flat):
 def sgd_at_positions(weight, velocity, mask, flat, grad, lr, momentum, weight_decay):
     """In place on C-contiguous weight and velocity (any shape); see ``sgd_at_positions_numpy``."""
     dtype = weight.dtype
-    _pick("sgd_at_positions")(weight.reshape(-1), velocity.reshape(-1), mask.reshape(-1), flat,
-                              np.ascontiguousarray(grad, dtype=dtype), dtype.type(lr), dtype.type(momentum),
-                              dtype.type(weight_decay))
+    _pick("sgd_at_positions")(
+        weight.reshape(-1),
+        velocity.reshape(-1),
+        mask.reshape(-1),
+        flat,
+        np.ascontiguousarray(grad, dtype=dtype),
+        dtype.type(lr),
+        dtype.type(momentum),
+        dtype.type(weight_decay),
+    )
 
 
 def same_support(mask, flat):
-    """Is ``mask`` nonzero exactly at the sorted flat indices ``flat``? See ``same_support_numpy``."""
+    """Is ``mask`` nonzero exactly at the sorted flat indices ``flat``? See
+    ``same_support_numpy``."""
     return _pick("same_support")(mask, flat)
 
 
@@ -552,17 +585,21 @@ def affine_warp_numpy(images, matrices):
     the input position it reads from. Returns (N, H, W).
     """
     n, h, w = images.shape
-    ys, xs = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    ys, xs = np.meshgrid(
+        np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
+    )
     grid = np.stack([ys.ravel(), xs.ravel(), np.ones(h * w)])              # (3, H*W)
     src = matrices.astype(np.float64) @ grid                                 # (N, 2, H*W)
     y0, x0 = np.floor(src[:, 0]).astype(np.int64), np.floor(src[:, 1]).astype(np.int64)
     fy, fx = src[:, 0] - y0, src[:, 1] - x0
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))                        # reads outside land on zeros
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))  # reads outside land on zeros
     rows = np.arange(n)[:, None]
 
     def at(yy, xx):
         inside = (yy >= -1) & (yy <= h) & (xx >= -1) & (xx <= w)
-        return np.where(inside, padded[rows, np.clip(yy + 1, 0, h + 1), np.clip(xx + 1, 0, w + 1)], 0.0)
+        return np.where(
+            inside, padded[rows, np.clip(yy + 1, 0, h + 1), np.clip(xx + 1, 0, w + 1)], 0.0
+        )
 
     out = ((1 - fy) * (1 - fx) * at(y0, x0) + (1 - fy) * fx * at(y0, x0 + 1)
            + fy * (1 - fx) * at(y0 + 1, x0) + fy * fx * at(y0 + 1, x0 + 1))
@@ -604,4 +641,6 @@ _TWINS["affine_warp"] = (affine_warp_numpy, affine_warp_numba)
 
 def affine_warp(images, matrices):
     """(N, H, W), (N, 2, 3) -> (N, H, W); see ``affine_warp_numpy``."""
-    return _pick("affine_warp")(np.ascontiguousarray(images), np.ascontiguousarray(matrices, dtype=np.float64))
+    return _pick("affine_warp")(
+        np.ascontiguousarray(images), np.ascontiguousarray(matrices, dtype=np.float64)
+    )

@@ -142,7 +142,9 @@ class MaskedLayer(Layer):
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density}")
         rng = np.random.default_rng(rng)
-        self.mask = (rng.random(shape) < density).astype(dtype) if density < 1.0 else np.ones(shape, dtype)
+        self.mask = (
+            (rng.random(shape) < density).astype(dtype) if density < 1.0 else np.ones(shape, dtype)
+        )
         std = np.sqrt(2.0 / max(1.0, density * fan_in))
         self.weight = (rng.standard_normal(shape) * std).astype(dtype) * self.mask
         self.bias = np.zeros(shape[0], dtype)
@@ -176,7 +178,8 @@ class Dense(MaskedLayer):
         return self._path()[0] is not None
 
     def _path(self):
-        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as it is now.
+        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as
+        it is now.
 
         A Support is kept only while it matches the mask (checked here, at every use); the
         dense path counts the mask's nonzeros while it forms W*M, at no extra pass.
@@ -193,14 +196,20 @@ class Dense(MaskedLayer):
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_in:
-            raise ValueError(f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), got {x.shape}")
+            raise ValueError(
+                f"Dense({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}), "
+                f"got {x.shape}"
+            )
         self._x, self._xt = x, None
         support, effective = self._path()
         if support is None:
             return x @ effective.T + self.bias
-        # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer returned
+        # feature-major (see nestref.kernels): free when x is the transposed view a sparse layer
+        # returned
         self._xt = np.ascontiguousarray(x.T)
-        out_t = kernels.sparse_forward(self._xt, support.values(self), support.indices, support.indptr, self.n_out)
+        out_t = kernels.sparse_forward(
+            self._xt, support.values(self), support.indices, support.indptr, self.n_out
+        )
         out_t += self.bias[:, None]
         return out_t.T
 
@@ -216,10 +225,15 @@ class Dense(MaskedLayer):
             self._xt = np.ascontiguousarray(x.T)
         values = kernels.sparse_weight_grad(grad_t, self._xt, support.indices, support.indptr)
         self._grad_weight = self._dense_weight_gradient(grad_out, x) if dense_weight_grad else None
-        self._grad_sources, self._active_grad = (grad_out, x), (support, values.astype(self.weight.dtype))
+        self._grad_sources, self._active_grad = (
+            (grad_out, x),
+            (support, values.astype(self.weight.dtype)),
+        )
         if not input_grad:
             return None
-        return kernels.sparse_input_grad(grad_t, support.values(self), support.indices, support.indptr, self.n_in).T
+        return kernels.sparse_input_grad(
+            grad_t, support.values(self), support.indices, support.indptr, self.n_in
+        ).T
 
     @staticmethod
     def _dense_weight_gradient(grad_out, x):
@@ -257,7 +271,9 @@ class Support:
 
     def values(self, layer):
         """(W*M) at the support's positions: the CSR data of the effective weight."""
-        return kernels.gather_effective(np.ascontiguousarray(layer.weight), np.ascontiguousarray(layer.mask), self.flat)
+        return kernels.gather_effective(
+            np.ascontiguousarray(layer.weight), np.ascontiguousarray(layer.mask), self.flat
+        )
 
 
 class Conv2d(MaskedLayer):
@@ -288,7 +304,9 @@ class Conv2d(MaskedLayer):
     output_unit_arrays = {**MaskedLayer.output_unit_arrays, "area_mask": 0}
     input_unit_arrays = {**MaskedLayer.input_unit_arrays, "area_mask": 1}
 
-    def __init__(self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32):
+    def __init__(
+        self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32
+    ):
         if min(in_c, out_c, kernel_size, stride) < 1 or padding < 0:
             raise ValueError(
                 f"Conv2d needs in_c, out_c, kernel_size, stride >= 1 and padding >= 0, "
@@ -304,7 +322,10 @@ class Conv2d(MaskedLayer):
 
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.n_in:
-            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), got {x.shape}")
+            raise ValueError(
+                f"Conv2d({self.n_in}->{self.n_out}) expects x of shape (N, {self.n_in}, H, W), "
+                f"got {x.shape}"
+            )
         n, _, h, w = x.shape
         k = self.kernel_size
         ho = kernels.output_size(h, k, self.stride, self.padding)
@@ -341,8 +362,9 @@ class Conv2d(MaskedLayer):
     def _check_area_mask(self, ho, wo):
         expected = (self.n_out, self.n_in, ho, wo)
         if self.area_mask.shape != expected:
-            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape (out_c, in_c, Ho, Wo) = "
-                             f"{expected} for this input, got {self.area_mask.shape}")
+            raise ValueError(f"Conv2d({self.n_in}->{self.n_out}) area_mask must have shape "
+                             f"(out_c, in_c, Ho, Wo) = {expected} for this input, "
+                             f"got {self.area_mask.shape}")
 
     def _area_forward(self, n, positions):
         """(N*P, O) without bias: each input map's contribution, kept only on its area."""
@@ -375,12 +397,19 @@ class Conv2d(MaskedLayer):
                 kernels.output_size(w, k, self.stride, self.padding))
 
     def config(self):
-        return {"type": "Conv2d", "in_c": self.n_in, "out_c": self.n_out, "kernel_size": self.kernel_size,
-                "stride": self.stride, "padding": self.padding}
+        return {
+            "type": "Conv2d",
+            "in_c": self.n_in,
+            "out_c": self.n_out,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+        }
 
 
 def split_by_input_map(cols, kernel, n_images):
-    """One slice per input map, as views: cols (N*P, C*k*k) -> (N, P, C, k*k); kernel (O, C, k, k) -> (O, C, k*k).
+    """One slice per input map, as views: cols (N*P, C*k*k) -> (N, P, C, k*k); kernel (O, C, k, k)
+    -> (O, C, k*k).
 
     The partial-area convolution (``Conv2d.area_mask``, ``nestref.prune.area_contributions``)
     works map by map: ``input_map_product`` gives what one input map adds.
@@ -419,7 +448,9 @@ class MaxPool2d(Layer):
         self.kernel_size = kernel_size
         self.stride = stride or kernel_size
         if self.kernel_size < 1 or self.stride < 1:
-            raise ValueError(f"MaxPool2d needs kernel_size, stride >= 1, got {kernel_size}, {stride}")
+            raise ValueError(
+                f"MaxPool2d needs kernel_size, stride >= 1, got {kernel_size}, {stride}"
+            )
 
     def forward(self, x):
         self._x_shape = x.shape
@@ -427,7 +458,9 @@ class MaxPool2d(Layer):
         return out
 
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
-        return kernels.maxpool_backward(grad_out, self._argmax, self._x_shape) if input_grad else None
+        return (
+            kernels.maxpool_backward(grad_out, self._argmax, self._x_shape) if input_grad else None
+        )
 
     def output_shape(self, input_shape):
         c, h, w = input_shape
@@ -439,7 +472,8 @@ class MaxPool2d(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W), channel-major: feature map c owns columns c*H*W ... (c+1)*H*W - 1."""
+    """(N, C, H, W) -> (N, C*H*W), channel-major: feature map c owns columns
+    c*H*W ... (c+1)*H*W - 1."""
 
     def forward(self, x):
         self._x_shape = x.shape
@@ -459,7 +493,14 @@ def layer_from_config(cfg, dtype=np.float32):
     if kind == "Dense":
         layer = Dense(cfg["n_in"], cfg["n_out"], dtype=dtype)
     elif kind == "Conv2d":
-        layer = Conv2d(cfg["in_c"], cfg["out_c"], cfg["kernel_size"], cfg["stride"], cfg["padding"], dtype=dtype)
+        layer = Conv2d(
+            cfg["in_c"],
+            cfg["out_c"],
+            cfg["kernel_size"],
+            cfg["stride"],
+            cfg["padding"],
+            dtype=dtype,
+        )
     elif kind == "MaxPool2d":
         return MaxPool2d(cfg["kernel_size"], cfg["stride"])
     elif kind == "ReLU":

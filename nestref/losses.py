@@ -10,10 +10,14 @@ def check_labels(labels, n_classes, name="labels"):
     A label of -1 would otherwise index the last class, silently.
     """
     if labels.dtype.kind not in "iu":
-        raise InvalidArgumentError(f"{name} must be integers in [0, {n_classes}), got dtype {labels.dtype}")
+        raise InvalidArgumentError(
+            f"{name} must be integers in [0, {n_classes}), got dtype {labels.dtype}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         bad = labels[(labels < 0) | (labels >= n_classes)][0]
-        raise InvalidArgumentError(f"{name} must be in [0, {n_classes}) (one per class), found {bad}")
+        raise InvalidArgumentError(
+            f"{name} must be in [0, {n_classes}) (one per class), found {bad}"
+        )
 
 
 def softmax_cross_entropy(logits, labels):
@@ -25,13 +29,17 @@ def softmax_cross_entropy(logits, labels):
     logits = np.asarray(logits)
     labels = np.asarray(labels)
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
-        raise InvalidArgumentError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
+        raise InvalidArgumentError(
+            f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}"
+        )
     if logits.dtype.kind != "f":
         raise InvalidArgumentError(f"logits must be floats, got dtype {logits.dtype}")
     check_labels(labels, logits.shape[1])
     n = logits.shape[0]
     if n == 0:
-        raise InvalidArgumentError("the loss of an empty batch is undefined; pass at least one example")
+        raise InvalidArgumentError(
+            "the loss of an empty batch is undefined; pass at least one example"
+        )
     shifted = logits - logits.max(axis=1, keepdims=True)  # exp cannot overflow
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     rows = np.arange(n)

@@ -18,8 +18,8 @@ import numpy as np
 from . import architectures
 from .checks import check_positive_int, is_int, is_number
 from .errors import InvalidArgumentError
-from .losses import softmax_cross_entropy
 from .layers import Flatten, MaskedLayer, layer_from_config
+from .losses import softmax_cross_entropy
 
 
 class Network:
@@ -50,7 +50,9 @@ class Network:
         (what growth needs); see ``nestref.layers``."""
         for depth, layer in enumerate(reversed(self.layers)):
             is_first = depth == len(self.layers) - 1
-            grad = layer.backward(grad, input_grad=input_grad or not is_first, dense_weight_grad=dense_weight_grad)
+            grad = layer.backward(
+                grad, input_grad=input_grad or not is_first, dense_weight_grad=dense_weight_grad
+            )
         return grad
 
     def forward_until(self, position, x, batch_size=None):
@@ -75,12 +77,13 @@ class Network:
         if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
             kind = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
             raise InvalidArgumentError(
-                f"{self.name} expects float32 (or float64) inputs in [0, 1], got {kind}: scale uint8 pixels with "
-                f"nestref.data.scale_pixels (or nestref.train.prepare_inputs, which also reshapes)")
+                f"{self.name} expects float32 (or float64) inputs in [0, 1], got {kind}: "
+                f"scale uint8 pixels with nestref.data.scale_pixels "
+                f"(or nestref.train.prepare_inputs, which also reshapes)")
         if tuple(x.shape[1:]) != self.input_shape or len(x) == 0:
             raise InvalidArgumentError(
-                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}) with N >= 1, "
-                f"got {x.shape}")
+                f"{self.name} expects inputs of shape (N, {', '.join(map(str, self.input_shape))}) "
+                f"with N >= 1, got {x.shape}")
 
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
@@ -88,7 +91,9 @@ class Network:
             return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
         self._check_input(x)
         check_positive_int("batch_size", batch_size)
-        return np.concatenate([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
 
     def masked_layers(self):
         """[(position in self.layers, layer)] for every Dense and Conv2d, in order."""
@@ -101,9 +106,13 @@ class Network:
             try:
                 out = layer.output_shape(shape)
             except Exception as err:
-                raise ValueError(f"{self.name}: {layer!r} cannot take input of shape {shape}: {err}") from err
+                raise ValueError(
+                    f"{self.name}: {layer!r} cannot take input of shape {shape}: {err}"
+                ) from err
             if isinstance(layer, MaskedLayer) and shape[0] != layer.n_in:
-                raise ValueError(f"{self.name}: {layer!r} expects {layer.n_in} input units, gets {shape[0]}")
+                raise ValueError(
+                    f"{self.name}: {layer!r} expects {layer.n_in} input units, gets {shape[0]}"
+                )
             shapes.append((shape, out))
             shape = out
         return shapes
@@ -118,7 +127,8 @@ class Network:
 
     # ------------------------------------------------------------ serialisation
     def to_arrays(self):
-        """Everything needed to rebuild the network, as a dict of plain arrays (npz-ready, no pickle)."""
+        """Everything needed to rebuild the network, as a dict of plain arrays (npz-ready, no
+        pickle)."""
         spec = {"name": self.name, "input_shape": list(self.input_shape),
                 "layers": [layer.config() for layer in self.layers],
                 "dtype": str(self.masked_layers()[0][1].weight.dtype)}
@@ -163,7 +173,9 @@ def loss_and_grads(net, x, y, dense_weight_grad=False):
 
 
 # ------------------------------------------------------------------ the LeNets
-def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
+def lenet_300_100(
+    width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None
+):
     """LeNet-300-100: 784 -> 300 -> 100 -> 10 with ReLU.
 
     width_scale scales the hidden widths (0.4 gives NeST's LeNet-120-40 seed);
@@ -175,7 +187,8 @@ def lenet_300_100(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_
 
 
 def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
-    """LeNet-5 as in Caffe: conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2, dense 500, ReLU, dense 10.
+    """LeNet-5 as in Caffe: conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2, dense 500, ReLU, dense
+    10.
 
     Like Caffe's, there is no ReLU after the convolutions. width_scale scales the
     feature maps and the hidden dense width; density is the active fraction.
@@ -184,7 +197,9 @@ def lenet5(width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=N
     return build("lenet5", width_scale, density, seed, dtype, image_shape, classes)
 
 
-def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None):
+def build(
+    arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_shape=None, classes=None
+):
     """A network by the name (or spec) the command line uses, from ``nestref.architectures``.
 
     ``build("lenet5", width_scale=0.5)``; ``build("mlp:784-300-100-10")``;
@@ -193,7 +208,9 @@ def build(arch, width_scale=1.0, density=1.0, seed=0, dtype=np.float32, image_sh
     entry = architectures.get(arch)
     _check_seed_args(width_scale, density, seed, dtype)
     rng = np.random.default_rng(seed)
-    layers, input_shape, name = entry.build_layers(width_scale, density, rng, dtype, image_shape, classes)
+    layers, input_shape, name = entry.build_layers(
+        width_scale, density, rng, dtype, image_shape, classes
+    )
     return Network(layers, input_shape, name=name)
 
 
@@ -205,14 +222,22 @@ def _check_seed_args(width_scale, density, seed, dtype):
     for name, value, high in (("width_scale", width_scale, 10.0), ("density", density, 1.0)):
         if not (is_number(value) and 0.0 < value <= high):
             raise InvalidArgumentError(f"{name} must be a number in (0, {high:g}], got {value!r}")
-    if not (seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or (is_int(seed) and seed >= 0)):
-        raise InvalidArgumentError(f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}")
+    if not (
+        seed is None
+        or isinstance(seed, (np.random.Generator, np.random.SeedSequence))
+        or (is_int(seed) and seed >= 0)
+    ):
+        raise InvalidArgumentError(
+            f"seed must be an integer >= 0 (or a numpy Generator), got {seed!r}"
+        )
     try:
         kind = np.dtype(dtype)
     except TypeError:
         kind = None
     if kind not in (np.float32, np.float64):
-        raise InvalidArgumentError(f"dtype must be np.float32 or np.float64 (the weights are real numbers), got {dtype!r}")
+        raise InvalidArgumentError(
+            f"dtype must be np.float32 or np.float64 (the weights are real numbers), got {dtype!r}"
+        )
 
 
 # ---------------------------------------------------------------- unit surgery
@@ -227,7 +252,9 @@ def next_masked(net, position):
         raise ValueError(f"layer {position} of {net.name} is not a Dense or Conv2d layer")
     later = [i for i in masked if i > position]
     if not later:
-        raise ValueError(f"layer {position} of {net.name} is the output layer; only hidden layers change width")
+        raise ValueError(
+            f"layer {position} of {net.name} is the output layer; only hidden layers change width"
+        )
     nxt = later[0]
     shapes = net.shapes()
     for i in range(position + 1, nxt):
@@ -258,8 +285,14 @@ def keep_units(net, position, keep, optimizer=None):
     """
     keep = np.asarray(keep, dtype=np.int64)
     layer = net.layers[position]
-    if keep.ndim != 1 or (keep.size and (keep.min() < 0 or keep.max() >= layer.n_out)) or np.any(np.diff(keep) <= 0):
-        raise ValueError(f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}")
+    if (
+        keep.ndim != 1
+        or (keep.size and (keep.min() < 0 or keep.max() >= layer.n_out))
+        or np.any(np.diff(keep) <= 0)
+    ):
+        raise ValueError(
+            f"keep must be sorted unique unit indices in [0, {layer.n_out}), got {keep}"
+        )
     nxt, block = next_masked(net, position)
     cols = _unit_index(layer.n_out, block)[keep].reshape(-1)
     _resize_unit_arrays(net, optimizer, position, layer.output_unit_arrays,

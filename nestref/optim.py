@@ -34,10 +34,18 @@ class SGD:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if not weight_decay >= 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        self.net, self.lr, self.momentum, self.weight_decay = net, float(lr), float(momentum), float(weight_decay)
-        self.velocity = {i: {"weight": np.zeros_like(layer.weight), "bias": np.zeros_like(layer.bias)}
-                         for i, layer in net.masked_layers()}
-        self._masked_for = {}  # position -> the Support whose dormant positions are zero in velocity and weight
+        self.net, self.lr, self.momentum, self.weight_decay = (
+            net,
+            float(lr),
+            float(momentum),
+            float(weight_decay),
+        )
+        self.velocity = {
+            i: {"weight": np.zeros_like(layer.weight), "bias": np.zeros_like(layer.bias)}
+            for i, layer in net.masked_layers()
+        }
+        # position -> the Support whose dormant positions are zero in velocity and weight
+        self._masked_for = {}
 
     def step(self):
         """One update from the gradients the last ``net.backward`` left in the layers."""
@@ -62,15 +70,27 @@ class SGD:
     def _sparse_step(self, i, layer, support, grad_active):
         """The dense step's arithmetic at the support's positions (the active ones) only."""
         v = self.velocity[i]
-        if self._masked_for.get(i) is not support:  # new active positions: clear the dormant ones once
+        # new active positions: clear the dormant ones once
+        if self._masked_for.get(i) is not support:
             v["weight"] *= layer.mask
             layer.weight *= layer.mask
             self._masked_for[i] = support
         if not (layer.weight.flags.c_contiguous and v["weight"].flags.c_contiguous):
             # the kernel updates flat views: they must not be copies
-            layer.weight, v["weight"] = np.ascontiguousarray(layer.weight), np.ascontiguousarray(v["weight"])
-        kernels.sgd_at_positions(layer.weight, v["weight"], np.ascontiguousarray(layer.mask), support.flat,
-                                 grad_active, self.lr, self.momentum, self.weight_decay)
+            layer.weight, v["weight"] = (
+                np.ascontiguousarray(layer.weight),
+                np.ascontiguousarray(v["weight"]),
+            )
+        kernels.sgd_at_positions(
+            layer.weight,
+            v["weight"],
+            np.ascontiguousarray(layer.mask),
+            support.flat,
+            grad_active,
+            self.lr,
+            self.momentum,
+            self.weight_decay,
+        )
         self._bias_step(layer, v)
 
     def _bias_step(self, layer, v):

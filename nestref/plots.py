@@ -8,7 +8,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-PHASE_COLOURS = {"seed": "#999999", "dense": "#999999", "grow": "#2a9d8f", "settle": "#8ab17d", "prune": "#e76f51", "finetune": "#264653"}
+PHASE_COLOURS = {
+    "seed": "#999999",
+    "dense": "#999999",
+    "grow": "#2a9d8f",
+    "settle": "#8ab17d",
+    "prune": "#e76f51",
+    "finetune": "#264653",
+}
 
 
 def _steps(history):
@@ -17,7 +24,9 @@ def _steps(history):
 
 def _shade_phases(ax, history):
     for i, rec in enumerate(history):
-        ax.axvspan(i - 0.5, i + 0.5, color=PHASE_COLOURS.get(rec["phase"], "white"), alpha=0.12, lw=0)
+        ax.axvspan(
+            i - 0.5, i + 0.5, color=PHASE_COLOURS.get(rec["phase"], "white"), alpha=0.12, lw=0
+        )
 
 
 def grow_prune_curve(history, ax=None):
@@ -88,7 +97,7 @@ def first_layer_masks(mask, image_shape=(28, 28), n_units=16, fig=None):
     axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
     axes[0].imshow(mask.sum(axis=0).reshape(image_shape), cmap="magma")
     axes[0].set_title("units per pixel", fontsize=7)
-    for ax, unit in zip(axes[1:], order):
+    for ax, unit in zip(axes[1:], order, strict=False):
         ax.imshow(mask[unit].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(f"unit {unit}: {int(mask[unit].sum())}", fontsize=7)
     for ax in axes:

@@ -52,7 +52,9 @@ __all__ = [
 # Per-masked-layer fractions of one pruning round, by architecture [ours]
 # (docs/nest.md#ours-prune-fractions): the values and their reasons are in
 # nestref.architectures (Architecture.prune_fractions).
-DEFAULT_PRUNE_FRACTIONS = {name: entry.prune_fractions for name, entry in architectures.TABLE.items()}
+DEFAULT_PRUNE_FRACTIONS = {
+    name: entry.prune_fractions for name, entry in architectures.TABLE.items()
+}
 
 
 # ================================================================= the rules
@@ -116,7 +118,9 @@ def area_contributions(kernel, x, stride=1, padding=0, batch_size=256):
     total = np.zeros((o, c, ho * wo))
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
-        cols, per_map = split_by_input_map(kernels.im2col(chunk, k, k, stride, padding), kernel, len(chunk))
+        cols, per_map = split_by_input_map(
+            kernels.im2col(chunk, k, k, stride, padding), kernel, len(chunk)
+        )
         for i in range(c):
             total[:, i, :] += np.abs(input_map_product(cols, per_map, i)).sum(axis=0).T
     return (total / len(x)).reshape(o, c, ho, wo)
@@ -235,7 +239,7 @@ def prune_network(net, fractions):
     layers = net.masked_layers()
     per_layer = _per_layer_fractions(fractions, len(layers))
     reports = []
-    for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer)):
+    for index, ((position, layer), fraction) in enumerate(zip(layers, per_layer, strict=True)):
         is_output = index == len(layers) - 1
         protect = strongest_input_per_unit(layer.weight, layer.mask) if is_output else None
         active = layer.mask != 0

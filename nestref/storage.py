@@ -21,7 +21,8 @@ from .errors import OutputPathError
 
 
 def previous_path(path):
-    """Where ``keep_previous`` keeps the version before the latest: ``a/b.npz`` -> ``a/b.prev.npz``."""
+    """Where ``keep_previous`` keeps the version before the latest: ``a/b.npz`` ->
+    ``a/b.prev.npz``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
@@ -90,8 +91,11 @@ def load_arrays(path, error=ValueError):
         raise error(f"{path}: permission denied; make the file readable (chmod u+r)") from err
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, TypeError,
             SyntaxError, OverflowError, MemoryError, AttributeError, NotImplementedError) as err:
-        # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these ways
-        raise error(f"{path}: not a readable nestref .npz file ({type(err).__name__}: {err})") from err
+        # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these
+        # ways
+        raise error(
+            f"{path}: not a readable nestref .npz file ({type(err).__name__}: {err})"
+        ) from err
     raise error(f"{path}: not a .npz file (not a zip archive); was it written by nestref?")
 
 
@@ -107,14 +111,14 @@ def check_writable_dir(path, what="--out"):
         raise OutputPathError(f"{what} {path} is a file, not a directory: choose a directory path")
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
-        raise OutputPathError(f"{what} {path} lies under {existing}, which is a regular file, not a directory: "
-                              f"choose a path inside a directory")
+        raise OutputPathError(f"{what} {path} lies under {existing}, which is a regular file, "
+                              f"not a directory: choose a path inside a directory")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise OutputPathError(f"cannot write to {what} {path} ({existing}: {err.strerror or err}): choose a "
-                              f"writable directory, or fix its permissions") from err
+        raise OutputPathError(f"cannot write to {what} {path} ({existing}: {err.strerror or err}): "
+                              f"choose a writable directory, or fix its permissions") from err
 
 
 def save_json(path, obj):

@@ -342,7 +342,10 @@ for _step in range(100):
                             for _, lay in net.masked_layers()))
 
 assert max(dormant_weight) == 0.0
-assert all(np.array_equal(m, lay.mask) for m, (_, lay) in zip(masks_at_start, net.masked_layers()))
+assert all(
+    np.array_equal(m, lay.mask)
+    for m, (_, lay) in zip(masks_at_start, net.masked_layers(), strict=True)
+)
 print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
       f"max |W| at dormant positions over all steps: {max(dormant_weight)}")
 

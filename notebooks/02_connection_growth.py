@@ -110,7 +110,7 @@ loss_after = {"growth data": evaluate(net, x_train, train_labels)["loss"],
               "validation": evaluate(net, x_val, val_labels)["loss"]}
 print(f"{'layer':>5} {'dormant':>8} {'|G|>0':>8} {'grown':>7} {'threshold |G|':>14} "
       f"{'density':>16}")
-for r, (position, layer) in zip(reports, net.masked_layers()):
+for r, (position, layer) in zip(reports, net.masked_layers(), strict=True):
     print(f"{r.layer:>5} {r.dormant_before:>8} {r.candidates:>8} {r.added:>7} {r.threshold:>14.2e} "
           f"{before[position].mean():>7.3f} -> {layer.density():.3f}")
 for name, value in loss_before.items():
@@ -176,7 +176,7 @@ plt.show()
 
 # %%
 fig, axes = plt.subplots(1, len(reports), figsize=(4.2 * len(reports), 3.2))
-for ax, r in zip(axes, reports):
+for ax, r in zip(axes, reports, strict=True):
     g = r.gradient_abs[r.gradient_abs > 0]
     ax.hist(np.log10(g), bins=60, color="#888888")
     ax.axvline(np.log10(r.threshold), color="red", label=f"threshold {r.threshold:.1e}")
@@ -194,7 +194,7 @@ plt.show()
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.2), gridspec_kw={"width_ratios": [3, 1]})
-for ax, (position, layer) in zip(axes, net.masked_layers()[1:]):
+for ax, (position, layer) in zip(axes, net.masked_layers()[1:], strict=True):
     rgb = np.ones(layer.mask.shape + (3,))
     rgb[before[position] == 1] = 0.0
     rgb[(layer.mask == 1) & (before[position] == 0)] = (0.85, 0.1, 0.1)

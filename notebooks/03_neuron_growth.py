@@ -154,7 +154,7 @@ print(f"added {report.added} neuron (unit {unit}, grown={net.layers[0].grown[uni
       f"widths now {net.widths()}")
 print(f"it took {report.pairs_per_neuron[0]} pairs; "
       f"birth strength kept: {report.birth_strength:.4g}")
-for alpha, loss in zip(report.ladder, report.ladder_losses):
+for alpha, loss in zip(report.ladder, report.ladder_losses, strict=True):
     verdict = "kept" if alpha == report.birth_strength else "loss went up"
     print(f"  alpha {alpha:.4g}: growth-batch loss {loss:.5f}  ({verdict})")
 print(f"growth-batch loss {report.loss_before:.5f} -> {report.loss_after:.5f}")
@@ -296,7 +296,7 @@ print("widths now", net5.widths())
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-for ax, (position, r) in zip(axes, map_reports.items()):
+for ax, (position, r) in zip(axes, map_reports.items(), strict=True):
     for j, losses in enumerate(r.candidate_losses):
         kept = j < r.added
         ax.plot(np.arange(len(losses)) + 0.15 * j, losses, "o",

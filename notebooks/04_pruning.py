@@ -119,7 +119,7 @@ for i, r in enumerate(rounds, 1):
 # %%
 fig, axes = plt.subplots(len(rounds), 3, figsize=(12, 2.1 * len(rounds)), sharex="col")
 for i, r in enumerate(rounds):
-    for j, (magnitude, report) in enumerate(zip(r["magnitudes"], r["reports"])):
+    for j, (magnitude, report) in enumerate(zip(r["magnitudes"], r["reports"], strict=True)):
         ax = axes[i, j]
         ax.hist(magnitude, bins=80, color="#888888")
         ax.axvline(report.threshold, color="red", label=f"threshold {report.threshold:.3f}")

@@ -222,7 +222,7 @@ display(Markdown(comparison_table([(label, run) for label, run, _ in runs])))
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.5))
-for (label, run, hist), colour in zip(runs, ("#2a9d8f", "#e76f51")):
+for (label, run, hist), colour in zip(runs, ("#2a9d8f", "#e76f51"), strict=False):
     pruned = [r for r in hist if r["phase"] == "prune"]
     ax.semilogx([r["params"] for r in pruned], [100 * r["val_error"] for r in pruned], "o-",
                 ms=3, color=colour, label=f"{label}: pruning rounds (validation)")

@@ -222,7 +222,7 @@ else:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_visible(False)
-    for o, ax in zip(range(conv1.n_out), axes.flat):
+    for o, ax in zip(range(conv1.n_out), axes.flat, strict=False):
         kept = np.zeros((28, 28))
         kept[2:26, 2:26] = conv1.area_mask[o, 0]
         ax.set_visible(True)
@@ -261,7 +261,7 @@ display(Markdown(comparison_table([(label, run) for label, run, _ in runs])))
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.5))
-for (label, run, hist), colour in zip(runs, ("#2a9d8f", "#e76f51")):
+for (label, run, hist), colour in zip(runs, ("#2a9d8f", "#e76f51"), strict=False):
     pruned = [r for r in hist if r["phase"] == "prune"]
     ax.semilogx([r["params"] for r in pruned], [100 * r["val_error"] for r in pruned], "o-",
                 ms=3, color=colour, label=f"{label}: pruning rounds (validation)")

@@ -50,7 +50,9 @@ def main():
 
     def row(stage):
         g, r = evaluate(net, xg, yg), evaluate(net, xr, yr)
-        rows.append((stage, "-".join(map(str, net.widths())), params(net), g["loss"], r["loss"], r["error"]))
+        rows.append(
+            (stage, "-".join(map(str, net.widths())), params(net), g["loss"], r["loss"], r["error"])
+        )
 
     row("trained seed")
 
@@ -61,11 +63,26 @@ def main():
     # every bridging gradient on the pre-growth network (docs/nest.md): a neuron new in
     # layer 0 gets no part in layer 2's new neurons
     bridges = {p: network_bridging_gradient(net, p, xg, yg) for p in (0, 2)}
-    neurons = [grow_neurons(net, p, 10, xg, yg, birth_ratio=0.05, birth_strength=birth_strength_ladder(),
-                            optimizer=opt, bridging=bridges[p]) for p in (0, 2)]
+    neurons = [
+        grow_neurons(
+            net,
+            p,
+            10,
+            xg,
+            yg,
+            birth_ratio=0.05,
+            birth_strength=birth_strength_ladder(),
+            optimizer=opt,
+            bridging=bridges[p],
+        )
+        for p in (0, 2)
+    ]
     row("+ 10 neurons/hidden layer")
 
-    print(f"{'stage':<28}{'widths':>12}{'params':>9}{'loss (growth)':>15}{'loss (rest)':>13}{'err (rest)':>12}")
+    print(
+        f"{'stage':<28}{'widths':>12}{'params':>9}"
+        f"{'loss (growth)':>15}{'loss (rest)':>13}{'err (rest)':>12}"
+    )
     for stage, widths, n, lg, lr_, er in rows:
         print(f"{stage:<28}{widths:>12}{n:>9,}{lg:>15.5f}{lr_:>13.5f}{er:>11.2%}")
 
@@ -75,10 +92,13 @@ def main():
               f"(candidates with |G|>0: {r.candidates:,}), smallest |G| grown {r.threshold:.2e}")
     print("neuron growth per layer:")
     for r in neurons:
-        tried = ", ".join(f"{a:.3g}->{loss:.5f}" for a, loss in zip(r.ladder, r.ladder_losses))
+        tried = ", ".join(
+            f"{a:.3g}->{loss:.5f}" for a, loss in zip(r.ladder, r.ladder_losses, strict=True)
+        )
         alpha = "none" if r.birth_strength is None else f"{r.birth_strength:.3g}"
         print(f"  layer {r.layer}: added {r.added}/{r.requested}, {r.pairs_per_chunk} pairs each, "
-              f"alpha {alpha}; ladder (alpha->loss): {tried}" + (f"; {r.reason}" if r.reason else ""))
+              f"alpha {alpha}; ladder (alpha->loss): {tried}"
+              + (f"; {r.reason}" if r.reason else ""))
     print(f"\ndone in {time.perf_counter() - t0:.1f} s")
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real MNIST is, MNIST itself (loaded once per test session), no data."""
+"""Shared fixtures: where the real MNIST is, MNIST itself (loaded once per test session), no
+data."""
 
 import os
 from pathlib import Path
@@ -19,7 +20,8 @@ def _holds_mnist(directory: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """A directory holding the real MNIST files: $NESTREF_DATA_DIR, else the repository's data/mnist.
+    """A directory holding the real MNIST files: $NESTREF_DATA_DIR, else the repository's
+    data/mnist.
 
     Skips the test if neither has them, or fails it if NESTREF_REQUIRE_MNIST=1
     (CI sets that, so the real-data tests cannot silently vanish there).
@@ -39,7 +41,8 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_dir):
-    """The real MNIST (an `nestref.data.MNIST`, read-only arrays), verified against its checksums."""
+    """The real MNIST (an `nestref.data.MNIST`, read-only arrays), verified against its
+    checksums."""
     return load_mnist(mnist_dir, download=False)
 
 

@@ -1,4 +1,5 @@
-"""Tests for nestref.accounting: params and FLOPs against brute-force counts and the paper's baselines."""
+"""Tests for nestref.accounting: params and FLOPs against brute-force counts and the paper's
+baselines."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +14,10 @@ FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthChe
 
 
 def brute_force_counts(net):
-    """(params, FLOPs) by walking every weight and, for convs, every output position it is applied at."""
+    """(params, FLOPs) by walking every weight and, for convs, every output position it is applied
+    at."""
     params = flops = 0
-    for (in_shape, out_shape), layer in zip(net.shapes(), net.layers):
+    for (_, out_shape), layer in zip(net.shapes(), net.layers, strict=True):
         if isinstance(layer, Dense):
             for o in range(layer.n_out):
                 params += 1  # bias
@@ -34,7 +36,8 @@ def brute_force_counts(net):
                     for a in range(k):
                         for b in range(k):
                             if layer.mask[o, i, a, b] != 0:
-                                params += 1 if kept else 0  # a kernel applied nowhere touches nothing
+                                # a kernel applied nowhere touches nothing
+                                params += 1 if kept else 0
                                 flops += 2 * len(kept)
     return params, flops
 
@@ -46,7 +49,9 @@ def sparsify(net, seed, density, area_density):
         layer.mask[...] = rng.random(layer.mask.shape) < density
         layer.weight *= layer.mask
         if isinstance(layer, Conv2d) and area_density is not None:
-            layer.area_mask = (rng.random((layer.n_out, layer.n_in) + shapes[position][1][1:]) < area_density)
+            layer.area_mask = (
+                rng.random((layer.n_out, layer.n_in) + shapes[position][1][1:]) < area_density
+            )
     return net
 
 
@@ -54,8 +59,12 @@ def test_the_dense_baselines_are_what_the_rules_give():
     for arch, net in (("lenet-300-100", lenet_300_100()), ("lenet5", lenet5())):
         assert count_params(net) == DENSE_BASELINES[arch]["params"]
         assert count_flops(net) == DENSE_BASELINES[arch]["flops"]
-        assert compression(net, arch) == {"params": DENSE_BASELINES[arch]["params"], "flops": DENSE_BASELINES[arch]["flops"],
-                                          "params_x": 1.0, "flops_x": 1.0}
+        assert compression(net, arch) == {
+            "params": DENSE_BASELINES[arch]["params"],
+            "flops": DENSE_BASELINES[arch]["flops"],
+            "params_x": 1.0,
+            "flops_x": 1.0,
+        }
     # and the numbers themselves, as the paper states them
     assert DENSE_BASELINES == {"lenet-300-100": {"params": 266610, "flops": 532400},
                                "lenet5": {"params": 431080, "flops": 4586000}}
@@ -80,7 +89,9 @@ def test_layer_table_sums_to_the_totals_and_describes_each_layer():
     conv1 = table[0]
     layer = net.layers[0]
     assert conv1["shape"] == [4, 1, 5, 5] and conv1["width"] == 4 and conv1["total"] == 100
-    assert conv1["active"] == int(layer.mask.sum()) and conv1["density"] == pytest.approx(layer.mask.mean())
+    assert conv1["active"] == int(layer.mask.sum()) and conv1["density"] == pytest.approx(
+        layer.mask.mean()
+    )
     assert conv1["area_density"] == pytest.approx(layer.area_mask.mean())
     assert "area_density" not in table[2]
 

@@ -43,10 +43,20 @@ from nestref.train import (
     save_checkpoint,
 )
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                    max_leaves=6)
+FAST = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 
 
 def small_net(arch="lenet-300-100"):
@@ -61,7 +71,8 @@ def small_net(arch="lenet-300-100"):
 
 @pytest.fixture(scope="module", params=["lenet-300-100", "lenet5"])
 def checkpoint(request, tmp_path_factory):
-    """A valid checkpoint (its bytes and arrays) and the logits its network gives on a probe batch."""
+    """A valid checkpoint (its bytes and arrays) and the logits its network gives on a probe
+    batch."""
     net = small_net(request.param)
     opt = SGD(net, lr=0.05, momentum=0.9)
     path = tmp_path_factory.mktemp("ck") / "checkpoint.npz"
@@ -123,18 +134,27 @@ def test_a_checkpoint_missing_an_array_is_refused(checkpoint, tmp_path, data):
     drop = data.draw(st.booleans())
     key = data.draw(st.sampled_from(sorted(without_manifest(arrays, drop))))
     tampered = {k: v for k, v in without_manifest(arrays, drop).items() if k != key}
-    outcome = loads_the_same_or_names_the_problem(rewrite(tmp_path, tampered), x, logits, strict=not drop)
-    # without its manifest, only the optimizer's settings, the state or an area mask may go unnoticed
-    optional = ("optimizer", "state", "manifest") + (() if not drop else tuple(k for k in arrays if "area_mask" in k))
+    outcome = loads_the_same_or_names_the_problem(
+        rewrite(tmp_path, tampered), x, logits, strict=not drop
+    )
+    # without its manifest, only the optimizer's settings, the state or an area mask may go
+    # unnoticed
+    optional = ("optimizer", "state", "manifest") + (
+        () if not drop else tuple(k for k in arrays if "area_mask" in k)
+    )
     assert outcome == "refused" or key in optional
 
 
 @FAST
 @given(data=st.data())
-def test_a_checkpoint_array_of_the_wrong_shape_dtype_or_value_is_refused(checkpoint, tmp_path, data):
+def test_a_checkpoint_array_of_the_wrong_shape_dtype_or_value_is_refused(
+    checkpoint, tmp_path, data
+):
     raw, arrays, x, logits = checkpoint
     drop = data.draw(st.booleans())
-    key = data.draw(st.sampled_from(sorted(k for k in arrays if k.startswith(("layer", "velocity")))))
+    key = data.draw(
+        st.sampled_from(sorted(k for k in arrays if k.startswith(("layer", "velocity"))))
+    )
     original = arrays[key]
     how = data.draw(st.sampled_from(["shape", "dtype", "nan", "inf", "scalar", "string", "value"]))
     if how == "shape":
@@ -152,7 +172,9 @@ def test_a_checkpoint_array_of_the_wrong_shape_dtype_or_value_is_refused(checkpo
         bad = original.copy()
         bad.reshape(-1)[0] = not bad.reshape(-1)[0] if bad.dtype == bool else bad.reshape(-1)[0] + 1
     tampered = without_manifest({**arrays, key: bad}, drop)
-    outcome = loads_the_same_or_names_the_problem(rewrite(tmp_path, tampered), x, logits, strict=not drop)
+    outcome = loads_the_same_or_names_the_problem(
+        rewrite(tmp_path, tampered), x, logits, strict=not drop
+    )
     assert outcome == "refused" or (drop and how == "value")
 
 
@@ -162,7 +184,11 @@ def test_a_bogus_spec_is_refused(checkpoint, tmp_path, data):
     raw, arrays, x, logits = checkpoint
     drop = data.draw(st.booleans())
     spec = json.loads(str(arrays["spec"]))
-    how = data.draw(st.sampled_from(["not json", "top level", "field", "layer field", "layer type", "drop layer"]))
+    how = data.draw(
+        st.sampled_from(
+            ["not json", "top level", "field", "layer field", "layer type", "drop layer"]
+        )
+    )
     if how == "not json":
         text = data.draw(st.text(max_size=20).filter(lambda t: not _is_json(t)))
     else:
@@ -173,9 +199,13 @@ def test_a_bogus_spec_is_refused(checkpoint, tmp_path, data):
         elif how == "layer field":
             i = data.draw(st.integers(0, len(spec["layers"]) - 1))
             keys = sorted(spec["layers"][i])
-            spec["layers"][i][data.draw(st.sampled_from(keys))] = data.draw(JSON | st.integers(-3, 10**7))
+            spec["layers"][i][data.draw(st.sampled_from(keys))] = data.draw(
+                JSON | st.integers(-3, 10**7)
+            )
         elif how == "layer type":
-            spec["layers"][0]["type"] = data.draw(st.sampled_from(["Dense", "Conv2d", "ReLU", "Flatten", "MaxPool2d", "Nope"]))
+            spec["layers"][0]["type"] = data.draw(
+                st.sampled_from(["Dense", "Conv2d", "ReLU", "Flatten", "MaxPool2d", "Nope"])
+            )
         else:
             del spec["layers"][data.draw(st.integers(0, len(spec["layers"]) - 1))]
         text = json.dumps(spec)
@@ -228,7 +258,9 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_latest_is_corrupt
     assert resume_checkpoint(path)[2:] == ({"epoch": 2}, None)
     path.write_bytes(path.read_bytes()[:100])  # the latest is cut short
     _, _, state, warning = resume_checkpoint(path)
-    assert state == {"epoch": 1} and "checkpoint.prev.npz" in warning and "checkpoint.npz" in warning
+    assert (
+        state == {"epoch": 1} and "checkpoint.prev.npz" in warning and "checkpoint.npz" in warning
+    )
     path.unlink()  # the moment between the two renames: only the previous one exists
     assert resume_checkpoint(path)[2] == {"epoch": 1}
     previous_path(path).write_bytes(b"garbage")
@@ -304,17 +336,36 @@ def test_incoherent_configs_fail_before_training(overrides, message):
 
 def test_safe_changes_on_resume_are_allowed_others_are_named():
     saved = SynthesisConfig().to_dict()
-    assert resume_conflicts(saved, SynthesisConfig(lr=0.01, prune_lr=0.001, data_dir="/x"), "prune", 3) == []
-    assert resume_conflicts(saved, SynthesisConfig(finetune_epochs=2, prune_epochs=4), "prune", 0) == []
-    assert [k for k, _, _ in resume_conflicts(saved, SynthesisConfig(prune_epochs=4), "prune", 1)] == ["prune_epochs"]
-    assert [k for k, _, _ in resume_conflicts(saved, SynthesisConfig(growth_epochs=4), "settle", 0)] == ["growth_epochs"]
-    assert [k for k, _, _ in resume_conflicts(saved, SynthesisConfig(growth_ratio=0.2), "grow", 0)] == ["growth_ratio"]
+    assert (
+        resume_conflicts(saved, SynthesisConfig(lr=0.01, prune_lr=0.001, data_dir="/x"), "prune", 3)
+        == []
+    )
+    assert (
+        resume_conflicts(saved, SynthesisConfig(finetune_epochs=2, prune_epochs=4), "prune", 0)
+        == []
+    )
+    assert [
+        k for k, _, _ in resume_conflicts(saved, SynthesisConfig(prune_epochs=4), "prune", 1)
+    ] == ["prune_epochs"]
+    assert [
+        k for k, _, _ in resume_conflicts(saved, SynthesisConfig(growth_epochs=4), "settle", 0)
+    ] == ["growth_epochs"]
+    assert [
+        k for k, _, _ in resume_conflicts(saved, SynthesisConfig(growth_ratio=0.2), "grow", 0)
+    ] == ["growth_ratio"]
     assert set(RESUME_SAFE_FIELDS) >= {"lr", "prune_lr", "data_dir", "finetune_epochs"}
 
 
 # ----------------------------------------------------------------------- reports
-GOOD_REPORT = {"arch": "lenet-300-100", "mode": "nest", "test_error": 0.02, "params": 4000, "flops": 8000,
-               "params_compression": 66.6, "flops_compression": 66.5}
+GOOD_REPORT = {
+    "arch": "lenet-300-100",
+    "mode": "nest",
+    "test_error": 0.02,
+    "params": 4000,
+    "flops": 8000,
+    "params_compression": 66.6,
+    "flops_compression": 66.5,
+}
 
 
 @FAST
@@ -341,7 +392,9 @@ def test_a_report_that_is_not_json_or_absent_is_named(tmp_path):
     (tmp_path / "report.json").write_text("{")
     with pytest.raises(ReportError, match="not a readable JSON"):
         read_report(tmp_path / "report.json")
-    (tmp_path / "report.json").write_text(json.dumps({k: v for k, v in GOOD_REPORT.items() if k != "mode"}))
+    (tmp_path / "report.json").write_text(
+        json.dumps({k: v for k, v in GOOD_REPORT.items() if k != "mode"})
+    )
     with pytest.raises(ReportError, match="'mode'"):
         read_report(tmp_path)
 
@@ -355,7 +408,12 @@ def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_f
     with pytest.raises(OutputExistsError, match="notes.txt.*--overwrite"):
         prepare_run_dir(out)
     (out / "figures").mkdir()
-    for name in ("report.json", "checkpoint.npz", "figures/validation_error.png", "figures/mine.png"):
+    for name in (
+        "report.json",
+        "checkpoint.npz",
+        "figures/validation_error.png",
+        "figures/mine.png",
+    ):
         (out / name).write_text("x")
     (out / "notes.txt").unlink()
     (out / "figures" / "mine.png").unlink()
@@ -365,7 +423,11 @@ def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_f
     (out / "notes.txt").write_text("mine")
     (out / "figures" / "mine.png").write_text("mine")
     assert prepare_run_dir(out, overwrite=True) is False
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["figures", "figures/mine.png", "notes.txt"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "figures",
+        "figures/mine.png",
+        "notes.txt",
+    ]
     with pytest.raises(InvalidArgumentError, match="exclude each other"):
         prepare_run_dir(out, resume=True, overwrite=True)
 
@@ -414,8 +476,15 @@ def test_builders_refuse_non_float_dtypes(dtype):
             build(width_scale=0.1, dtype=dtype)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"width_scale": 0}, "width_scale"), ({"density": 1.5}, "density"),
-                                              ({"width_scale": "big"}, "width_scale"), ({"seed": 1.5}, "seed")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"width_scale": 0}, "width_scale"),
+        ({"density": 1.5}, "density"),
+        ({"width_scale": "big"}, "width_scale"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
 def test_builders_refuse_bad_numbers(kwargs, message):
     with pytest.raises(InvalidArgumentError, match=message):
         lenet_300_100(**kwargs)
@@ -440,8 +509,12 @@ def test_float_labels_and_bad_loop_arguments_are_refused():
     x, y = np.zeros((4, 784), np.float32), np.zeros(4, np.int64)
     with pytest.raises(InvalidArgumentError, match="integers"):
         softmax_cross_entropy(np.zeros((4, 10)), y.astype(float))
-    for kwargs, message in (({"batch_size": 0}, "batch_size"), ({"epochs": -1}, "epochs"), ({"epochs": 1.5}, "epochs"),
-                            ({"rng": "seed"}, "rng")):
+    for kwargs, message in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": -1}, "epochs"),
+        ({"epochs": 1.5}, "epochs"),
+        ({"rng": "seed"}, "rng"),
+    ):
         with pytest.raises(InvalidArgumentError, match=message):
             fit(net, SGD(net), (x, y), None, **{"epochs": 1, **kwargs})
     with pytest.raises(InvalidArgumentError, match="scale_pixels"):
@@ -454,5 +527,7 @@ def test_the_error_types_are_what_callers_expect():
     assert issubclass(TrainingDiverged, RuntimeError) and issubclass(TrainingDiverged, NestrefError)
     for kind in (CheckpointError, ConfigError, ReportError, InvalidArgumentError):
         assert issubclass(kind, ValueError) and issubclass(kind, NestrefError)
-    assert ConfigError.exit_code == InvalidArgumentError.exit_code == OutputExistsError.exit_code == 2
+    assert (
+        ConfigError.exit_code == InvalidArgumentError.exit_code == OutputExistsError.exit_code == 2
+    )
     assert CheckpointError.exit_code == TrainingDiverged.exit_code == 1

@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmarks (benchmarks/): they run on a tiny setting and return well-formed results.
+"""Smoke tests of the benchmarks (benchmarks/): they run on a tiny setting and return well-formed
+results.
 
 No timing is asserted (the machine is shared); what is checked is the shape of the
 results, that PyTorch's twin computes the same function as the nestref network, and
@@ -55,14 +56,18 @@ def test_nestref_alone_on_random_data(no_mnist):
 
 def test_against_pytorch_on_mnist(mnist_dir):
     pytest.importorskip("torch")
-    results = bench.run_benchmark(data_dir=mnist_dir, repeats=2, **{k: v for k, v in TINY.items() if k != "repeats"})
+    results = bench.run_benchmark(
+        data_dir=mnist_dir, repeats=2, **{k: v for k, v in TINY.items() if k != "repeats"}
+    )
     json.dumps(results)
     assert results["environment"]["torch_threads"] >= 1
     for name, r in results["networks"].items():
         assert r["data"].startswith("MNIST")
         _check_timing(r["nestref"], 2, 2)
         _check_timing(r["torch"], 2, 2)
-        assert r["ratio"] == pytest.approx(r["nestref"]["median_seconds"] / r["torch"]["median_seconds"])
+        assert r["ratio"] == pytest.approx(
+            r["nestref"]["median_seconds"] / r["torch"]["median_seconds"]
+        )
         assert r["meets_target"] == (r["ratio"] <= bench.TARGETS[name])
         # same weights, same data: the two frameworks see the same first loss
         assert r["first_loss"]["torch"] == pytest.approx(r["first_loss"]["nestref"], rel=1e-5)
@@ -91,8 +96,14 @@ def test_threads_are_set_for_the_run_and_restored():
 
 def test_profile_has_a_row_per_layer(no_mnist):
     profile = bench.profile_layers("lenet5", n_batches=2, batch_size=8, data_dir=no_mnist)
-    assert [row["layer"] for row in profile["rows"]] == [repr(layer) for layer in build("lenet5").layers]
-    parts = sum(r["forward_ms"] + r["backward_ms"] for r in profile["rows"]) + profile["loss_ms"] + profile["step_ms"]
+    assert [row["layer"] for row in profile["rows"]] == [
+        repr(layer) for layer in build("lenet5").layers
+    ]
+    parts = (
+        sum(r["forward_ms"] + r["backward_ms"] for r in profile["rows"])
+        + profile["loss_ms"]
+        + profile["step_ms"]
+    )
     assert profile["total_ms"] == pytest.approx(parts)
     assert all(r["forward_ms"] >= 0 and r["backward_ms"] >= 0 for r in profile["rows"])
     assert "Conv2d" in bench.format_profile(profile)
@@ -100,8 +111,26 @@ def test_profile_has_a_row_per_layer(no_mnist):
 
 def test_main_prints_the_table_and_writes_json(no_mnist, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = bench.main(["--quick", "--batches", "2", "--repeats", "1", "--batch-size", "8", "--threads", "1", "--no-torch",
-                       "--networks", "lenet-300-100", "--data-dir", str(no_mnist), "--json", str(out)])
+    code = bench.main(
+        [
+            "--quick",
+            "--batches",
+            "2",
+            "--repeats",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--no-torch",
+            "--networks",
+            "lenet-300-100",
+            "--data-dir",
+            str(no_mnist),
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "lenet-300-100" in printed and "nestref ms/batch" in printed and "GFLOP/s" in printed
@@ -137,7 +166,9 @@ def test_sparse_step_quick_prints_a_ratio_per_density(capsys):
 
 def test_sparse_step_measures_both_paths():
     from benchmarks import sparse_step
-    results = sparse_step.measure(densities=(0.05, 0.5), steps=2, repeats=1, batch_size=8, threads=1)
+    results = sparse_step.measure(
+        densities=(0.05, 0.5), steps=2, repeats=1, batch_size=8, threads=1
+    )
     assert [row["density"] for row in results["rows"]] == [0.05, 0.5]
     for row in results["rows"]:
         assert row["sparse_ms"] > 0 and row["dense_ms"] > 0
@@ -152,15 +183,29 @@ def test_sparse_step_measures_both_paths():
 def test_sparse_step_forces_each_path():
     from benchmarks import sparse_step
     net = build("lenet-300-100", density=0.5)
-    assert all(layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net.copy(), True).masked_layers())
-    assert not any(layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net, False).masked_layers())
+    assert all(
+        layer.uses_sparse_kernels()
+        for _, layer in sparse_step.forced(net.copy(), True).masked_layers()
+    )
+    assert not any(
+        layer.uses_sparse_kernels() for _, layer in sparse_step.forced(net, False).masked_layers()
+    )
 
 
 def test_compact_quick_prints_the_ratios(capsys):
     from benchmarks import compact
-    assert compact.main(["--quick", "--threads", "1", "--no-torch", "--images", "200", "--density", "0.2"]) == 0
+    assert (
+        compact.main(
+            ["--quick", "--threads", "1", "--no-torch", "--images", "200", "--density", "0.2"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert "compact vs dense" in printed and "compact vs masked" in printed and "load average" in printed
+    assert (
+        "compact vs dense" in printed
+        and "compact vs masked" in printed
+        and "load average" in printed
+    )
 
 
 def test_nest_run_quick_times_a_whole_run(mnist_dir, tmp_path, capsys):
@@ -168,7 +213,11 @@ def test_nest_run_quick_times_a_whole_run(mnist_dir, tmp_path, capsys):
     assert nest_run.main(["--quick", "--threads", "1", "--data-dir", str(mnist_dir),
                           "--out", str(tmp_path / "run")]) == 0
     printed = capsys.readouterr().out
-    assert "min wall" in printed and "test error" in printed and (tmp_path / "run" / "report.json").exists()
+    assert (
+        "min wall" in printed
+        and "test error" in printed
+        and (tmp_path / "run" / "report.json").exists()
+    )
 
 
 def test_dense_flops_come_from_the_accounting():

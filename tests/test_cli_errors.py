@@ -1,4 +1,5 @@
-"""The command line on bad input, run as a user runs it: a subprocess, its exit code and what it prints.
+"""The command line on bad input, run as a user runs it: a subprocess, its exit code and what it
+prints.
 
 Every error ends with one line naming the problem and the fix, no traceback (``--debug``
 shows one), and the exit code of its kind: 2 the command must change, 1 a file or the
@@ -34,7 +35,8 @@ def fails_clearly(result, code, *phrases):
     assert rc == code, (rc, out, err)
     assert "Traceback" not in err and "Traceback" not in out
     assert sum(line.startswith("error: ") for line in err.splitlines()) == 1, err
-    message = err[err.index("error: "):]  # one message, which may list several fields on its own lines
+    # one message, which may list several fields on its own lines
+    message = err[err.index("error: "):]
     for phrase in phrases:
         assert phrase in message, (phrase, message)
     return message
@@ -47,16 +49,25 @@ def train_checkpoint(path, arch_state="lenet-300-100"):
                      "arch": arch_state, "settings": {"width_scale": 0.05}})
 
 
-@pytest.mark.parametrize("content, phrase", [("[1, 2]", "top level must be an object"), ('{"lr": -1}', "lr=-1")])
+@pytest.mark.parametrize(
+    "content, phrase", [("[1, 2]", "top level must be an object"), ('{"lr": -1}', "lr=-1")]
+)
 def test_bad_config_files(tmp_path, content, phrase):
     (tmp_path / "c.json").write_text(content)
-    fails_clearly(nestref("synthesize", "--config", "c.json", "--out", "run", cwd=tmp_path), 2, "c.json", phrase)
+    fails_clearly(
+        nestref("synthesize", "--config", "c.json", "--out", "run", cwd=tmp_path),
+        2,
+        "c.json",
+        phrase,
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_config_that_is_a_directory_and_bad_set_values(tmp_path):
     (tmp_path / "configs").mkdir()
-    fails_clearly(nestref("synthesize", "--config", "configs", cwd=tmp_path), 2, "configs is a directory")
+    fails_clearly(
+        nestref("synthesize", "--config", "configs", cwd=tmp_path), 2, "configs is a directory"
+    )
     fails_clearly(nestref("synthesize", "--set", "prune_fractions=[0.1]", cwd=tmp_path), 2,
                   "prune_fractions", "3 numbers for lenet-300-100")
 
@@ -65,8 +76,13 @@ def test_out_into_a_directory_of_other_files_is_refused_and_untouched(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "report.json").write_text("my own report")
     (tmp_path / "mine" / "notes.txt").write_text("my notes")
-    fails_clearly(nestref("synthesize", "--out", "mine", cwd=tmp_path), 2, "notes.txt", "another directory",
-                  "--overwrite")
+    fails_clearly(
+        nestref("synthesize", "--out", "mine", cwd=tmp_path),
+        2,
+        "notes.txt",
+        "another directory",
+        "--overwrite",
+    )
     assert (tmp_path / "mine" / "report.json").read_text() == "my own report"
 
 
@@ -76,28 +92,43 @@ def test_a_run_with_a_checkpoint_needs_resume_or_overwrite(tmp_path):
     before = (tmp_path / "run" / "checkpoint.npz").read_bytes()
     fails_clearly(nestref("synthesize", "--out", "run", cwd=tmp_path), 2, "--resume", "--overwrite")
     # a train checkpoint is not a synthesis checkpoint: resume says so, before any data is read
-    fails_clearly(nestref("synthesize", "--out", "run", "--resume", cwd=tmp_path), 1, "checkpoint.npz",
-                  "not a synthesis checkpoint")
+    fails_clearly(
+        nestref("synthesize", "--out", "run", "--resume", cwd=tmp_path),
+        1,
+        "checkpoint.npz",
+        "not a synthesis checkpoint",
+    )
     assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == before
 
 
 def test_a_corrupt_checkpoint_without_a_previous_one_is_named(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.npz").write_bytes(b"PK\x03\x04 half a file")
-    fails_clearly(nestref("synthesize", "--out", "run", "--resume", cwd=tmp_path), 1, "run/checkpoint.npz")
+    fails_clearly(
+        nestref("synthesize", "--out", "run", "--resume", cwd=tmp_path), 1, "run/checkpoint.npz"
+    )
 
 
 def test_unwritable_out_fails_before_training(tmp_path):
     (tmp_path / "afile").write_text("x")
-    fails_clearly(nestref("synthesize", "--out", "afile/run", cwd=tmp_path), 2, "afile", "regular file")
-    fails_clearly(nestref("train", "--out", "afile/model.npz", cwd=tmp_path), 2, "afile", "not a directory")
+    fails_clearly(
+        nestref("synthesize", "--out", "afile/run", cwd=tmp_path), 2, "afile", "regular file"
+    )
+    fails_clearly(
+        nestref("train", "--out", "afile/model.npz", cwd=tmp_path), 2, "afile", "not a directory"
+    )
     if os.geteuid() != 0:  # root writes through read-only permissions
         (tmp_path / "ro").mkdir(mode=0o555)
         fails_clearly(nestref("synthesize", "--out", "ro/run", cwd=tmp_path), 2, "cannot write")
 
 
-@pytest.mark.parametrize("args, phrase", [(["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
-                                          (["--epochs", "0"], "--epochs must be an integer >= 1, got 0")])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+    ],
+)
 def test_train_refuses_bad_numbers(tmp_path, args, phrase):
     line = fails_clearly(nestref("train", "--out", "m.npz", *args, cwd=tmp_path), 2, phrase)
     assert "model:" not in line and not (tmp_path / "m.npz").exists()
@@ -105,10 +136,19 @@ def test_train_refuses_bad_numbers(tmp_path, args, phrase):
 
 def test_train_resume_with_another_arch_names_both(tmp_path):
     train_checkpoint(tmp_path / "m.npz")
-    fails_clearly(nestref("train", "--resume", "--arch", "lenet5", "--out", "m.npz", cwd=tmp_path), 2,
-                  "lenet-300-100", "lenet5")
-    fails_clearly(nestref("train", "--resume", "--width-scale", "0.5", "--out", "m.npz", cwd=tmp_path), 2,
-                  "--width-scale", "0.05", "0.5")
+    fails_clearly(
+        nestref("train", "--resume", "--arch", "lenet5", "--out", "m.npz", cwd=tmp_path),
+        2,
+        "lenet-300-100",
+        "lenet5",
+    )
+    fails_clearly(
+        nestref("train", "--resume", "--width-scale", "0.5", "--out", "m.npz", cwd=tmp_path),
+        2,
+        "--width-scale",
+        "0.05",
+        "0.5",
+    )
 
 
 def test_train_does_not_replace_a_checkpoint_or_a_foreign_file(tmp_path):
@@ -117,13 +157,19 @@ def test_train_does_not_replace_a_checkpoint_or_a_foreign_file(tmp_path):
     fails_clearly(nestref("train", "--out", "m.npz", cwd=tmp_path), 2, "--resume", "--overwrite")
     assert (tmp_path / "m.npz").read_bytes() == before
     (tmp_path / "thesis.npz").write_text("not nestref's")
-    fails_clearly(nestref("train", "--out", "thesis.npz", "--overwrite", cwd=tmp_path), 2, "not a nestref checkpoint")
+    fails_clearly(
+        nestref("train", "--out", "thesis.npz", "--overwrite", cwd=tmp_path),
+        2,
+        "not a nestref checkpoint",
+    )
     assert (tmp_path / "thesis.npz").read_text() == "not nestref's"
 
 
 def test_report_of_missing_or_incomplete_runs(tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "report.json").write_text(json.dumps({"arch": "lenet-300-100", "test_error": 0.02}))
+    (tmp_path / "run" / "report.json").write_text(
+        json.dumps({"arch": "lenet-300-100", "test_error": 0.02})
+    )
     fails_clearly(nestref("report", "run", cwd=tmp_path), 1, "run/report.json", "'mode'")
     (tmp_path / "run" / "report.json").write_text("[]")
     fails_clearly(nestref("report", "run", cwd=tmp_path), 1, "top level")

@@ -15,15 +15,25 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def random_csr(rng, n_out, n_in, density, dtype):
-    weight = (rng.standard_normal((n_out, n_in)) * (rng.random((n_out, n_in)) < density)).astype(dtype)
+    weight = (rng.standard_normal((n_out, n_in)) * (rng.random((n_out, n_in)) < density)).astype(
+        dtype
+    )
     layer = SparseDense.from_dense(weight, np.zeros(n_out, dtype))
     return weight, layer
 
 
 @FAST
-@given(seed=st.integers(0, 2**31), n=st.integers(0, 150), n_in=st.integers(1, 40), n_out=st.integers(1, 30),
-       density=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float32, np.float64]))
-def test_csr_matmul_twins_agree_with_each_other_and_with_a_dense_product(seed, n, n_in, n_out, density, dtype):
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(0, 150),
+    n_in=st.integers(1, 40),
+    n_out=st.integers(1, 30),
+    density=st.floats(0.0, 1.0),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_csr_matmul_twins_agree_with_each_other_and_with_a_dense_product(
+    seed, n, n_in, n_out, density, dtype
+):
     rng = np.random.default_rng(seed)
     weight, layer = random_csr(rng, n_out, n_in, density, dtype)
     x = rng.standard_normal((n, n_in)).astype(dtype)
@@ -74,8 +84,13 @@ def test_compact_gives_the_masked_nets_outputs(sparse_below, kinds):
     small = compact(net, sparse_below=sparse_below)
     np.testing.assert_allclose(small.forward(x), net.forward(x), rtol=0, atol=1e-10)
     np.testing.assert_allclose(small.predict(x, batch_size=128), net.forward(x), rtol=0, atol=1e-10)
-    assert all(np.array_equal(a, layer.weight) for a, (_, layer) in zip(weights_before, net.masked_layers()))
-    dense_layers = {type(layer) for layer in small.layers if isinstance(layer, (SparseDense, Dense))}
+    assert all(
+        np.array_equal(a, layer.weight)
+        for a, (_, layer) in zip(weights_before, net.masked_layers(), strict=True)
+    )
+    dense_layers = {
+        type(layer) for layer in small.layers if isinstance(layer, (SparseDense, Dense))
+    }
     if kinds is not None:
         assert dense_layers == kinds
     survivors = net.copy()
@@ -116,7 +131,11 @@ def test_save_and_load_round_trip(tmp_path):
     save_compact(tmp_path / "small.npz", small)
     again = load_compact(tmp_path / "small.npz")
     assert isinstance(again, CompactNetwork)
-    assert again.summary() == small.summary() and again.input_shape == small.input_shape and again.name == small.name
+    assert (
+        again.summary() == small.summary()
+        and again.input_shape == small.input_shape
+        and again.name == small.name
+    )
     np.testing.assert_array_equal(again.forward(x), small.forward(x))
 
 

@@ -1,4 +1,5 @@
-"""The committed conformance cases match nestref's operators, and the checker catches wrong ports."""
+"""The committed conformance cases match nestref's operators, and the checker catches wrong
+ports."""
 import json
 import shutil
 import types
@@ -12,10 +13,24 @@ from nestref import conformance, conformance_adapter
 from nestref.cli import main as cli_main
 
 CASES = Path(__file__).resolve().parents[1] / "conformance"
-REQUIRED_OPS = {"dense.forward", "dense.backward", "conv2d.forward", "conv2d.backward", "maxpool2d",
-                "softmax_cross_entropy", "sgd.step", "growth.gradient", "growth.connections",
-                "growth.bridging_gradient", "growth.neuron_weights", "growth.feature_map", "prune.magnitude",
-                "prune.dead_units", "prune.partial_area", "accounting.count"}
+REQUIRED_OPS = {
+    "dense.forward",
+    "dense.backward",
+    "conv2d.forward",
+    "conv2d.backward",
+    "maxpool2d",
+    "softmax_cross_entropy",
+    "sgd.step",
+    "growth.gradient",
+    "growth.connections",
+    "growth.bridging_gradient",
+    "growth.neuron_weights",
+    "growth.feature_map",
+    "prune.magnitude",
+    "prune.dead_units",
+    "prune.partial_area",
+    "accounting.count",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +45,24 @@ def _manifest(root):
 
 
 def test_committed_cases_are_what_the_code_generates(regenerated):
-    assert _manifest(regenerated) == _manifest(CASES), "run `nestref conformance generate` and commit conformance/"
+    assert _manifest(regenerated) == _manifest(CASES), (
+        "run `nestref conformance generate` and commit conformance/"
+    )
     for entry in _manifest(CASES)["cases"]:
         fresh, committed = regenerated / entry["dir"], CASES / entry["dir"]
         record = json.loads((committed / "case.json").read_text())
         assert json.loads((fresh / "case.json").read_text()) == record, entry["name"]
         for name, item in record["inputs"].items():
-            assert np.array_equal(np.load(fresh / item["file"]), np.load(committed / item["file"])), (entry["name"], name)
+            assert np.array_equal(
+                np.load(fresh / item["file"]), np.load(committed / item["file"])
+            ), (entry["name"], name)
         for name, item in record["expected"].items():
-            ok, _, message = conformance.compare(name, np.load(fresh / item["file"]), np.load(committed / item["file"]),
-                                                 item["compare"])
+            ok, _, message = conformance.compare(
+                name,
+                np.load(fresh / item["file"]),
+                np.load(committed / item["file"]),
+                item["compare"],
+            )
             assert ok, f"{entry['name']}: {message}"
 
 
@@ -66,12 +89,20 @@ def test_the_files_are_plain_npy_and_small():
 
 def test_fixed_array_names():
     """Five ops whose names an outside checker may rely on without reading nestref."""
-    names = {"dense.forward": ({"x", "weight", "mask", "bias"}, {"y"}),
-             "dense.backward": ({"x", "weight", "mask", "bias", "grad_y"}, {"grad_x", "grad_weight", "grad_bias"}),
-             "conv2d.forward": ({"x", "weight", "mask", "bias"}, {"y"}),
-             "conv2d.backward": ({"x", "weight", "mask", "bias", "grad_y"}, {"grad_x", "grad_weight", "grad_bias"}),
-             "growth.bridging_gradient": ({"x_prev", "delta_next"}, {"G"}),
-             "prune.magnitude": ({"weight", "mask"}, {"mask_after", "threshold"})}
+    names = {
+        "dense.forward": ({"x", "weight", "mask", "bias"}, {"y"}),
+        "dense.backward": (
+            {"x", "weight", "mask", "bias", "grad_y"},
+            {"grad_x", "grad_weight", "grad_bias"},
+        ),
+        "conv2d.forward": ({"x", "weight", "mask", "bias"}, {"y"}),
+        "conv2d.backward": (
+            {"x", "weight", "mask", "bias", "grad_y"},
+            {"grad_x", "grad_weight", "grad_bias"},
+        ),
+        "growth.bridging_gradient": ({"x_prev", "delta_next"}, {"G"}),
+        "prune.magnitude": ({"weight", "mask"}, {"mask_after", "threshold"}),
+    }
     for entry in _manifest(CASES)["cases"]:
         if entry["op"] in names:
             record = json.loads((CASES / entry["dir"] / "case.json").read_text())
@@ -83,7 +114,9 @@ def test_fixed_array_names():
 def test_dense_baselines_are_in_the_cases():
     got = {}
     for name in ("accounting_count_lenet300_dense", "accounting_count_lenet5_dense"):
-        got[name] = tuple(int(np.load(CASES / name / "expected" / f"{k}.npy")) for k in ("params", "flops"))
+        got[name] = tuple(
+            int(np.load(CASES / name / "expected" / f"{k}.npy")) for k in ("params", "flops")
+        )
     assert got == {"accounting_count_lenet300_dense": (266610, 532400),
                    "accounting_count_lenet5_dense": (431080, 4586000)}
 
@@ -100,7 +133,10 @@ def test_dead_unit_removal_keeps_the_outputs():
 
 
 def test_nestref_passes_its_own_cases(capsys):
-    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(CASES)]) == 0
+    assert (
+        cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(CASES)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"{len(_manifest(CASES)['cases'])}/{len(_manifest(CASES)['cases'])} cases passed" in out
     assert "PASS  dense_forward_basic_f32" in out
@@ -117,7 +153,9 @@ def test_a_wrong_sign_fails_exactly_the_cases_of_that_op():
     adapter = _broken("growth.bridging_gradient", lambda out: {"G": -out["G"]})
     results = conformance.check(adapter, CASES)
     failed = {r.name for r in results if not r.passed}
-    assert failed == {e["name"] for e in _manifest(CASES)["cases"] if e["op"] == "growth.bridging_gradient"}
+    assert failed == {
+        e["name"] for e in _manifest(CASES)["cases"] if e["op"] == "growth.bridging_gradient"
+    }
     assert all("G: max |a-e|" in r.worst for r in results if not r.passed)
 
 
@@ -147,7 +185,10 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     assert "missing file inputs/x.npy" in by_name["dense_forward_basic_f32"].worst
     assert "holds float32 [2, 2]" in by_name["dense_backward_basic_f32"].worst
     assert "has no op 'maxpool2d'" in by_name["maxpool2d_2x2_f32"].worst
-    assert "raised RuntimeError: not implemented yet" in by_name["softmax_cross_entropy_basic_f32"].worst
+    assert (
+        "raised RuntimeError: not implemented yet"
+        in by_name["softmax_cross_entropy_basic_f32"].worst
+    )
     assert "weight: shape [3], expected [4, 5]" in by_name["sgd_step_momentum_decay_f32"].worst
     assert "bias: missing" in by_name["sgd_step_momentum_decay_f32"].worst
     assert "returned NoneType" in by_name["accounting_count_lenet5_dense"].worst
@@ -157,11 +198,16 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     module.write_text("x = 1\n")
     assert cli_main(["conformance", "check", str(module), "--cases", str(root)]) == 2
     assert "has no OPS dict" in capsys.readouterr().err
-    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(tmp_path)]) == 2
+    assert (
+        cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(tmp_path)])
+        == 2
+    )
     assert "cannot read" in capsys.readouterr().err
     assert cli_main(["conformance", "check", "no_such_port_module", "--cases", str(root)]) == 2
     assert "No module named 'no_such_port_module'" in capsys.readouterr().err
-    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--op", "dense.fwd"]) == 2
+    assert (
+        cli_main(["conformance", "check", "nestref.conformance_adapter", "--op", "dense.fwd"]) == 2
+    )
     assert "no cases of op(s) ['dense.fwd']" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")
     assert cli_main(["conformance", "generate", "--out", str(tmp_path / "a_file")]) == 2

@@ -53,7 +53,9 @@ def isolated_env(monkeypatch, tmp_path):
 IDX_DTYPES = ["u1", "i1", "<i2", ">i2", "<i4", ">i4", "<f4", ">f4", "<f8", ">f8"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     array=st.sampled_from(IDX_DTYPES).flatmap(
         lambda dt: hnp.arrays(
@@ -76,7 +78,9 @@ def test_idx_round_trip(tmp_path, compress, array):
 
 def test_write_idx_exact_bytes(tmp_path):
     write_idx(tmp_path / "a", np.array([1, 2, 3], dtype=np.uint8))
-    assert (tmp_path / "a").read_bytes() == b"\x00\x00\x08\x01" + b"\x00\x00\x00\x03" + b"\x01\x02\x03"
+    assert (
+        tmp_path / "a"
+    ).read_bytes() == b"\x00\x00\x08\x01" + b"\x00\x00\x00\x03" + b"\x01\x02\x03"
     # Multi-byte types are big-endian whatever the array's byte order.
     write_idx(tmp_path / "b", np.array([[1, -2]], dtype="<i2"))
     assert (tmp_path / "b").read_bytes() == (
@@ -100,8 +104,10 @@ def test_gzip_detected_by_content_not_name(tmp_path):
     np.testing.assert_array_equal(read_idx(tmp_path / "zipped"), x)
 
 
-@pytest.mark.parametrize("bad", [np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, np.complex64),
-                                 np.zeros(3, np.uint16)])
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, np.complex64), np.zeros(3, np.uint16)],
+)
 def test_write_idx_rejects_unsupported_dtype(tmp_path, bad):
     with pytest.raises(ValueError, match="dtype"):
         write_idx(tmp_path / "bad", bad)
@@ -156,7 +162,9 @@ def test_corrupt_idx_raises(tmp_path, case, gz):
 @pytest.mark.parametrize("damage", ["truncated", "bit flip", "bad header"])
 def test_corrupt_gzip_raises(tmp_path, damage):
     rng = np.random.default_rng(0)
-    good = gzip.compress(_header(0x08, [2000]) + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes())
+    good = gzip.compress(
+        _header(0x08, [2000]) + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    )
     if damage == "truncated":
         bad = good[: len(good) // 2]
     elif damage == "bit flip":
@@ -183,7 +191,8 @@ def test_read_idx_missing_file_is_oserror(tmp_path):
 
 
 def write_fake_mnist(directory, *, n_train=50, n_test=20, seed=0, gz=True, only=None):
-    """Write small fake MNIST files; return an MNIST_FILES-like spec with their real sizes and hashes."""
+    """Write small fake MNIST files; return an MNIST_FILES-like spec with their real sizes and
+    hashes."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     arrays = {
@@ -507,7 +516,7 @@ def test_split_is_deterministic():
     a = train_val_split(x, y, n_val=100, seed=0)
     b = train_val_split(x, y, n_val=100, seed=0)
     c = train_val_split(x, y, n_val=100, seed=1)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(a[2], c[2])
 

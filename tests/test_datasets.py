@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import nestref.data as data
 from nestref.accounting import dense_baseline
 from nestref.cli import main
+from nestref.config import SynthesisConfig
 from nestref.data import (
     MNIST_FILES,
     DataError,
@@ -24,7 +25,6 @@ from nestref.data import (
     write_idx,
 )
 from nestref.errors import NestrefError
-from nestref.config import SynthesisConfig
 from nestref.synthesize import load_data, synthesize
 
 NAMES = {key: name for key, (name, _, _) in MNIST_FILES.items()}
@@ -413,7 +413,7 @@ def test_one_splitting_function_for_train_and_synthesize(tmp_path):
     config = SynthesisConfig(data_dir=str(d), n_val=50, train_limit=200)
     same = load_data(config)
     for part in ("train", "val", "test"):
-        for a, b in zip(splits[part], same[part]):
+        for a, b in zip(splits[part], same[part], strict=True):
             np.testing.assert_array_equal(a, b)
     assert (
         len(splits["train"][0]) == 150

@@ -136,7 +136,8 @@ def test_predict_validates_the_images(tmp_path, capsys):
         with pytest.raises(DataError, match=match):
             export.predict_logits(run, images)
         np.save(tmp_path / f"{name}.npy", images)
-        assert main(["predict", str(run), str(tmp_path / f"{name}.npy")]) == 1  # exit code 1: a file or the data failed
+        # exit code 1: a file or the data failed
+        assert main(["predict", str(run), str(tmp_path / f"{name}.npy")]) == 1
         assert "error:" in capsys.readouterr().err
     (tmp_path / "objects.npy").write_bytes(b"junk")
     with pytest.raises(DataError, match="not a readable .npy"):
@@ -146,7 +147,8 @@ def test_predict_validates_the_images(tmp_path, capsys):
 def test_bad_run_or_missing_onnx_is_a_clear_error(tmp_path, monkeypatch, capsys):
     with pytest.raises(ModelFileError, match="no checkpoint.npz inside"):
         export.load_network(tmp_path)
-    assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "m.onnx")]) == 1  # exit code 1: a file or the data failed
+    # exit code 1: a file or the data failed
+    assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "m.onnx")]) == 1
     assert "no such run directory" in capsys.readouterr().err
     run, _ = masked_run(tmp_path, "mlp:784-10")
 
@@ -163,5 +165,6 @@ def test_bad_run_or_missing_onnx_is_a_clear_error(tmp_path, monkeypatch, capsys)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_onnx)
-    assert main(["export", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2  # exit code 2: fix the set-up
+    # exit code 2: fix the set-up
+    assert main(["export", str(run), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "pip install" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()

@@ -1,12 +1,12 @@
 """Each Numba kernel against its NumPy twin, and the twins against first principles."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref import kernels
 from nestref.layers import Conv2d
 from nestref.models import lenet5
-
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8))
 
@@ -16,7 +16,10 @@ shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.i
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_im2col_col2im_twins_agree(shape, k, stride, padding, dtype, seed):
     n, c, h, w = shape
-    if kernels.output_size(h, k, stride, padding) < 1 or kernels.output_size(w, k, stride, padding) < 1:
+    if (
+        kernels.output_size(h, k, stride, padding) < 1
+        or kernels.output_size(w, k, stride, padding) < 1
+    ):
         return
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     cols = kernels.im2col_numpy(x, k, k, stride, padding)
@@ -33,7 +36,10 @@ def test_im2col_col2im_twins_agree(shape, k, stride, padding, dtype, seed):
 def test_col2im_is_the_adjoint_of_im2col(shape, k, stride, padding, seed):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: what backprop through im2col needs."""
     n, c, h, w = shape
-    if kernels.output_size(h, k, stride, padding) < 1 or kernels.output_size(w, k, stride, padding) < 1:
+    if (
+        kernels.output_size(h, k, stride, padding) < 1
+        or kernels.output_size(w, k, stride, padding) < 1
+    ):
         return
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)
@@ -44,20 +50,34 @@ def test_col2im_is_the_adjoint_of_im2col(shape, k, stride, padding, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(shape=shapes, k=st.integers(1, 3), stride=st.integers(1, 3), ties=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    shape=shapes,
+    k=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_maxpool_twins_agree(shape, k, stride, ties, seed):
     n, c, h, w = shape
     if k > h or k > w:
         return
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 3, shape).astype(np.float32) if ties else rng.standard_normal(shape).astype(np.float32)
+    x = (
+        rng.integers(0, 3, shape).astype(np.float32)
+        if ties
+        else rng.standard_normal(shape).astype(np.float32)
+    )
     out_np, arg_np = kernels.maxpool_forward_numpy(x, k, stride)
     out_nb, arg_nb = kernels.maxpool_forward_numba(x, k, stride)
     np.testing.assert_array_equal(out_np, out_nb)
     np.testing.assert_array_equal(arg_np, arg_nb)  # first maximum on ties, in both
     g = rng.standard_normal(out_np.shape).astype(np.float32)
-    np.testing.assert_allclose(kernels.maxpool_backward_numpy(g, arg_np, shape),
-                               kernels.maxpool_backward_numba(g, arg_nb, shape), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        kernels.maxpool_backward_numpy(g, arg_np, shape),
+        kernels.maxpool_backward_numba(g, arg_nb, shape),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # first principles: each output is the max of its window
     for i in range(out_np.shape[2]):
         for j in range(out_np.shape[3]):
@@ -77,7 +97,7 @@ def test_lenet5_same_with_either_backend():
             results.append((logits, grad_in, net.layers[2].grad_weight.copy()))
         finally:
             kernels.use_backend("numba")
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -121,13 +141,22 @@ def test_random_affine_keeps_shape_range_and_mass():
 
 
 def test_lenet_fast_paths_equal_the_twins():
-    """Stride-1 valid im2col/col2im and the unrolled 2x2 pool are separate loops: check them at LeNet's shapes."""
+    """Stride-1 valid im2col/col2im and the unrolled 2x2 pool are separate loops: check them at
+    LeNet's shapes."""
     rng = np.random.default_rng(5)
     for shape in [(3, 1, 28, 28), (2, 20, 12, 12), (1, 3, 6, 9)]:
         x = rng.standard_normal(shape).astype(np.float32)
         cols = kernels.im2col_numba(x, 5, 5, 1, 0)
         np.testing.assert_array_equal(cols, kernels.im2col_numpy(x, 5, 5, 1, 0))
-        np.testing.assert_allclose(kernels.col2im_numba(cols, shape, 5, 5, 1, 0),
-                                   kernels.col2im_numpy(cols, shape, 5, 5, 1, 0), rtol=1e-5, atol=1e-5)
-        for a, b in zip(kernels.maxpool_forward_numba(x, 2, 2), kernels.maxpool_forward_numpy(x, 2, 2)):
+        np.testing.assert_allclose(
+            kernels.col2im_numba(cols, shape, 5, 5, 1, 0),
+            kernels.col2im_numpy(cols, shape, 5, 5, 1, 0),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+        for a, b in zip(
+            kernels.maxpool_forward_numba(x, 2, 2),
+            kernels.maxpool_forward_numpy(x, 2, 2),
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)

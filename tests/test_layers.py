@@ -1,11 +1,13 @@
 """Every layer's backward against finite differences (float64), masks drawn by hypothesis."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gradcheck import numerical_gradient
 from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 from nestref.losses import softmax_cross_entropy
+
+from gradcheck import numerical_gradient
 
 F64 = np.float64
 
@@ -26,8 +28,12 @@ def check_layer(layer, x, rng, atol=1e-6):
         # dormant ones included, by computing with an all-ones mask and weight W*M
         saved = layer.weight.copy(), layer.mask.copy()
         layer.weight, layer.mask = layer.weight * layer.mask, np.ones_like(layer.mask)
-        np.testing.assert_allclose(grad_w, numerical_gradient(loss, layer.weight), atol=atol, rtol=1e-5)
-        np.testing.assert_allclose(grad_b, numerical_gradient(loss, layer.bias), atol=atol, rtol=1e-5)
+        np.testing.assert_allclose(
+            grad_w, numerical_gradient(loss, layer.weight), atol=atol, rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            grad_b, numerical_gradient(loss, layer.bias), atol=atol, rtol=1e-5
+        )
         layer.weight, layer.mask = saved
         assert np.any(grad_w[layer.mask == 0] != 0) or np.all(layer.mask == 1) or not np.any(x)
 
@@ -81,8 +87,11 @@ def test_softmax_cross_entropy_gradient_and_value():
     loss, grad = softmax_cross_entropy(logits, labels)
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     assert loss == pytest.approx(-np.log(p[np.arange(5), labels]).mean())
-    np.testing.assert_allclose(grad, numerical_gradient(lambda: softmax_cross_entropy(logits, labels)[0], logits),
-                               atol=1e-8)
+    np.testing.assert_allclose(
+        grad,
+        numerical_gradient(lambda: softmax_cross_entropy(logits, labels)[0], logits),
+        atol=1e-8,
+    )
     big, _ = softmax_cross_entropy(np.array([[1000.0, -1000.0]]), np.array([1]))
     assert big == pytest.approx(2000.0)  # stable for huge logits
 
@@ -101,7 +110,9 @@ def test_conv_matches_direct_loop():
         for o in range(3):
             for i in range(out.shape[2]):
                 for j in range(out.shape[3]):
-                    expect[b, o, i, j] = (xp[b, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * w[o]).sum() + layer.bias[o]
+                    expect[b, o, i, j] = (
+                        xp[b, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] * w[o]
+                    ).sum() + layer.bias[o]
     np.testing.assert_allclose(out, expect, atol=1e-12)
 
 

@@ -1,7 +1,8 @@
 """Networks: shapes, the LeNets, serialisation, and unit surgery."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref.models import Network, add_units, build, keep_units, lenet5, lenet_300_100, next_masked
 from nestref.optim import SGD
@@ -15,7 +16,13 @@ def test_lenet_shapes_and_widths():
     cnn = lenet5()
     assert cnn.widths() == [20, 50, 500, 10]
     assert cnn.forward(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
-    assert [s[1] for s in cnn.shapes()][:5] == [(20, 24, 24), (20, 12, 12), (50, 8, 8), (50, 4, 4), (800,)]
+    assert [s[1] for s in cnn.shapes()][:5] == [
+        (20, 24, 24),
+        (20, 12, 12),
+        (50, 8, 8),
+        (50, 4, 4),
+        (800,),
+    ]
 
 
 def test_seed_networks_scale_width_and_density():
@@ -32,7 +39,7 @@ def test_seed_networks_scale_width_and_density():
 
 def test_same_seed_same_network():
     a, b = lenet_300_100(density=0.2, seed=7), lenet_300_100(density=0.2, seed=7)
-    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers()):
+    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers(), strict=True):
         np.testing.assert_array_equal(la.weight, lb.weight)
         np.testing.assert_array_equal(la.mask, lb.mask)
 
@@ -66,7 +73,8 @@ def test_next_masked_block_sizes():
 @settings(max_examples=15, deadline=None)
 @given(count=st.integers(1, 4), seed=st.integers(0, 1000), conv=st.booleans())
 def test_added_units_are_inert_and_removing_them_restores_the_net(count, seed, conv):
-    """New units start with weight 0 and mask 0: the function is unchanged; keep_units undoes add_units."""
+    """New units start with weight 0 and mask 0: the function is unchanged; keep_units undoes
+    add_units."""
     net = (lenet5(width_scale=0.2, density=0.5, seed=seed, dtype=np.float64) if conv
            else lenet_300_100(width_scale=0.1, density=0.5, seed=seed, dtype=np.float64))
     position = 2 if conv else 0
@@ -76,7 +84,8 @@ def test_added_units_are_inert_and_removing_them_restores_the_net(count, seed, c
     old_width = net.layers[position].n_out
     new = add_units(net, position, count, optimizer=opt)
     np.testing.assert_array_equal(new, np.arange(old_width, old_width + count))
-    np.testing.assert_allclose(net.forward(x), before, rtol=1e-12, atol=1e-12)  # summation order may differ
+    # summation order may differ
+    np.testing.assert_allclose(net.forward(x), before, rtol=1e-12, atol=1e-12)
     nxt, block = next_masked(net, position)
     assert net.layers[nxt].n_in == (old_width + count) * block
     for pos, layer in net.masked_layers():  # optimizer buffers follow the parameters
@@ -84,12 +93,14 @@ def test_added_units_are_inert_and_removing_them_restores_the_net(count, seed, c
         assert opt.velocity[pos]["bias"].shape == layer.bias.shape
     assert net.layers[position].grown.sum() == count
     keep_units(net, position, np.arange(old_width), optimizer=opt)
-    np.testing.assert_allclose(net.forward(x), before, rtol=1e-12, atol=1e-12)  # summation order may differ
+    # summation order may differ
+    np.testing.assert_allclose(net.forward(x), before, rtol=1e-12, atol=1e-12)
     assert opt.velocity[nxt]["weight"].shape == net.layers[nxt].weight.shape
 
 
 def test_keep_units_selects_the_right_rows_and_blocks():
-    net = lenet5(width_scale=0.2, seed=0, dtype=np.float64)  # conv2 has 10 maps, dense has 160 inputs
+    # conv2 has 10 maps, dense has 160 inputs
+    net = lenet5(width_scale=0.2, seed=0, dtype=np.float64)
     dense_before = net.layers[5].weight.copy()
     conv_before = net.layers[2].weight.copy()
     keep_units(net, 2, [1, 4])

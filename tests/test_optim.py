@@ -1,15 +1,21 @@
 """SGD keeps the mask invariant through any number of steps; schedules."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref.models import lenet5, lenet_300_100, loss_and_grads
 from nestref.optim import SGD, cosine, step_decay
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 10_000), density=st.floats(0.05, 0.9), momentum=st.sampled_from([0.0, 0.5, 0.9]),
-       weight_decay=st.sampled_from([0.0, 1e-3]), conv=st.booleans())
+@given(
+    seed=st.integers(0, 10_000),
+    density=st.floats(0.05, 0.9),
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    weight_decay=st.sampled_from([0.0, 1e-3]),
+    conv=st.booleans(),
+)
 def test_masked_weights_and_momentum_stay_exactly_zero(seed, density, momentum, weight_decay, conv):
     net = (lenet5(width_scale=0.2, density=density, seed=seed) if conv
            else lenet_300_100(width_scale=0.1, density=density, seed=seed))

@@ -15,7 +15,8 @@ FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthChe
 
 # ================================================================== oracle
 def naive_conv(x, kernel, bias, stride, padding, area):
-    """Loop-over-positions convolution: u[n, o, y, x] = b[o] + sum_i area[o, i, y, x] * <window_i, K_oi>."""
+    """Loop-over-positions convolution:
+    u[n, o, y, x] = b[o] + sum_i area[o, i, y, x] * <window_i, K_oi>."""
     n, c, h, w = x.shape
     o, _, k, _ = kernel.shape
     ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
@@ -23,14 +24,16 @@ def naive_conv(x, kernel, bias, stride, padding, area):
     u = np.zeros((n, o, ho, wo))
     for y in range(ho):
         for xx in range(wo):
-            window = xp[:, :, y * stride:y * stride + k, xx * stride:xx * stride + k]  # (N, C, k, k)
+            # (N, C, k, k)
+            window = xp[:, :, y * stride:y * stride + k, xx * stride:xx * stride + k]
             per_input = np.einsum("nikl,oikl->noi", window, kernel)
             u[:, :, y, xx] = (per_input * area[None, :, :, y, xx]).sum(axis=2)
     return u + bias[None, :, None, None]
 
 
 def naive_conv_backward(x, kernel, stride, padding, area, g):
-    """Gradients of sum(g * naive_conv(...)) w.r.t. x, the kernel and the bias, by the same loops."""
+    """Gradients of sum(g * naive_conv(...)) w.r.t. x, the kernel and the bias, by the same
+    loops."""
     n, c, h, w = x.shape
     o, _, k, _ = kernel.shape
     _, _, ho, wo = g.shape
@@ -57,10 +60,19 @@ def conv_with_area(rng, c, o, k, stride, padding, size, density, area_density):
     return layer
 
 
-conv_cases = st.fixed_dictionaries({
-    "seed": st.integers(0, 2**31), "c": st.integers(1, 3), "o": st.integers(1, 4), "k": st.integers(1, 3),
-    "stride": st.integers(1, 2), "padding": st.integers(0, 2), "size": st.integers(3, 7),
-    "density": st.floats(0.3, 1.0), "area_density": st.floats(0.0, 1.0)})
+conv_cases = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**31),
+        "c": st.integers(1, 3),
+        "o": st.integers(1, 4),
+        "k": st.integers(1, 3),
+        "stride": st.integers(1, 2),
+        "padding": st.integers(0, 2),
+        "size": st.integers(3, 7),
+        "density": st.floats(0.3, 1.0),
+        "area_density": st.floats(0.0, 1.0),
+    }
+)
 
 
 # =========================================================== forward/backward
@@ -72,12 +84,19 @@ def test_forward_and_backward_with_an_area_mask_match_the_loop_oracle(case):
     layer = conv_with_area(rng, size=size, **case)
     x = rng.standard_normal((3, case["c"], size, size))
     u = layer.forward(x)
-    np.testing.assert_allclose(u, naive_conv(x, layer.effective_weight(), layer.bias, layer.stride, layer.padding,
-                                             layer.area_mask), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        u,
+        naive_conv(
+            x, layer.effective_weight(), layer.bias, layer.stride, layer.padding, layer.area_mask
+        ),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     g = rng.standard_normal(u.shape)
     grad_x = layer.backward(g)
-    want_x, want_kernel, want_bias = naive_conv_backward(x, layer.effective_weight(), layer.stride, layer.padding,
-                                                         layer.area_mask, g)
+    want_x, want_kernel, want_bias = naive_conv_backward(
+        x, layer.effective_weight(), layer.stride, layer.padding, layer.area_mask, g
+    )
     np.testing.assert_allclose(grad_x, want_x, rtol=1e-12, atol=1e-12)
     # grad_weight: w.r.t. the effective kernel at every position, dormant ones included
     np.testing.assert_allclose(layer.grad_weight, want_kernel, rtol=1e-12, atol=1e-12)
@@ -96,8 +115,12 @@ def test_the_full_area_path_is_unchanged_and_equals_an_all_ones_area(case):
     g = rng.standard_normal(u.shape)
     grad_x, grad_weight = layer.backward(g), layer.grad_weight.copy()
     ones = np.ones((case["o"], case["c"]) + u.shape[2:])
-    np.testing.assert_allclose(u, naive_conv(x, layer.effective_weight(), layer.bias, layer.stride, layer.padding,
-                                             ones), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        u,
+        naive_conv(x, layer.effective_weight(), layer.bias, layer.stride, layer.padding, ones),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     layer.area_mask = ones
     np.testing.assert_allclose(layer.forward(x), u, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.backward(g), grad_x, rtol=1e-12, atol=1e-12)
@@ -116,7 +139,9 @@ def test_a_wrongly_shaped_area_mask_is_rejected_with_the_expected_shape():
 
 
 def small_area_net(rng):
-    conv = conv_with_area(rng, c=2, o=3, k=3, stride=1, padding=1, size=6, density=0.8, area_density=0.6)
+    conv = conv_with_area(
+        rng, c=2, o=3, k=3, stride=1, padding=1, size=6, density=0.8, area_density=0.6
+    )
     dense = Dense(3 * 3 * 3, 4, dtype=np.float64)
     dense.bias[...] = rng.standard_normal(4)
     return Network([conv, MaxPool2d(2), Flatten(), dense], (2, 6, 6), "area-net")
@@ -184,7 +209,9 @@ def test_area_mask_round_trips_through_to_arrays():
 # ================================================== contributions and pruning
 def test_area_contributions_match_the_loop_oracle():
     rng = np.random.default_rng(1)
-    layer = conv_with_area(rng, c=2, o=3, k=3, stride=2, padding=1, size=7, density=0.7, area_density=0.5)
+    layer = conv_with_area(
+        rng, c=2, o=3, k=3, stride=2, padding=1, size=7, density=0.7, area_density=0.5
+    )
     x = rng.standard_normal((6, 2, 7, 7))
     got = layer_area_contributions(layer, x, batch_size=4)  # batches of 4 and 2
     kernel = layer.effective_weight()
@@ -192,13 +219,17 @@ def test_area_contributions_match_the_loop_oracle():
         alone = np.zeros_like(kernel)
         alone[:, i] = kernel[:, i]
         ones = np.ones_like(layer.area_mask)
-        contribution = naive_conv(x, alone, np.zeros(3), 2, 1, ones)  # (N, O, Ho, Wo): input map i only
-        np.testing.assert_allclose(got[:, i], np.abs(contribution).mean(axis=0), rtol=1e-12, atol=1e-12)
+        # (N, O, Ho, Wo): input map i only
+        contribution = naive_conv(x, alone, np.zeros(3), 2, 1, ones)
+        np.testing.assert_allclose(
+            got[:, i], np.abs(contribution).mean(axis=0), rtol=1e-12, atol=1e-12
+        )
 
 
 def test_prune_partial_area_removes_the_smallest_kept_contributions():
     rng = np.random.default_rng(2)
-    net = lenet5(width_scale=0.1, density=0.5, seed=1, dtype=np.float64)  # 2 maps, 5 maps, 50 hidden
+    # 2 maps, 5 maps, 50 hidden
+    net = lenet5(width_scale=0.1, density=0.5, seed=1, dtype=np.float64)
     x = rng.random((16, 1, 28, 28))
     conv2 = net.layers[2]
     conv2.mask[0, 1] = conv2.weight[0, 1] = 0  # a kernel with no active weight: never a candidate
@@ -215,8 +246,13 @@ def test_prune_partial_area_removes_the_smallest_kept_contributions():
                    for o, i, y, z in np.ndindex(scores.shape) if active[o, i])
     requested = int(np.floor(0.3 * len(order) + 1e-9))
     expected = {flat for _, flat in order[:requested]}
-    assert set(np.flatnonzero(conv2.area_mask == 0).tolist()) == expected  # the area mask was created all ones
-    assert report.kind == "area" and report.active_before == len(order) and report.requested == requested
+    # the area mask was created all ones
+    assert set(np.flatnonzero(conv2.area_mask == 0).tolist()) == expected
+    assert (
+        report.kind == "area"
+        and report.active_before == len(order)
+        and report.requested == requested
+    )
     assert report.removed == requested and not report.stopped_short
     assert report.threshold == order[requested - 1][0]
     # FLOPs drop by 2 x (active weights of the kernel) for every pruned position;
@@ -228,10 +264,14 @@ def test_prune_partial_area_removes_the_smallest_kept_contributions():
     assert count_params(net) == params_before - int(per_kernel[emptied].sum())
     # a second round prunes only among what is still kept: it never revives
     area_before = conv2.area_mask.copy()
-    kept_before = int(((area_before != 0) & (conv2.mask != 0).any(axis=(2, 3))[:, :, None, None]).sum())
+    kept_before = int(
+        ((area_before != 0) & (conv2.mask != 0).any(axis=(2, 3))[:, :, None, None]).sum()
+    )
     report = prune_partial_area(net, 2, 0.5, x2)
     assert np.all(conv2.area_mask <= area_before)
-    assert report.active_before == kept_before and report.removed == int(np.floor(0.5 * kept_before))
+    assert report.active_before == kept_before and report.removed == int(
+        np.floor(0.5 * kept_before)
+    )
 
 
 def test_a_kernel_whose_whole_area_is_pruned_is_deactivated():
@@ -247,7 +287,11 @@ def test_a_kernel_whose_whole_area_is_pruned_is_deactivated():
     params_before = count_params(net)
     report = prune_partial_area(net, 0, 0.01, x)
     assert report.removed >= 1 and conv.area_mask[1, 0, 2, 3] == 0
-    assert report.kernels_deactivated == 1 and not conv.mask[1, 0].any() and not conv.weight[1, 0].any()
+    assert (
+        report.kernels_deactivated == 1
+        and not conv.mask[1, 0].any()
+        and not conv.weight[1, 0].any()
+    )
     assert count_params(net) == params_before - 9
 
 

@@ -22,11 +22,15 @@ def test_the_port_does_not_use_nestref():
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(n.split(".")[0] == "nestref" for n in names), f"{path.name} imports nestref"
+            assert not any(n.split(".")[0] == "nestref" for n in names), (
+                f"{path.name} imports nestref"
+            )
 
 
 def test_the_torch_port_passes_every_case():
-    results = conformance.check(conformance.load_adapter(str(PORT / "adapter.py")), ROOT / "conformance")
+    results = conformance.check(
+        conformance.load_adapter(str(PORT / "adapter.py")), ROOT / "conformance"
+    )
     failed = [f"{r.name}: {r.worst}" for r in results if not r.passed]
     assert not failed, "\n".join(failed)
     assert len(results) == len(conformance.all_cases())
@@ -43,13 +47,17 @@ def _failed(port, ops):
 
 def test_the_cases_catch_a_port_that_drops_the_rounding_slack(port, monkeypatch):
     monkeypatch.setattr(port.nt, "floor_count", lambda fraction, n: math.floor(fraction * n))
-    assert _failed(port, {"growth.connections", "prune.magnitude"}) == {"growth_connections_floor_f32",
-                                                                        "prune_magnitude_floor_f64"}
+    assert _failed(port, {"growth.connections", "prune.magnitude"}) == {
+        "growth_connections_floor_f32",
+        "prune_magnitude_floor_f64",
+    }
 
 
 def test_the_cases_catch_a_port_that_does_not_fold_biases(port, monkeypatch):
     shift = port.nt._bias_shift
-    monkeypatch.setattr(port.nt, "_bias_shift", lambda *args: (0 * shift(*args)[0], shift(*args)[1]))
+    monkeypatch.setattr(
+        port.nt, "_bias_shift", lambda *args: (0 * shift(*args)[0], shift(*args)[1])
+    )
     assert "prune_dead_units_convconv_f64" in _failed(port, {"prune.dead_units"})
 
 

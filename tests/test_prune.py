@@ -25,9 +25,12 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 # ================================================================== oracles
 def oracle_prune_order(weight, mask, protect):
-    """Flat indices of active unprotected connections by (|w|, flat index): the brute-force order."""
+    """Flat indices of active unprotected connections by (|w|, flat index): the brute-force
+    order."""
     flat_w, flat_m, flat_p = np.abs(weight).reshape(-1), mask.reshape(-1), protect.reshape(-1)
-    candidates = [(float(flat_w[i]), i) for i in range(flat_w.size) if flat_m[i] != 0 and not flat_p[i]]
+    candidates = [
+        (float(flat_w[i]), i) for i in range(flat_w.size) if flat_m[i] != 0 and not flat_p[i]
+    ]
     return [i for _, i in sorted(candidates)]
 
 
@@ -71,7 +74,7 @@ def connection_matrix(layer, in_shape):
 def oracle_reachable_outputs(net):
     """Output units reachable from the input: the product of every layer's connection matrix."""
     paths = np.eye(int(np.prod(net.input_shape)), dtype=np.int64)
-    for layer, (in_shape, _) in zip(net.layers, net.shapes()):
+    for layer, (in_shape, _) in zip(net.layers, net.shapes(), strict=True):
         paths = np.minimum(paths @ connection_matrix(layer, in_shape).astype(np.int64), 1)
     return paths.any(axis=0)
 
@@ -81,7 +84,9 @@ def randomize(net, rng, density, nonzero_bias=True):
     for _, layer in net.masked_layers():
         layer.mask[...] = rng.random(layer.mask.shape) < density
         # few distinct magnitudes so that ties happen often
-        layer.weight[...] = rng.choice([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0], layer.weight.shape) * layer.mask
+        layer.weight[...] = (
+            rng.choice([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0], layer.weight.shape) * layer.mask
+        )
         if nonzero_bias:
             layer.bias[...] = rng.standard_normal(layer.bias.shape)
     return net
@@ -89,42 +94,65 @@ def randomize(net, rng, density, nonzero_bias=True):
 
 def dense_net(sizes, rng, density, dtype=np.float64):
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [Dense(a, b, dtype=dtype), ReLU()]
     return randomize(Network(layers[:-1], (sizes[0],), "dense-test"), rng, density)
 
 
-def conv_net(rng, density, c0=2, c1=3, c2=4, k1=3, stride=1, padding=0, pool=True, hidden=5, n_out=3):
+def conv_net(
+    rng, density, c0=2, c1=3, c2=4, k1=3, stride=1, padding=0, pool=True, hidden=5, n_out=3
+):
     layers = [Conv2d(c0, c1, k1, stride, padding, dtype=np.float64)]
     if pool:
         layers.append(MaxPool2d(2))
     layers += [Conv2d(c1, c2, 2, dtype=np.float64), Flatten()]
     probe = Network(layers, (c0, 9, 9), "probe")
     flat = probe.shapes()[-1][1][0]
-    layers += [Dense(flat, hidden, dtype=np.float64), ReLU(), Dense(hidden, n_out, dtype=np.float64)]
+    layers += [
+        Dense(flat, hidden, dtype=np.float64),
+        ReLU(),
+        Dense(hidden, n_out, dtype=np.float64),
+    ]
     return randomize(Network(layers, (c0, 9, 9), "conv-test"), rng, density)
 
 
 random_dense = st.builds(
     lambda sizes, seed, density: dense_net(sizes, np.random.default_rng(seed), density),
-    st.lists(st.integers(1, 7), min_size=3, max_size=4), st.integers(0, 2**31), st.floats(0.15, 1.0))
+    st.lists(st.integers(1, 7), min_size=3, max_size=4),
+    st.integers(0, 2**31),
+    st.floats(0.15, 1.0),
+)
 random_conv = st.builds(
-    lambda seed, density, k1, stride, padding, pool: conv_net(np.random.default_rng(seed), density, k1=k1,
-                                                              stride=stride, padding=padding, pool=pool),
-    st.integers(0, 2**31), st.floats(0.1, 1.0), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1),
-    st.booleans())
+    lambda seed, density, k1, stride, padding, pool: conv_net(
+        np.random.default_rng(seed), density, k1=k1, stride=stride, padding=padding, pool=pool
+    ),
+    st.integers(0, 2**31),
+    st.floats(0.1, 1.0),
+    st.integers(1, 3),
+    st.integers(1, 2),
+    st.integers(0, 1),
+    st.booleans(),
+)
 
 
 # ===================================================== prune_by_magnitude
 @FAST
 @given(seed=st.integers(0, 2**31), conv=st.booleans(), density=st.floats(0.0, 1.0),
        fraction=st.floats(0.0, 0.999), use_protect=st.booleans())
-def test_prune_by_magnitude_removes_exactly_the_smallest(seed, conv, density, fraction, use_protect):
+def test_prune_by_magnitude_removes_exactly_the_smallest(
+    seed, conv, density, fraction, use_protect
+):
     rng = np.random.default_rng(seed)
     layer = Conv2d(3, 4, 2, dtype=np.float64) if conv else Dense(9, 5, dtype=np.float64)
     layer.mask[...] = rng.random(layer.mask.shape) < density
-    layer.weight[...] = rng.choice([0.0, 0.5, -0.5, 1.0, 2.0, -3.0], layer.weight.shape) * layer.mask
-    protect = rng.random(layer.mask.shape) < 0.3 if use_protect else np.zeros(layer.mask.shape, dtype=bool)
+    layer.weight[...] = (
+        rng.choice([0.0, 0.5, -0.5, 1.0, 2.0, -3.0], layer.weight.shape) * layer.mask
+    )
+    protect = (
+        rng.random(layer.mask.shape) < 0.3
+        if use_protect
+        else np.zeros(layer.mask.shape, dtype=bool)
+    )
     mask_before, weight_before = layer.mask.copy(), layer.weight.copy()
 
     report = prune_by_magnitude(layer, fraction, protect=protect if use_protect else None)
@@ -134,7 +162,11 @@ def test_prune_by_magnitude_removes_exactly_the_smallest(seed, conv, density, fr
     expected = oracle_prune_order(weight_before, mask_before, protect)[:requested]
     removed = np.flatnonzero((mask_before != 0) & (layer.mask == 0))
     assert sorted(removed.tolist()) == sorted(expected)
-    assert report.removed == len(expected) and report.active_before == n_active and report.requested == requested
+    assert (
+        report.removed == len(expected)
+        and report.active_before == n_active
+        and report.requested == requested
+    )
     assert report.stopped_short == (len(expected) < requested)
     assert np.all(layer.mask <= mask_before)  # never revives
     assert np.all(layer.weight[layer.mask == 0] == 0)
@@ -156,7 +188,8 @@ def test_prune_by_magnitude_ties_go_to_the_lowest_flat_index():
 def test_prune_count_is_robust_to_float_rounding():
     layer = Dense(100, 1, dtype=np.float64)
     layer.weight[...] = np.arange(1, 101)
-    assert prune_by_magnitude(layer, 0.29).removed == 29  # 0.29 * 100 = 28.999999999999996 in floats
+    # 0.29 * 100 = 28.999999999999996 in floats
+    assert prune_by_magnitude(layer, 0.29).removed == 29
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, float("nan"), "0.1"])
@@ -175,12 +208,18 @@ def test_prune_report_as_dict_is_plain_data():
     report = prune_by_magnitude(layer, 0.5, position=4)
     as_dict = report.as_dict()
     assert isinstance(report, PruneReport)
-    assert as_dict["layer"] == 4 and as_dict["removed"] == 7 and isinstance(as_dict["threshold"], float)
+    assert (
+        as_dict["layer"] == 4
+        and as_dict["removed"] == 7
+        and isinstance(as_dict["threshold"], float)
+    )
 
 
 # =========================================================== prune_network
 def test_default_fractions_have_one_entry_per_masked_layer():
-    assert len(DEFAULT_PRUNE_FRACTIONS["lenet-300-100"]) == len(lenet_300_100(width_scale=0.1).masked_layers())
+    assert len(DEFAULT_PRUNE_FRACTIONS["lenet-300-100"]) == len(
+        lenet_300_100(width_scale=0.1).masked_layers()
+    )
     assert len(DEFAULT_PRUNE_FRACTIONS["lenet5"]) == len(lenet5(width_scale=0.1).masked_layers())
     assert DEFAULT_PRUNE_FRACTIONS["lenet-300-100"] == (0.1, 0.08, 0.04)
 
@@ -189,7 +228,9 @@ def test_prune_network_applies_per_layer_fractions():
     net = lenet_300_100(width_scale=0.1, seed=1)
     reports = prune_network(net, DEFAULT_PRUNE_FRACTIONS["lenet-300-100"])
     active = [784 * 30, 30 * 10, 10 * 10]
-    assert [r.requested for r in reports] == [math.floor(f * a) for f, a in zip((0.1, 0.08, 0.04), active)]
+    assert [r.requested for r in reports] == [
+        math.floor(f * a) for f, a in zip((0.1, 0.08, 0.04), active, strict=True)
+    ]
     assert [r.removed for r in reports] == [r.requested for r in reports]
     assert [r.layer for r in reports] == [0, 2, 4]
 
@@ -200,7 +241,11 @@ def test_prune_network_rejects_a_wrong_number_of_fractions():
 
 
 @FAST
-@given(net=st.one_of(random_dense, random_conv), fraction=st.floats(0.3, 0.95), rounds=st.integers(1, 4))
+@given(
+    net=st.one_of(random_dense, random_conv),
+    fraction=st.floats(0.3, 0.95),
+    rounds=st.integers(1, 4),
+)
 def test_prune_network_never_disconnects_and_removes_a_smallest_prefix(net, fraction, rounds):
     reachable_before = oracle_reachable_outputs(net)
     output_layer = net.masked_layers()[-1][1]
@@ -296,7 +341,10 @@ def test_remove_dead_neurons_folds_constant_units_and_preserves_the_function():
     entry = report.layers[0]
     assert entry["width_before"] == 5 and entry["width_after"] == net.widths()[0] <= 2
     assert entry["removed_no_input"] >= 2 and entry["removed_no_output"] >= 1
-    assert entry["removed_grown"] == 1 and entry["removed_grown"] + entry["removed_seed"] == entry["removed"]
+    assert (
+        entry["removed_grown"] == 1
+        and entry["removed_grown"] + entry["removed_seed"] == entry["removed"]
+    )
     assert_optimizer_fits(net, optimizer)
     assert net.widths()[-1] == 3  # the output layer never shrinks
     loss_and_grads(net, x, np.zeros(32, dtype=np.int64))
@@ -315,8 +363,10 @@ def test_remove_dead_neurons_is_function_preserving_on_random_dense_nets(net, se
     report = remove_dead_neurons(net)
     assert_same_function(net, before, x)
     assert [e["width_after"] for e in report.layers] == net.widths()[:-1]
-    assert all(a <= b and a >= 1 for a, b in zip(net.widths(), widths))
-    for entry, position in zip(report.layers, [p for p, _ in net.masked_layers()[:-1]]):
+    assert all(a <= b and a >= 1 for a, b in zip(net.widths(), widths, strict=True))
+    for entry, position in zip(
+        report.layers, [p for p, _ in net.masked_layers()[:-1]], strict=True
+    ):
         layer = net.layers[position]
         # with Dense layers every dead unit can go, but the one a layer must keep
         assert entry["dead_kept"] == 0 or layer.n_out == 1
@@ -330,7 +380,8 @@ def test_remove_dead_neurons_on_lenet5_preserves_the_function_and_shrinks_maps()
         layer.bias[...] = rng.standard_normal(layer.bias.shape)
     conv1, conv2, fc1 = net.layers[0], net.layers[2], net.layers[5]
     conv1.mask[0] = conv1.weight[0] = 0  # map 0 of conv1: constant bias map, feeds conv2
-    conv2.mask[1] = conv2.weight[1] = 0  # map 1 of conv2: constant, feeds fc1 through pool + flatten
+    # map 1 of conv2: constant, feeds fc1 through pool + flatten
+    conv2.mask[1] = conv2.weight[1] = 0
     conv2.mask[:, 2] = conv2.weight[:, 2] = 0  # map 2 of conv1: no outputs
     fc1.mask[:, 3 * 16:4 * 16] = fc1.weight[:, 3 * 16:4 * 16] = 0  # map 3 of conv2: no outputs
     x = rng.random((8, 1, 28, 28))
@@ -346,11 +397,23 @@ def test_remove_dead_neurons_on_lenet5_preserves_the_function_and_shrinks_maps()
 
 
 @pytest.mark.parametrize("padding, bias, kept", [(1, 0.7, True), (1, 0.0, False), (0, 0.7, False)])
-def test_a_constant_map_before_a_padded_conv_is_kept_unless_its_constant_is_zero(padding, bias, kept):
+def test_a_constant_map_before_a_padded_conv_is_kept_unless_its_constant_is_zero(
+    padding, bias, kept
+):
     rng = np.random.default_rng(0)
-    net = randomize(Network([Conv2d(1, 3, 3, padding=padding, dtype=np.float64),
-                             Conv2d(3, 2, 3, padding=padding, dtype=np.float64), Flatten(),
-                             Dense(2 * (7 + 4 * padding - 4) ** 2, 2, dtype=np.float64)], (1, 7, 7)), rng, 1.0)
+    net = randomize(
+        Network(
+            [
+                Conv2d(1, 3, 3, padding=padding, dtype=np.float64),
+                Conv2d(3, 2, 3, padding=padding, dtype=np.float64),
+                Flatten(),
+                Dense(2 * (7 + 4 * padding - 4) ** 2, 2, dtype=np.float64),
+            ],
+            (1, 7, 7),
+        ),
+        rng,
+        1.0,
+    )
     first = net.layers[0]
     first.mask[0] = first.weight[0] = 0
     first.bias[0] = bias
@@ -364,8 +427,19 @@ def test_a_constant_map_before_a_padded_conv_is_kept_unless_its_constant_is_zero
 
 def test_a_constant_map_is_kept_when_the_next_area_mask_makes_it_position_dependent():
     rng = np.random.default_rng(1)
-    net = randomize(Network([Conv2d(1, 2, 3, dtype=np.float64), Conv2d(2, 2, 3, dtype=np.float64), Flatten(),
-                             Dense(2 * 9, 2, dtype=np.float64)], (1, 7, 7)), rng, 1.0)
+    net = randomize(
+        Network(
+            [
+                Conv2d(1, 2, 3, dtype=np.float64),
+                Conv2d(2, 2, 3, dtype=np.float64),
+                Flatten(),
+                Dense(2 * 9, 2, dtype=np.float64),
+            ],
+            (1, 7, 7),
+        ),
+        rng,
+        1.0,
+    )
     net.layers[0].mask[0] = net.layers[0].weight[0] = 0
     net.layers[0].bias[0] = 1.0
     area = np.ones((2, 2, 3, 3))
@@ -376,7 +450,8 @@ def test_a_constant_map_is_kept_when_the_next_area_mask_makes_it_position_depend
     report = remove_dead_neurons(net)
     assert_same_function(net, before, x)
     assert net.widths()[0] == 2 and report.layers[0]["dead_kept"] == 1
-    net.layers[1].area_mask[0, 0] = 0  # now uniform (all pruned): the constant adds nothing there, folding is exact
+    # now uniform (all pruned): the constant adds nothing there, folding is exact
+    net.layers[1].area_mask[0, 0] = 0
     before = net.forward(x)
     report = remove_dead_neurons(net)
     assert_same_function(net, before, x)
@@ -412,7 +487,10 @@ def test_prune_neurons_by_activation_removes_quiet_units_and_folds_their_mean():
     report = prune_neurons_by_activation(net, x, 0.05)
     assert report.criterion == "activation"
     assert quiet.tolist() == [False, False, True, False, True, False]
-    assert report.layers[0]["removed_low_activation"] == 2 and report.layers[1]["removed_low_activation"] == 0
+    assert (
+        report.layers[0]["removed_low_activation"] == 2
+        and report.layers[1]["removed_low_activation"] == 0
+    )
     assert net.widths() == [4, 4, 3]
     np.testing.assert_allclose(net.forward(x), before, rtol=0, atol=1e-4)
 

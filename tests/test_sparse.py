@@ -143,7 +143,7 @@ def test_sparse_layers_give_the_dense_paths_outputs_gradients_and_steps(dtype, t
         grad = np.random.default_rng(step).standard_normal(logits[0].shape).astype(dtype)
         grads_in = [net.backward(grad) for net in (sparse, dense)]
         np.testing.assert_allclose(grads_in[0], grads_in[1], rtol=tol, atol=tol)
-        for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
+        for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers(), strict=True):
             assert a.active_weight_gradient() is not None and b.active_weight_gradient() is None
             support, values = a.active_weight_gradient()
             np.testing.assert_allclose(
@@ -154,7 +154,7 @@ def test_sparse_layers_give_the_dense_paths_outputs_gradients_and_steps(dtype, t
             np.testing.assert_allclose(a.grad_bias, b.grad_bias, rtol=tol, atol=tol)
         for optimizer in optimizers:
             optimizer.step()
-        for (i, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
+        for (i, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers(), strict=True):
             np.testing.assert_allclose(a.weight, b.weight, rtol=tol, atol=tol)
             np.testing.assert_allclose(
                 optimizers[0].velocity[i]["weight"],
@@ -174,7 +174,7 @@ def test_dense_weight_grad_on_request_equals_the_lazy_one():
     assert all(
         layer._grad_weight is None for _, layer in net.masked_layers()
     )  # not computed unless read
-    for g, (_, layer) in zip(eager, net.masked_layers()):
+    for g, (_, layer) in zip(eager, net.masked_layers(), strict=True):
         np.testing.assert_allclose(layer.grad_weight, g, rtol=1e-6, atol=1e-7)
         assert np.any(g[layer.mask == 0] != 0)  # dormant positions have their slope
 
@@ -206,21 +206,21 @@ def test_the_sparse_structure_follows_every_kind_of_mask_edit(edit):
     sparse, dense = twin_nets(0.05, dtype=np.float64)
     optimizers = [SGD(net, lr=0.1, momentum=0.9) for net in (sparse, dense)]
     x, y = batch(dtype=np.float64)
-    for net, optimizer in zip((sparse, dense), optimizers):
+    for net, optimizer in zip((sparse, dense), optimizers, strict=True):
         loss_and_grads(net, x, y)
         optimizer.step()
     for moment in ("before forward", "between backward and step"):
         if moment == "before forward":
             for _, layer in sparse.masked_layers():
                 edit(layer, rng)
-            for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
+            for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers(), strict=True):
                 b.mask = a.mask.copy()
                 a.weight *= a.mask
                 b.weight[...] = a.weight
         for net in (sparse, dense):
             loss_and_grads(net, x, y)
         if moment == "between backward and step":
-            for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
+            for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers(), strict=True):
                 edit(a, rng)
                 b.mask = a.mask.copy()
             assert all(
@@ -228,7 +228,7 @@ def test_the_sparse_structure_follows_every_kind_of_mask_edit(edit):
             )
         for optimizer in optimizers:
             optimizer.step()
-        for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers()):
+        for (_, a), (_, b) in zip(sparse.masked_layers(), dense.masked_layers(), strict=True):
             np.testing.assert_allclose(a.weight, b.weight, rtol=1e-12, atol=1e-12)
             np.testing.assert_allclose(a.forward(b._x), b.forward(b._x), rtol=1e-12, atol=1e-12)
 
@@ -237,7 +237,7 @@ def test_unit_surgery_rebuilds_the_structure():
     sparse, dense = twin_nets(0.05, dtype=np.float64)
     optimizers = [SGD(net, lr=0.1) for net in (sparse, dense)]
     x, y = batch(dtype=np.float64)
-    for net, optimizer in zip((sparse, dense), optimizers):
+    for net, optimizer in zip((sparse, dense), optimizers, strict=True):
         loss_and_grads(net, x, y)
         optimizer.step()
         new = add_units(net, 0, 3, optimizer)
@@ -247,7 +247,7 @@ def test_unit_surgery_rebuilds_the_structure():
         net.layers[2].mask[:, new] = 1
         keep_units(net, 2, np.arange(0, net.layers[2].n_out, 2), optimizer)
     assert sparse.layers[0].uses_sparse_kernels()
-    for net, optimizer in zip((sparse, dense), optimizers):
+    for net, optimizer in zip((sparse, dense), optimizers, strict=True):
         loss_and_grads(net, x, y)
         optimizer.step()
     np.testing.assert_allclose(sparse.forward(x), dense.forward(x), rtol=1e-12, atol=1e-12)

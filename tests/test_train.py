@@ -7,12 +7,21 @@ from nestref.cli import main
 from nestref.data import train_val_split
 from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD, cosine
-from nestref.train import TrainingDiverged, evaluate, fit, load_checkpoint, prepare_inputs, save_checkpoint
+from nestref.train import (
+    TrainingDiverged,
+    evaluate,
+    fit,
+    load_checkpoint,
+    prepare_inputs,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
 def small_mnist(mnist):
-    tx, ty, vx, vy = train_val_split(mnist.train_images[:6000], mnist.train_labels[:6000], n_val=1000, seed=0)
+    tx, ty, vx, vy = train_val_split(
+        mnist.train_images[:6000], mnist.train_labels[:6000], n_val=1000, seed=0
+    )
     return (tx, ty), (vx, vy)
 
 
@@ -20,7 +29,14 @@ def test_short_training_learns_dense(small_mnist):
     (tx, ty), (vx, vy) = small_mnist
     net = lenet_300_100(width_scale=0.4, density=0.2, seed=0)
     opt = SGD(net, lr=0.05, momentum=0.9)
-    records = fit(net, opt, (prepare_inputs(tx, net), ty), (prepare_inputs(vx, net), vy), epochs=2, batch_size=64)
+    records = fit(
+        net,
+        opt,
+        (prepare_inputs(tx, net), ty),
+        (prepare_inputs(vx, net), vy),
+        epochs=2,
+        batch_size=64,
+    )
     assert len(records) == 2 and records[1]["train_loss"] < records[0]["train_loss"]
     assert records[-1]["val_error"] < 0.15  # chance is 0.9
 
@@ -38,7 +54,9 @@ def test_nan_loss_stops_with_a_clear_message():
     net = lenet_300_100(width_scale=0.1, seed=0)
     x = np.random.default_rng(0).random((64, 784)).astype(np.float32)
     x[5, 3] = np.nan
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, batch 1/1 with lr=0.1"):
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became nan at epoch 1, batch 1/1 with lr=0.1"
+    ):
         fit(net, SGD(net, lr=0.1), (x, np.zeros(64, np.int64)), None, epochs=1, batch_size=64)
 
 
@@ -51,7 +69,16 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_mnist):
         return net, SGD(net, lr=0.05, momentum=0.9), (prepare_inputs(tx, net), ty)
 
     net, opt, train = fresh()
-    fit(net, opt, train, None, epochs=3, schedule=cosine(0.05), batch_size=50, rng=np.random.default_rng(4))
+    fit(
+        net,
+        opt,
+        train,
+        None,
+        epochs=3,
+        schedule=cosine(0.05),
+        batch_size=50,
+        rng=np.random.default_rng(4),
+    )
 
     net2, opt2, train = fresh()
     rng = np.random.default_rng(4)
@@ -61,8 +88,18 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, small_mnist):
     net3, opt3, state = load_checkpoint(tmp_path / "ck.npz")
     rng3 = np.random.default_rng()
     rng3.bit_generator.state = state["rng"]
-    fit(net3, opt3, train, None, epochs=3, schedule=cosine(0.05), batch_size=50, rng=rng3, start_epoch=1)
-    for (_, a), (_, b) in zip(net.masked_layers(), net3.masked_layers()):
+    fit(
+        net3,
+        opt3,
+        train,
+        None,
+        epochs=3,
+        schedule=cosine(0.05),
+        batch_size=50,
+        rng=rng3,
+        start_epoch=1,
+    )
+    for (_, a), (_, b) in zip(net.masked_layers(), net3.masked_layers(), strict=True):
         np.testing.assert_array_equal(a.weight, b.weight)
         np.testing.assert_array_equal(a.mask, b.mask)
 

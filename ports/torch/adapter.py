@@ -1,4 +1,5 @@
-"""The PyTorch port's conformance adapter: ``OPS`` maps every op of conformance/README.md to the port.
+"""The PyTorch port's conformance adapter: ``OPS`` maps every op of conformance/README.md to the
+port.
 
     nestref conformance check ports/torch/adapter.py
 
@@ -53,7 +54,8 @@ def _network_outputs(params_list):
 
 
 def _layer_grads(run, inputs):
-    """Autograd of one layer: grads w.r.t. x, the effective weight W*M (every position) and the bias."""
+    """Autograd of one layer: grads w.r.t. x, the effective weight W*M (every position) and the
+    bias."""
     x = _t(inputs["x"]).clone().requires_grad_()
     w_eff = (_t(inputs["weight"]) * _t(inputs["mask"])).requires_grad_()
     bias = _t(inputs["bias"]).clone().requires_grad_()
@@ -62,7 +64,11 @@ def _layer_grads(run, inputs):
 
 
 def dense_forward(inputs, params):
-    return {"y": _np(nt.dense(_t(inputs["x"]), _t(inputs["weight"]) * _t(inputs["mask"]), _t(inputs["bias"])))}
+    return {
+        "y": _np(
+            nt.dense(_t(inputs["x"]), _t(inputs["weight"]) * _t(inputs["mask"]), _t(inputs["bias"]))
+        )
+    }
 
 
 def dense_backward(inputs, params):
@@ -85,7 +91,9 @@ def conv2d_backward(inputs, params):
 
 def maxpool2d(inputs, params):
     x = _t(inputs["x"]).clone().requires_grad_()
-    y, argmax = torch.nn.functional.max_pool2d(x, params["kernel_size"], params["stride"], return_indices=True)
+    y, argmax = torch.nn.functional.max_pool2d(
+        x, params["kernel_size"], params["stride"], return_indices=True
+    )
     y.backward(_t(inputs["grad_y"]))
     return {"y": _np(y), "argmax": _np(argmax).astype(np.int64), "grad_x": _np(x.grad)}
 
@@ -98,7 +106,8 @@ def softmax_cross_entropy(inputs, params):
 
 
 def sgd_step(inputs, params):
-    """v <- momentum v + (dL/dW * M + decay W); W <- (W - lr v) * M; the bias likewise, unmasked, undecayed."""
+    """v <- momentum v + (dL/dW * M + decay W); W <- (W - lr v) * M; the bias likewise, unmasked,
+    undecayed."""
     w, m, b = _t(inputs["weight"]), _t(inputs["mask"]), _t(inputs["bias"])
     v_w = (params["momentum"] * _t(inputs["velocity_weight"]) + _t(inputs["grad_weight"]) * m
            + params["weight_decay"] * w) * m
@@ -115,8 +124,14 @@ def growth_gradient(inputs, params):
 
 
 def growth_connections(inputs, params):
-    w, m, idx = nt.grow_connections(_t(inputs["weight"]), _t(inputs["mask"]), _t(inputs["gradient"]),
-                                    params["ratio"], params["init"], params["lr"])
+    w, m, idx = nt.grow_connections(
+        _t(inputs["weight"]),
+        _t(inputs["mask"]),
+        _t(inputs["gradient"]),
+        params["ratio"],
+        params["init"],
+        params["lr"],
+    )
     return {"weight": _np(w), "mask": _np(m), "indices": _np(idx).astype(np.int64)}
 
 
@@ -125,7 +140,9 @@ def growth_bridging_gradient(inputs, params):
 
 
 def growth_neuron_weights(inputs, params):
-    w_in, w_out = nt.neuron_weights(_t(inputs["G"]), params["count"], params["birth_ratio"], _t(inputs["signs"]))
+    w_in, w_out = nt.neuron_weights(
+        _t(inputs["G"]), params["count"], params["birth_ratio"], _t(inputs["signs"])
+    )
     return {"w_in": _np(w_in), "w_out": _np(w_out)}
 
 
@@ -134,15 +151,23 @@ def growth_feature_map(inputs, params):
     (_, after), losses, loss_before, added = nt.grow_feature_map(
         spec, layers, params["position"], _t(inputs["x"]), _t(inputs["y"]),
         _t(inputs["candidates_in"]), _t(inputs["candidates_out"]))
-    return {"losses": np.array(losses), "loss_before": np.float64(loss_before), "added": np.int64(added),
-            **_network_outputs(after)}
+    return {
+        "losses": np.array(losses),
+        "loss_before": np.float64(loss_before),
+        "added": np.int64(added),
+        **_network_outputs(after),
+    }
 
 
 def prune_magnitude(inputs, params):
     w, m = _t(inputs["weight"]), _t(inputs["mask"])
     protect = nt.strongest_input_per_unit(w, m) if params.get("output_unit_guard") else None
     w_after, m_after, threshold = nt.magnitude_prune(w, m, params["fraction"], protect)
-    return {"mask_after": _np(m_after), "weight_after": _np(w_after), "threshold": np.float64(threshold)}
+    return {
+        "mask_after": _np(m_after),
+        "weight_after": _np(w_after),
+        "threshold": np.float64(threshold),
+    }
 
 
 def prune_dead_units(inputs, params):
@@ -155,9 +180,15 @@ def prune_dead_units(inputs, params):
 
 def prune_partial_area(inputs, params):
     spec, layers = _network(inputs, params)
-    scores, area, weight, mask = nt.prune_partial_area(spec, layers, params["position"], params["fraction"],
-                                                       _t(inputs["x"]))
-    return {"contributions": _np(scores), "area_mask": _np(area), "weight": _np(weight), "mask": _np(mask)}
+    scores, area, weight, mask = nt.prune_partial_area(
+        spec, layers, params["position"], params["fraction"], _t(inputs["x"])
+    )
+    return {
+        "contributions": _np(scores),
+        "area_mask": _np(area),
+        "weight": _np(weight),
+        "mask": _np(mask),
+    }
 
 
 def accounting_count(inputs, params):

@@ -33,13 +33,17 @@ def conv2d(x, w_eff, bias, stride, padding, area_mask=None):
         return F.conv2d(x, w_eff, bias, stride=stride, padding=padding)
     y = None
     for i in range(x.shape[1]):
-        part = F.conv2d(x[:, i:i + 1], w_eff[:, i:i + 1], None, stride=stride, padding=padding) * area_mask[:, i]
+        part = (
+            F.conv2d(x[:, i : i + 1], w_eff[:, i : i + 1], None, stride=stride, padding=padding)
+            * area_mask[:, i]
+        )
         y = part if y is None else y + part
     return y + bias.view(1, -1, 1, 1)
 
 
 def forward(spec, params, x, weights=None):
-    """The network's logits; ``weights`` optionally replaces each masked layer's W*M (autograd leaves)."""
+    """The network's logits; ``weights`` optionally replaces each masked layer's W*M (autograd
+    leaves)."""
     h = x
     for i, cfg in enumerate(spec["layers"]):
         kind = cfg["type"]
@@ -55,7 +59,8 @@ def forward(spec, params, x, weights=None):
         elif kind == "ReLU":
             h = torch.relu(h)
         elif kind == "Flatten":
-            h = h.reshape(h.shape[0], -1)   # channel-major: map c owns columns c*H*W ... (c+1)*H*W - 1
+            # channel-major: map c owns columns c*H*W ... (c+1)*H*W - 1
+            h = h.reshape(h.shape[0], -1)
         else:
             raise ValueError(f"unknown layer type {kind!r}")
     return h
@@ -73,8 +78,14 @@ def shapes(spec):
         if cfg["type"] == "Dense":
             new = (cfg["n_out"],)
         elif cfg["type"] == "Conv2d":
-            new = tuple(F.conv2d(x, torch.zeros(cfg["out_c"], cfg["in_c"], cfg["kernel_size"], cfg["kernel_size"]),
-                                 stride=cfg["stride"], padding=cfg["padding"]).shape[1:])
+            new = tuple(
+                F.conv2d(
+                    x,
+                    torch.zeros(cfg["out_c"], cfg["in_c"], cfg["kernel_size"], cfg["kernel_size"]),
+                    stride=cfg["stride"],
+                    padding=cfg["padding"],
+                ).shape[1:]
+            )
         elif cfg["type"] == "MaxPool2d":
             new = tuple(F.max_pool2d(x, cfg["kernel_size"], cfg["stride"]).shape[1:])
         elif cfg["type"] == "Flatten":
@@ -87,7 +98,8 @@ def shapes(spec):
 
 
 def next_masked(spec, position):
-    """(position of the next masked layer, columns each unit feeds there: 1, or H*W after a Flatten)."""
+    """(position of the next masked layer, columns each unit feeds there: 1, or H*W after a
+    Flatten)."""
     nxt = next(j for j in masked_positions(spec) if j > position)
     for j in range(position + 1, nxt):
         if spec["layers"][j]["type"] == "Flatten":
@@ -101,7 +113,8 @@ def mean_cross_entropy(logits, labels):
 
 
 def batch_loss(spec, params, x, y):
-    """Mean cross-entropy, the logits taken to float64 first (the decisions compare nearly equal losses)."""
+    """Mean cross-entropy, the logits taken to float64 first (the decisions compare nearly equal
+    losses)."""
     with torch.no_grad():
         return float(mean_cross_entropy(forward(spec, params, x).double(), y))
 
@@ -131,21 +144,24 @@ def growth_gradient(spec, params, x, y, batch_size, n_batches=None):
             weights[i] = (params[i]["weight"] * params[i]["mask"]).detach().requires_grad_()
         loss = mean_cross_entropy(forward(spec, params, xb, weights), yb)
         grads = torch.autograd.grad(loss, [weights[i] for i in positions])
-        for i, g in zip(positions, grads):
+        for i, g in zip(positions, grads, strict=True):
             sums[i] += len(xb) * g.double()
         seen += len(xb)
     return {i: (sums[i] / seen).to(params[i]["weight"].dtype) for i in positions}
 
 
 def grow_connections(weight, mask, gradient, ratio, init, lr):
-    """Activate floor(ratio * dormant) dormant connections with the largest |G| > 0 (ties: lowest index)."""
+    """Activate floor(ratio * dormant) dormant connections with the largest |G| > 0 (ties: lowest
+    index)."""
     weight, mask = weight.clone(), mask.clone()
     dormant = torch.nonzero(mask.reshape(-1) == 0).reshape(-1)
     g_abs = gradient.reshape(-1)[dormant].abs()
     order = torch.argsort(-g_abs, stable=True)
     take = order[:min(floor_count(ratio, len(dormant)), int((g_abs > 0).sum()))]
     indices = dormant[take]
-    values = -lr * gradient.reshape(-1)[indices] if init == "gradient" else torch.zeros(len(indices))
+    values = (
+        -lr * gradient.reshape(-1)[indices] if init == "gradient" else torch.zeros(len(indices))
+    )
     weight.view(-1)[indices] = values.to(weight.dtype)
     mask.view(-1)[indices] = 1
     return weight, mask, indices
@@ -157,7 +173,8 @@ def bridging_gradient(x_prev, delta_next):
 
 
 def neuron_weights(G, count, birth_ratio, signs):
-    """Unscaled (w_in (k, I), w_out (M, k)) of up to ``count`` neurons; signs[r] for the r-th pair by rank."""
+    """Unscaled (w_in (k, I), w_out (M, k)) of up to ``count`` neurons; signs[r] for the r-th pair
+    by rank."""
     m_out, n_in = G.shape
     g = G.reshape(-1).double()
     chunk = max(1, math.ceil(birth_ratio * g.numel() - 1e-9))
@@ -170,7 +187,9 @@ def neuron_weights(G, count, birth_ratio, signs):
         d = g[idx].abs().sqrt()
         s = signs[j * chunk:j * chunk + idx.numel()].double()
         w_in = torch.zeros(n_in, dtype=torch.float64).index_add_(0, idx % n_in, s * d)
-        w_out = torch.zeros(m_out, dtype=torch.float64).index_add_(0, idx // n_in, -s * torch.sign(g[idx]) * d)
+        w_out = torch.zeros(m_out, dtype=torch.float64).index_add_(
+            0, idx // n_in, -s * torch.sign(g[idx]) * d
+        )
         if bool(w_in.any()) and bool(w_out.any()):   # a neuron whose weights cancel adds nothing
             rows.append(w_in)
             cols.append(w_out)
@@ -201,21 +220,26 @@ def _with_new_map(spec, params, position, kernel_in, w_out):
     if "area_mask" in p:
         p["area_mask"] = torch.cat([p["area_mask"], torch.ones_like(p["area_mask"][:1])])
     # the new map is input channel C of a next conv, or the last H*W columns of a next dense layer
-    q["weight"] = torch.cat([q["weight"], w_out[:, None] if q["weight"].ndim == 4 else w_out], dim=1)
+    q["weight"] = torch.cat(
+        [q["weight"], w_out[:, None] if q["weight"].ndim == 4 else w_out], dim=1
+    )
     new_mask = (w_out != 0).to(q["mask"].dtype)
-    q["mask"] = torch.cat([q["mask"], new_mask[:, None] if q["mask"].ndim == 4 else new_mask], dim=1)
+    q["mask"] = torch.cat(
+        [q["mask"], new_mask[:, None] if q["mask"].ndim == 4 else new_mask], dim=1
+    )
     if "area_mask" in q:
         q["area_mask"] = torch.cat([q["area_mask"], torch.ones_like(q["area_mask"][:, :1])], dim=1)
     return spec, params
 
 
 def grow_feature_map(spec, params, position, x, y, candidates_in, candidates_out):
-    """Try each candidate (rescaled to its layer's mean |active w|) as a new map; keep the best if it lowers the loss."""
+    """Try each candidate (rescaled to its layer's mean |active w|) as a new map; keep the best if
+    it lowers the loss."""
     nxt, _ = next_masked(spec, position)
     loss_before = batch_loss(spec, params, x, y)
     scale_in, scale_out = _mean_active_abs(params[position]), _mean_active_abs(params[nxt])
     trials, losses = [], []
-    for c_in, c_out in zip(candidates_in.double(), candidates_out.double()):
+    for c_in, c_out in zip(candidates_in.double(), candidates_out.double(), strict=True):
         kernel_in = c_in * (scale_in / float(c_in[c_in != 0].abs().mean()))
         w_out = c_out * (scale_out / float(c_out[c_out != 0].abs().mean()))
         trial = _with_new_map(spec, params, position, kernel_in, w_out)
@@ -230,7 +254,11 @@ def grow_feature_map(spec, params, position, x, y, candidates_in, candidates_out
 def strongest_input_per_unit(weight, mask):
     """Bool (weight's shape): each output unit's largest-|w| active input (ties: the first)."""
     active = (mask != 0).reshape(mask.shape[0], -1)
-    score = torch.where(active, weight.reshape(mask.shape[0], -1).abs(), torch.full_like(active, -1.0, dtype=weight.dtype))
+    score = torch.where(
+        active,
+        weight.reshape(mask.shape[0], -1).abs(),
+        torch.full_like(active, -1.0, dtype=weight.dtype),
+    )
     protect = torch.zeros_like(active)
     units = torch.nonzero(active.any(dim=1)).reshape(-1)
     protect[units, score[units].argmax(dim=1)] = True
@@ -238,7 +266,8 @@ def strongest_input_per_unit(weight, mask):
 
 
 def magnitude_prune(weight, mask, fraction, protect=None):
-    """Deactivate floor(fraction * active) of the unprotected active connections, smallest |w| first."""
+    """Deactivate floor(fraction * active) of the unprotected active connections, smallest |w|
+    first."""
     weight, mask = weight.clone(), mask.clone()
     active = mask != 0
     protect = torch.zeros_like(active) if protect is None else protect
@@ -283,10 +312,16 @@ def _bias_shift(spec, params, position, units, constants):
         kept = area[:, :, 0].double()
         uniform = (area.all(dim=2) | ~area.any(dim=2)) | (kernel_sums == 0)
     else:
-        kept, uniform = torch.ones_like(kernel_sums), torch.ones(kernel_sums.shape, dtype=torch.bool)
-    # a constant map before a padded conv, or a partly kept area, shifts the output unevenly: not foldable
+        kept, uniform = (
+            torch.ones_like(kernel_sums),
+            torch.ones(kernel_sums.shape, dtype=torch.bool),
+        )
+    # a constant map before a padded conv, or a partly kept area, shifts the output unevenly: not
+    # foldable
     foldable = (constants == 0) | (torch.tensor(cfg["padding"] == 0) & uniform.all(dim=0))
-    return (kernel_sums * kept) @ torch.where(foldable, constants, torch.zeros_like(constants)), foldable
+    return (kernel_sums * kept) @ torch.where(
+        foldable, constants, torch.zeros_like(constants)
+    ), foldable
 
 
 def _keep_units(spec, params, position, keep):
@@ -299,13 +334,16 @@ def _keep_units(spec, params, position, keep):
     for key in ("weight", "mask", "area_mask"):
         if key in q:
             q[key] = q[key][:, cols]
-    spec["layers"][position]["n_out" if spec["layers"][position]["type"] == "Dense" else "out_c"] = len(keep)
+    spec["layers"][position][
+        "n_out" if spec["layers"][position]["type"] == "Dense" else "out_c"
+    ] = len(keep)
     spec["layers"][nxt]["n_in" if spec["layers"][nxt]["type"] == "Dense" else "in_c"] = len(cols)
 
 
 def remove_dead_units(spec, params):
-    """Remove hidden units with no active inputs (folding their constant output into the next bias) or
-    no active outputs; repeat until nothing changes; a layer keeps at least its lowest-index unit."""
+    """Remove hidden units with no active inputs (folding their constant output into the next bias)
+    or no active outputs; repeat until nothing changes; a layer keeps at least its lowest-index
+    unit."""
     spec = {**spec, "layers": [dict(c) for c in spec["layers"]]}
     params = [None if p is None else dict(p) for p in params]
     hidden = masked_positions(spec)[:-1]
@@ -336,7 +374,8 @@ def remove_dead_units(spec, params):
 
 
 def reachable_outputs(spec, params, area_override=None):
-    """Bool per output unit: reached from the input through active connections (biases carry no signal).
+    """Bool per output unit: reached from the input through active connections (biases carry no
+    signal).
 
     area_override: optional (position, area mask) used in place of that layer's own area mask.
     """
@@ -347,14 +386,27 @@ def reachable_outputs(spec, params, area_override=None):
             reach = ((reach @ (params[i]["mask"] != 0).double().T) > 0).double()
         elif kind == "Conv2d":
             active = (params[i]["mask"] != 0).double()
-            area = area_override[1] if area_override and area_override[0] == i else params[i].get("area_mask")
+            area = (
+                area_override[1]
+                if area_override and area_override[0] == i
+                else params[i].get("area_mask")
+            )
             if area is None:
-                reach = (F.conv2d(reach, active, stride=cfg["stride"], padding=cfg["padding"]) > 0).double()
+                reach = (
+                    F.conv2d(reach, active, stride=cfg["stride"], padding=cfg["padding"]) > 0
+                ).double()
             else:
                 hits = None
                 for c in range(active.shape[1]):
-                    part = (F.conv2d(reach[:, c:c + 1], active[:, c:c + 1], stride=cfg["stride"], padding=cfg["padding"])
-                            > 0) & (area[:, c] != 0)
+                    part = (
+                        F.conv2d(
+                            reach[:, c : c + 1],
+                            active[:, c : c + 1],
+                            stride=cfg["stride"],
+                            padding=cfg["padding"],
+                        )
+                        > 0
+                    ) & (area[:, c] != 0)
                     hits = part if hits is None else hits | part
                 reach = hits.double()
         elif kind == "MaxPool2d":
@@ -369,21 +421,28 @@ def area_contributions(weight, mask, x, stride, padding):
     o, c, k, _ = weight.shape
     n = x.shape[0]
     kernel = (weight * mask).reshape(o, c, k * k)
-    cols = F.unfold(x, k, padding=padding, stride=stride).reshape(n, c, k * k, -1)   # (N, C, k*k, P)
+    cols = F.unfold(x, k, padding=padding, stride=stride).reshape(n, c, k * k, -1)  # (N, C, k*k, P)
     ho = (x.shape[2] + 2 * padding - k) // stride + 1
     wo = (x.shape[3] + 2 * padding - k) // stride + 1
     total = torch.zeros((o, c, ho * wo), dtype=torch.float64)
     for i in range(c):
-        total[:, i] = torch.einsum("nkp,ok->nop", cols[:, i], kernel[:, i]).abs().double().sum(dim=0)
+        total[:, i] = (
+            torch.einsum("nkp,ok->nop", cols[:, i], kernel[:, i]).abs().double().sum(dim=0)
+        )
     return (total / n).reshape(o, c, ho, wo)
 
 
 def prune_partial_area(spec, params, position, fraction, x):
-    """Prune floor(fraction * kept) of the (o, i, p) with an active kernel, smallest mean |contribution| first,
-    without cutting any reachable output off the input; a kernel whose area is all gone loses its weights."""
+    """Prune floor(fraction * kept) of the (o, i, p) with an active kernel, smallest mean
+    |contribution| first, without cutting any reachable output off the input; a kernel whose area is
+    all gone loses its weights."""
     p, cfg = dict(params[position]), spec["layers"][position]
     scores = area_contributions(p["weight"], p["mask"], x, cfg["stride"], cfg["padding"])
-    area = p["area_mask"].clone() if "area_mask" in p else torch.ones(scores.shape, dtype=p["weight"].dtype)
+    area = (
+        p["area_mask"].clone()
+        if "area_mask" in p
+        else torch.ones(scores.shape, dtype=p["weight"].dtype)
+    )
     kernel_active = (p["mask"] != 0).any(dim=3).any(dim=2)
     candidates = (area != 0) & kernel_active[:, :, None, None]
     requested = floor_count(fraction, int(candidates.sum()))
@@ -412,9 +471,10 @@ def prune_partial_area(spec, params, position, fraction, x):
 
 # ================================================================= accounting
 def count(spec, masks, area_masks):
-    """(params, FLOPs) per masked layer: active weights + biases; 2 x MACs that touch an active weight."""
+    """(params, FLOPs) per masked layer: active weights + biases; 2 x MACs that touch an active
+    weight."""
     out = []
-    for i, ((_, out_shape), cfg) in enumerate(zip(shapes(spec), spec["layers"])):
+    for i, ((_, out_shape), cfg) in enumerate(zip(shapes(spec), spec["layers"], strict=True)):
         if cfg["type"] == "Dense":
             active = int((masks[i] != 0).sum())
             out.append((active + cfg["n_out"], 2 * active))
@@ -424,6 +484,12 @@ def count(spec, masks, area_masks):
                 positions = (area_masks[i] != 0).sum(dim=(2, 3))
             else:
                 positions = torch.full_like(per_kernel, out_shape[1] * out_shape[2])
-            # a kernel kept at no position touches nothing: its weights count neither as params nor FLOPs
-            out.append((int(per_kernel[positions > 0].sum()) + cfg["out_c"], 2 * int((per_kernel * positions).sum())))
+            # a kernel kept at no position touches nothing: its weights count neither as params nor
+            # FLOPs
+            out.append(
+                (
+                    int(per_kernel[positions > 0].sum()) + cfg["out_c"],
+                    2 * int((per_kernel * positions).sum()),
+                )
+            )
     return out
