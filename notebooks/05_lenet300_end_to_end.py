@@ -37,7 +37,6 @@
 # %%
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from nestref import plots
+from nestref import architectures, plots
 from nestref.accounting import layer_table
 from nestref.compact import load_compact
 from nestref.config import PRESETS, make_config
@@ -69,22 +68,8 @@ print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
 PRESET = "lenet-300-100"
 if QUICK:
     # never the full runs' directories; a fresh miniature run each time
-    RUNS = Path(tempfile.gettempdir()) / "nestref-quick" / "nb05"
-    shutil.rmtree(RUNS, ignore_errors=True)
-    overrides = {
-        "train_limit": 1500,
-        "n_val": 300,
-        "initial_epochs": 1,
-        "growth_epochs": 1,
-        "settle_epochs": 1,
-        "max_growth_rounds": 2,
-        "growth_batch_size": 500,
-        "prune_epochs": 1,
-        "max_prune_rounds": 5,
-        "finetune_epochs": 1,
-        "prune_fractions": [0.3, 0.25, 0.1],
-        "max_error_increase": 1.0,
-    }
+    RUNS = Path(tempfile.mkdtemp(prefix="nestref-quick-nb05-"))
+    overrides = dict(architectures.get(PRESET).quick)  # the arch table's quick budget
 else:
     RUNS = REPO / "runs"
     overrides = {}

@@ -39,7 +39,6 @@
 # %%
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -47,7 +46,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from nestref import plots
+from nestref import architectures, plots
 from nestref.accounting import layer_table
 from nestref.compact import load_compact
 from nestref.config import PRESETS, make_config
@@ -71,24 +70,8 @@ print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
 PRESET = "lenet5"
 if QUICK:
     # never the full runs' directories; a fresh miniature run each time
-    RUNS = Path(tempfile.gettempdir()) / "nestref-quick" / "nb06"
-    shutil.rmtree(RUNS, ignore_errors=True)
-    overrides = {
-        "train_limit": 800,
-        "n_val": 200,
-        "initial_epochs": 1,
-        "growth_epochs": 1,
-        "settle_epochs": 0,
-        "max_growth_rounds": 1,
-        "growth_batches": 2,
-        "growth_batch_size": 200,
-        "feature_map_candidates": 3,
-        "prune_epochs": 1,
-        "max_prune_rounds": 2,
-        "finetune_epochs": 1,
-        "prune_fractions": [0.1, 0.2, 0.3, 0.1],
-        "max_error_increase": 1.0,
-    }
+    RUNS = Path(tempfile.mkdtemp(prefix="nestref-quick-nb06-"))
+    overrides = dict(architectures.get(PRESET).quick)  # the arch table's quick budget
 else:
     RUNS = REPO / "runs"
     overrides = {}
