@@ -10,8 +10,8 @@
 
 These rules reproduce the paper's dense baselines exactly (``DENSE_BASELINES``, read
 from ``nestref.architectures``; the tests recompute them from the dense networks).
-``dense_baseline`` counts the dense network of any architecture, for any data shape. A kernel whose area is pruned
-everywhere touches nothing, so its weights count neither as params nor as FLOPs
+``dense_baseline`` counts the dense network of any architecture, for any data shape. A kernel
+whose area is pruned everywhere touches nothing, so its weights count neither as params nor as FLOPs
 (``nestref.prune.prune_partial_area`` deactivates such kernels anyway).
 """
 import numpy as np
@@ -31,7 +31,8 @@ def dense_baseline(arch, image_shape=None, classes=None):
 
 
 def _layer_counts(layer, out_shape):
-    """(active weights that count, FLOPs) of one masked layer; out_shape: its output for one example."""
+    """(active weights that count, FLOPs) of one masked layer; out_shape: its output for one
+    example."""
     active = layer.mask != 0
     if isinstance(layer, Dense):
         n_active = int(active.sum())

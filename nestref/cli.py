@@ -66,8 +66,8 @@ def _run_name(name):
     return name.replace(":", "_")
 
 
-# what `train` fixes for the whole run (saved in the checkpoint, compared on --resume), and the defaults
-# of those the recipe does not set; --lr, --epochs, --data-dir may change on resume
+# what `train` fixes for the whole run (saved in the checkpoint, compared on --resume), and the
+# defaults of those the recipe does not set; --lr, --epochs, --data-dir may change on resume
 TRAIN_SETTINGS = {
     "arch": "lenet-300-100",
     "width_scale": 1.0,
@@ -129,7 +129,8 @@ def _check_train_args(args):
 
 
 def _train_settings(args, saved=None):
-    """The run's fixed settings: the command line's, else the checkpoint's (on resume), else the defaults.
+    """The run's fixed settings: the command line's, else the checkpoint's (on resume), else the
+    defaults.
 
     Refuses (ConfigError) a setting given on the command line that differs from the checkpoint's.
     """
@@ -144,14 +145,16 @@ def _train_settings(args, saved=None):
         if differing:
             k, theirs, ours = differing[0]
             if k == "arch":
-                raise ConfigError(f"{args.out_path} is a checkpoint of a {theirs} network, and --arch asks for {ours}: "
-                                  f"drop --arch to continue the {theirs} run, or train {ours} with another --out")
+                raise ConfigError(f"{args.out_path} is a checkpoint of a {theirs} network, and "
+                                  f"--arch asks for {ours}: drop --arch to continue the {theirs} "
+                                  f"run, or train {ours} with another --out")
             flags = ", ".join(
                 f"--{k.replace('_', '-')} ({theirs!r} in the checkpoint, {ours!r} given)"
                 for k, theirs, ours in differing
             )
-            raise ConfigError(f"{args.out_path} was trained with other settings: {flags}. On --resume only --lr, "
-                              f"--epochs and --data-dir may change: drop the others, or start again with --overwrite")
+            raise ConfigError(f"{args.out_path} was trained with other settings: {flags}. On "
+                              f"--resume only --lr, --epochs and --data-dir may change: drop the "
+                              f"others, or start again with --overwrite")
         settings = {
             k: given[k] if given[k] is not None else saved.get(k, TRAIN_SETTINGS[k])
             for k in TRAIN_SETTINGS
@@ -172,8 +175,8 @@ def _is_nestref_checkpoint(path):
         return False
 
 
-def cmd_train(args):
-    _check_train_args(args)
+def _train_out_path(args):
+    """train's --out, checked before anything is read: a checkpoint file in a writable directory."""
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: --resume continues --out, "
                           "--overwrite starts it again; pass one")
@@ -181,81 +184,101 @@ def cmd_train(args):
     args.out_path = out
     if out.is_dir():
         raise OutputPathError(
-            f"--out {out} is a directory; train's --out is the checkpoint file, e.g. {out / 'model.npz'}"
+            f"--out {out} is a directory; train's --out is the checkpoint file, "
+            f"e.g. {out / 'model.npz'}"
         )
     check_writable_dir(out.parent, "--out's directory")
+    return out
 
-    saved_state = None
+
+def _clear_or_refuse_checkpoint(out, overwrite):
+    """A checkpoint at ``out`` and no --resume: removed with --overwrite, else OutputExistsError."""
+    if not out.exists() or _is_nestref_checkpoint(out):
+        if not overwrite:
+            raise OutputExistsError(f"--out {out} holds a checkpoint: pass --resume to continue "
+                                    f"training it, or --overwrite to start again")
+        for path in (out, previous_path(out)):
+            path.unlink(missing_ok=True)
+    else:
+        raise OutputExistsError(f"--out {out} exists and is not a nestref checkpoint; nestref will "
+                                f"not replace it: choose another --out")
+
+
+def _load_train_checkpoint(out):
+    """(net, optimizer, state) of the `train` checkpoint at ``out``; CheckpointError if not one."""
+    net, optimizer, saved_state, warning = resume_checkpoint(out)
+    if warning:
+        _warn(warning)
+    if not (isinstance(saved_state.get("epoch"), int)
+            and isinstance(saved_state.get("records"), list)
+            and isinstance(saved_state.get("rng"), dict)
+            and architectures.problem(saved_state.get("arch")) is None):
+        raise CheckpointError(f"{out}: not a checkpoint of `nestref train` (its state lacks epoch, "
+                              f"records, rng or arch); choose another --out")
+    if optimizer is None:
+        raise CheckpointError(
+            f"{out}: holds no optimizer state; not a checkpoint of `nestref train`"
+        )
+    return net, optimizer, saved_state
+
+
+def _starting_point(args, out):
+    """(net, optimizer, state) of the checkpoint to resume, or (None, None, None) to start anew."""
     if checkpoint_exists(out) and not args.resume:
-        if not out.exists() or _is_nestref_checkpoint(out):
-            if not args.overwrite:
-                raise OutputExistsError(f"--out {out} holds a checkpoint: pass --resume to continue training it, "
-                                        f"or --overwrite to start again")
-            for path in (out, previous_path(out)):
-                path.unlink(missing_ok=True)
-        else:
-            raise OutputExistsError(f"--out {out} exists and is not a nestref checkpoint; nestref will not replace "
-                                    f"it: choose another --out")
+        _clear_or_refuse_checkpoint(out, args.overwrite)
     elif args.resume and checkpoint_exists(out):
-        net, optimizer, saved_state, warning = resume_checkpoint(out)
-        if warning:
-            _warn(warning)
-        if not (isinstance(saved_state.get("epoch"), int) and isinstance(saved_state.get("records"), list)
-                and isinstance(saved_state.get("rng"), dict)
-                and architectures.problem(saved_state.get("arch")) is None):
-            raise CheckpointError(f"{out}: not a checkpoint of `nestref train` (its state lacks epoch, records, rng "
-                                  f"or arch); choose another --out")
-        if optimizer is None:
-            raise CheckpointError(
-                f"{out}: holds no optimizer state; not a checkpoint of `nestref train`"
-            )
+        return _load_train_checkpoint(out)
     elif args.resume:
         _warn(f"--resume: no checkpoint at {out} yet; starting from scratch")
+    return None, None, None
 
-    saved_settings = (
-        None
-        if saved_state is None
-        else {**saved_state.get("settings", {}), "arch": saved_state["arch"]}
+
+def _restore_progress(out, saved_state, rng, epochs):
+    """(start_epoch, records) of a resumed run; ``rng`` set to the checkpoint's state."""
+    start_epoch, records = saved_state["epoch"], saved_state["records"]
+    try:
+        rng.bit_generator.state = saved_state["rng"]
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{out}: state field 'rng' is not a random generator state ({err})"
+        ) from err
+    if start_epoch < epochs:
+        print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
+    return start_epoch, records
+
+
+def _new_network(settings, splits, lr):
+    """(net, optimizer) of a fresh run, built from its settings for the data's shape."""
+    net = build(
+        settings["arch"],
+        width_scale=settings["width_scale"],
+        density=settings["density"],
+        seed=settings["seed"],
+        image_shape=splits["image_shape"],
+        classes=splits["classes"],
     )
-    settings = _train_settings(args, saved_settings)
-    recipe = architectures.get(settings["arch"]).recipe
-    epochs = args.epochs if args.epochs is not None else recipe["epochs"]
-    lr = args.lr if args.lr is not None else recipe["lr"]
-    batch_size = settings["batch_size"]
+    optimizer = SGD(
+        net, lr=lr, momentum=settings["momentum"], weight_decay=settings["weight_decay"]
+    )
+    return net, optimizer
 
-    splits = data.load_splits(args.data_dir, settings["n_val"], settings["seed"])
-    train, val, test, source = splits["train"], splits["val"], splits["test"], splits["source"]
-    start_epoch, rng, records = 0, np.random.default_rng(settings["seed"]), []
-    if saved_state is not None:
-        start_epoch, records = saved_state["epoch"], saved_state["records"]
-        try:
-            rng.bit_generator.state = saved_state["rng"]
-        except (TypeError, ValueError, KeyError) as err:
-            raise CheckpointError(
-                f"{out}: state field 'rng' is not a random generator state ({err})"
-            ) from err
-        if start_epoch < epochs:
-            print(f"resuming {out} at epoch {start_epoch + 1}/{epochs}")
-    else:
-        net = build(
-            settings["arch"],
-            width_scale=settings["width_scale"],
-            density=settings["density"],
-            seed=settings["seed"],
-            image_shape=splits["image_shape"],
-            classes=splits["classes"],
-        )
-        optimizer = SGD(
-            net, lr=lr, momentum=settings["momentum"], weight_decay=settings["weight_decay"]
-        )
-    print(f"{net.name}: data {splits['dataset']['name']} from {source} "
-          f"(sha256 {splits['dataset']['checksum'][:16]}); {len(train[0])} train / {len(val[0])} validation / "
-          f"{len(test[0])} test images; epochs={epochs} lr={lr} batch={batch_size} "
-          f"schedule={settings['schedule']} weight_decay={settings['weight_decay']} augment={settings['augment']}")
 
-    to_xy = lambda split: (prepare_inputs(split[0], net), split[1])  # noqa: E731
-    current = {"epoch": start_epoch}
+def _print_train_header(net, splits, settings, epochs, lr):
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    print(f"{net.name}: data {splits['dataset']['name']} from {splits['source']} "
+          f"(sha256 {splits['dataset']['checksum'][:16]}); {len(train[0])} train / "
+          f"{len(val[0])} validation / {len(test[0])} test images; epochs={epochs} lr={lr} "
+          f"batch={settings['batch_size']} schedule={settings['schedule']} "
+          f"weight_decay={settings['weight_decay']} augment={settings['augment']}")
 
+
+def _xy(split, net):
+    """A split's (images, labels) with the images as the network takes them."""
+    return prepare_inputs(split[0], net), split[1]
+
+
+def _checkpoint_each_epoch(out, net, optimizer, settings, splits, rng, records, epochs, current):
+    """The on_epoch callback: record the epoch, save the checkpoint, print one line."""
     def on_epoch(record):
         records.append(record)
         current["epoch"] = record["epoch"]
@@ -272,23 +295,33 @@ def cmd_train(args):
                 "data": splits["dataset"],
             },
         )
-        print(f"epoch {record['epoch']:3d}/{epochs}  lr {record['lr']:.4g}  train loss {record['train_loss']:.4f}  "
-              f"val error {100 * record['val_error']:.2f}%  ({record['seconds']:.1f} s)", flush=True)
+        print(f"epoch {record['epoch']:3d}/{epochs}  lr {record['lr']:.4g}  "
+              f"train loss {record['train_loss']:.4f}  "
+              f"val error {100 * record['val_error']:.2f}%  ({record['seconds']:.1f} s)",
+              flush=True)
+    return on_epoch
 
+
+def _fit_epochs(args, out, net, optimizer, settings, splits, rng, start_epoch, records, epochs,
+                lr):
+    """Train from ``start_epoch`` to ``epochs``, a checkpoint per epoch; EXIT_INTERRUPTED on ^C."""
+    current = {"epoch": start_epoch}
+    on_epoch = _checkpoint_each_epoch(out, net, optimizer, settings, splits, rng, records, epochs,
+                                      current)
     on_batch = _progress(lambda: f"epoch {current['epoch'] + 1}/{epochs}", args.no_progress)
     schedule = SCHEDULES[settings["schedule"]](lr)
     if start_epoch >= epochs:
-        print(f"{out} has already trained {start_epoch} epochs (--epochs {epochs}): nothing to train; "
-              f"pass a larger --epochs to train on")
+        print(f"{out} has already trained {start_epoch} epochs (--epochs {epochs}): nothing to "
+              f"train; pass a larger --epochs to train on")
     try:
         fit(
             net,
             optimizer,
-            to_xy(train),
-            to_xy(val),
+            _xy(splits["train"], net),
+            _xy(splits["val"], net),
             epochs,
             schedule,
-            batch_size,
+            settings["batch_size"],
             rng,
             start_epoch,
             on_epoch=on_epoch,
@@ -296,8 +329,9 @@ def cmd_train(args):
             augment=random_affine if settings["augment"] else None,
         )
     except TrainingDiverged as err:
-        saved = (f"the last good checkpoint is {out} (epoch {current['epoch']}); rerun the same command with "
-                 f"--resume --lr {lr / 2:g} (the learning rate may change on resume)" if out.exists() else
+        saved = (f"the last good checkpoint is {out} (epoch {current['epoch']}); rerun the same "
+                 f"command with --resume --lr {lr / 2:g} (the learning rate may change on resume)"
+                 if out.exists() else
                  f"no epoch finished, so nothing was saved; rerun with --lr {lr / 2:g}")
         raise TrainingDiverged(f"training diverged: {err}. {saved}") from err
     except KeyboardInterrupt:
@@ -306,11 +340,41 @@ def cmd_train(args):
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    v = evaluate(net, *to_xy(val))
-    t = evaluate(net, *to_xy(test))
+    return None
+
+
+def cmd_train(args):
+    _check_train_args(args)
+    out = _train_out_path(args)
+    net, optimizer, saved_state = _starting_point(args, out)
+    saved_settings = (
+        None
+        if saved_state is None
+        else {**saved_state.get("settings", {}), "arch": saved_state["arch"]}
+    )
+    settings = _train_settings(args, saved_settings)
+    recipe = architectures.get(settings["arch"]).recipe
+    epochs = args.epochs if args.epochs is not None else recipe["epochs"]
+    lr = args.lr if args.lr is not None else recipe["lr"]
+
+    splits = data.load_splits(args.data_dir, settings["n_val"], settings["seed"])
+    start_epoch, rng, records = 0, np.random.default_rng(settings["seed"]), []
+    if saved_state is not None:
+        start_epoch, records = _restore_progress(out, saved_state, rng, epochs)
+    else:
+        net, optimizer = _new_network(settings, splits, lr)
+    _print_train_header(net, splits, settings, epochs, lr)
+
+    interrupted = _fit_epochs(args, out, net, optimizer, settings, splits, rng, start_epoch,
+                              records, epochs, lr)
+    if interrupted is not None:
+        return interrupted
+    v = evaluate(net, *_xy(splits["val"], net))
+    t = evaluate(net, *_xy(splits["test"], net))
     seconds = sum(r["seconds"] for r in records)
     print(f"done: validation error {100 * v['error']:.2f}%  test error {100 * t['error']:.2f}%  "
-          f"({seconds:.0f} s of training, {seconds / max(1, len(records)):.1f} s/epoch); model: {out}")
+          f"({seconds:.0f} s of training, {seconds / max(1, len(records)):.1f} s/epoch); "
+          f"model: {out}")
     return EXIT_OK
 
 
@@ -331,8 +395,9 @@ def cmd_synthesize(args):
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, preset {preset}, output {out}")
 
     def on_round(rec):
-        line = (f"{rec['phase']:>8} {rec['round']:3d}  params {rec['params']:8d}  FLOPs {rec['flops']:9d}  "
-                f"widths {rec['widths']}  val error {100 * rec['val_error']:.2f}%  ({rec['seconds']:.1f} s)")
+        line = (f"{rec['phase']:>8} {rec['round']:3d}  params {rec['params']:8d}  "
+                f"FLOPs {rec['flops']:9d}  widths {rec['widths']}  "
+                f"val error {100 * rec['val_error']:.2f}%  ({rec['seconds']:.1f} s)")
         print(line, flush=True)
 
     on_batch = _progress(lambda: "training", args.no_progress)
@@ -343,14 +408,16 @@ def cmd_synthesize(args):
                             overwrite=args.overwrite, on_warning=_warn)
     except KeyboardInterrupt:
         print(
-            "\ninterrupted; the last finished round is saved. Resume with the same command and --resume.",
+            "\ninterrupted; the last finished round is saved. "
+            "Resume with the same command and --resume.",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
     print()
     print(_format_report(report))
     print(
-        f"\ndata: {report['data']['name']} from {report['data']['source']} (sha256 {report['data']['checksum']})"
+        f"\ndata: {report['data']['name']} from {report['data']['source']} "
+        f"(sha256 {report['data']['checksum']})"
     )
     print(f"wrote {out}/report.json, history.json, model.npz, figures/")
     return EXIT_OK
@@ -391,32 +458,23 @@ def cmd_predict(args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="nestref", description="NeST grow-and-prune synthesis, reference implementation",
-        epilog="exit codes: 0 done, 1 a file, the data or the run failed, 2 bad usage (fix the command), "
-               "130 interrupted (resume with --resume)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    # --debug is also accepted after the command name; SUPPRESS keeps it from resetting the flag above
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show the traceback of an error",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+ARCH_HELP_SPECS = "or a spec: mlp:784-300-100-10, conv:c20k5-p2-c50k5-p2-d500-d10"
+DATA_HELP = ("a directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test, y_test "
+             "(default: $NESTREF_DATA_DIR, the repository's data/mnist, the cache, a download)")
 
-    arch_help = f"{', '.join(architectures.names())}, or a spec: mlp:784-300-100-10, conv:c20k5-p2-c50k5-p2-d500-d10"
-    data_help = ("a directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test, y_test "
-                 "(default: $NESTREF_DATA_DIR, the repository's data/mnist, the cache, a download)")
+
+def _arch_help():
+    return f"{', '.join(architectures.names())}, {ARCH_HELP_SPECS}"
+
+
+def _add_train_parser(sub, common):
     p = sub.add_parser(
         "train",
         parents=[common],
         help="train a (dense or seed) network on MNIST or another data set",
     )
     p.add_argument("--arch", type=_arch_argument,
-                   help=arch_help + " (default: lenet-300-100; on --resume: the checkpoint's)")
+                   help=_arch_help() + " (default: lenet-300-100; on --resume: the checkpoint's)")
     p.add_argument(
         "--epochs",
         type=int,
@@ -437,7 +495,7 @@ def build_parser():
     p.add_argument(
         "--n-val", type=int, help="validation images split from the training set (default 5000)"
     )
-    p.add_argument("--data-dir", help=data_help)
+    p.add_argument("--data-dir", help=DATA_HELP)
     p.add_argument("--out", help="checkpoint path (default runs/<arch>/model.npz)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     p.add_argument(
@@ -449,10 +507,12 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_synthesize_parser(sub, common):
     p = sub.add_parser(
         "synthesize", parents=[common], help="run NeST: seed -> grow -> prune -> compact"
     )
-    p.add_argument("--arch", type=_arch_argument, help=arch_help)
+    p.add_argument("--arch", type=_arch_argument, help=_arch_help())
     p.add_argument(
         "--preset", help="a named recipe (see nestref.config.PRESETS); default: the arch's"
     )
@@ -461,16 +521,19 @@ def build_parser():
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value"
     )
-    p.add_argument("--data-dir", help=data_help)
+    p.add_argument("--data-dir", help=DATA_HELP)
     p.add_argument("--out", help="output directory (default runs/<preset>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (learning rates, data_dir and the "
-                        "epochs of phases not yet started may change)")
+                   help="continue the run in --out from its last checkpoint (learning rates, "
+                        "data_dir and the epochs of phases not yet started may change)")
     p.add_argument("--overwrite", action="store_true",
                    help="start the run in --out again, removing only nestref's own files there")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synthesize)
 
+
+def _add_run_parsers(sub, common):
+    """The commands that read finished runs: report, export, predict."""
     p = sub.add_parser(
         "report", parents=[common], help="print the paper's table beside the runs in DIR..."
     )
@@ -497,7 +560,10 @@ def build_parser():
     )
     p.set_defaults(func=cmd_predict)
 
-    # `nestref conformance ...` is handed to nestref.conformance before parsing (see main); listed here for --help
+
+def _add_handed_over_parsers(sub):
+    """Listed for --help only: main hands these commands to their modules before parsing."""
+    # `nestref conformance ...` is handed to nestref.conformance (see main)
     sub.add_parser(
         "conformance",
         help="write or check the conformance cases for ports (see conformance/README.md)",
@@ -505,8 +571,31 @@ def build_parser():
     # `nestref study ...` is handed to nestref.study the same way
     sub.add_parser(
         "study",
-        help="NeST vs pruning only vs dense over seeds: run the grid, make the table (docs/study.md)",
+        help="NeST vs pruning only vs dense over seeds: run the grid, make the table "
+             "(docs/study.md)",
     )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nestref", description="NeST grow-and-prune synthesis, reference implementation",
+        epilog="exit codes: 0 done, 1 a file, the data or the run failed, 2 bad usage "
+               "(fix the command), 130 interrupted (resume with --resume)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # --debug is also accepted after the command name; SUPPRESS keeps it from resetting the
+    # flag above
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub, common)
+    _add_synthesize_parser(sub, common)
+    _add_run_parsers(sub, common)
+    _add_handed_over_parsers(sub)
     return parser
 
 
@@ -535,7 +624,8 @@ def main(argv=None):
         if args.debug:
             traceback.print_exc()
         print(f"error: {_one_line(err)}", file=sys.stderr)
-        if not args.debug and not isinstance(err, NestrefError | data.IDXError | data.MNISTNotFoundError):
+        user_error = isinstance(err, NestrefError | data.IDXError | data.MNISTNotFoundError)
+        if not args.debug and not user_error:
             print("(run with --debug for the traceback)", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_FAILED)
 

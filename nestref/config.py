@@ -39,16 +39,16 @@ class SynthesisConfig:
 
     # what to synthesise, and how
     arch: str = "lenet-300-100"
-    mode: str = "nest"  # "nest" (seed -> grow -> prune), "prune-only" (dense -> prune) or
-                                          # "dense" (the dense network only, trained as prune-only's is)
+    # "nest" (seed -> grow -> prune), "prune-only" (dense -> prune) or
+    # "dense" (the dense network only, trained as prune-only's is)
+    mode: str = "nest"
     seed: int = 0
     # data
     data_dir: str | None = None
     n_val: int = 5000  # validation images split off the training set; all decisions use them
     train_limit: int | None = None        # use only the first N training images (quick runs, tests)
-    growth_batches: int | None = (
-        None  # batches of the growth data (None: one pass over the training split)
-    )
+    # batches of the growth data (None: one pass over the training split)
+    growth_batches: int | None = None
     growth_batch_size: int = 1000
     # seed network
     width_scale: float = 0.4              # 0.4: LeNet-300-100 -> LeNet-120-40
@@ -64,19 +64,16 @@ class SynthesisConfig:
     prune_epochs: int = 1                 # retraining after each pruning round
     prune_lr: float = 0.02
     finetune_epochs: int = 10             # cosine from prune_lr down, after the result is chosen
-    dense_epochs: int | None = (
-        None  # prune-only / dense: epochs of the dense network before pruning (dense:
-    )
-                                          # in all), the last settle_epochs of them on the cosine; None:
-                                          # initial_epochs + settle_epochs. `nestref study` sets it from the NeST
-                                          # run of the same arch and seed (docs/nest.md#ours-equal-budget)
+    # prune-only / dense: epochs of the dense network before pruning (dense: in all), the last
+    # settle_epochs of them on the cosine; None: initial_epochs + settle_epochs. `nestref study`
+    # sets it from the NeST run of the same arch and seed (docs/nest.md#ours-equal-budget)
+    dense_epochs: int | None = None
     # connection growth
     growth_ratio: float = 0.1  # fraction of each layer's dormant connections grown per round
     growth_init: str = "gradient"         # "gradient" (-lr * G) [ours] or "zero"
     # neuron / feature-map growth
-    neuron_fraction: float = (
-        0.1  # neurons (maps) added per round, as a fraction of the target width
-    )
+    # neurons (maps) added per round, as a fraction of the target width
+    neuron_fraction: float = 0.1
     birth_ratio: float = 0.05
     birth_strength_max: float = 0.3
     birth_strength_min: float = 0.003
@@ -85,52 +82,51 @@ class SynthesisConfig:
     max_growth_rounds: int = 6
     patience: int = 2  # growth rounds without validation gain before pruning starts
     # pruning
-    prune_fractions: list[float] = field(
-        default_factory=list
-    )  # per masked layer; empty: the arch's default
-    area_fraction: float = (
-        0.05  # partial-area convolution: fraction of kept (map, map, position) per round
-    )
+    # per masked layer; empty: the arch's default
+    prune_fractions: list[float] = field(default_factory=list)
+    # partial-area convolution: fraction of kept (map, map, position) per round
+    area_fraction: float = 0.05
     prune_floor_params: int = 3000        # prune down to this many params ...
-    max_error_increase: float = (
-        0.01  # ... or until the smoothed validation error exceeds the settled one by
-    )
-    max_relative_error_increase: float = (
-        0.5  # max(this much, this fraction of it) (docs/nest.md#ours-prune-stopping)
-    )
+    # ... or until the smoothed validation error exceeds the settled one by
+    max_error_increase: float = 0.01
+    # max(this much, this fraction of it) (docs/nest.md#ours-prune-stopping)
+    max_relative_error_increase: float = 0.5
     max_prune_rounds: int = 60
     smoothing: int = 3  # rounds over which validation error is averaged when choosing
-    param_budgets: list[int] = field(
-        default_factory=list
-    )  # a "budget-<N>" selection each: the best round
-                                          # with at most N params [ours]; besides the "target" selection: ...
+    # a "budget-<N>" selection each: the best round with at most N params [ours]; besides the
+    # "target" selection: ...
+    param_budgets: list[int] = field(default_factory=list)
     tolerance: float = 0.002  # ... the smallest round within this much of the settled net's error
-    report_selection: str | None = (
-        None  # the selection report.json's top-level fields and model.npz are of;
-    )
-                                          # None: the first budget's, or "target" without budgets
+    # the selection report.json's top-level fields and model.npz are of;
+    # None: the first budget's, or "target" without budgets
+    report_selection: str | None = None
     augment: bool = False  # random affine distortions of the training images (reported when on)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self):
-        """Raise ConfigError naming every field that is out of range, or that contradicts another."""
+        """Raise ConfigError naming every field that is out of range, or that contradicts
+        another."""
+        problems = self._range_problems() + self._contradictions()
+        if problems:
+            raise ConfigError("invalid synthesis config:\n  " + "\n  ".join(problems))
+
+    def _range_problems(self):
+        """The fields whose value is out of its own range, each as 'name=value: expected ...'."""
         problems = []
-
-        def need(ok, name, expected):
-            if not ok:
-                problems.append(f"{name}={getattr(self, name)!r}: expected {expected}")
-
+        need = _problem_collector(self, problems)
         if architectures.problem(self.arch) is not None:
             problems.append(f"arch={self.arch!r}: {architectures.problem(self.arch)}")
         need(self.mode in MODES, "mode", "'nest', 'prune-only' or 'dense'")
         need(self.growth_init in ("gradient", "zero"), "growth_init", "'gradient' or 'zero'")
         need(self.birth_sign in ("positive", "random"), "birth_sign", "'positive' or 'random'")
-        for name in ("n_val", "batch_size", "growth_batch_size", "feature_map_candidates", "smoothing"):
+        for name in ("n_val", "batch_size", "growth_batch_size", "feature_map_candidates",
+                     "smoothing"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("initial_epochs", "growth_epochs", "settle_epochs", "prune_epochs", "finetune_epochs", "max_growth_rounds",
-                     "max_prune_rounds", "patience", "prune_floor_params", "seed"):
+        for name in ("initial_epochs", "growth_epochs", "settle_epochs", "prune_epochs",
+                     "finetune_epochs", "max_growth_rounds", "max_prune_rounds", "patience",
+                     "prune_floor_params", "seed"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
         for name in ("train_limit", "growth_batches", "dense_epochs"):
             value = getattr(self, name)
@@ -149,11 +145,18 @@ class SynthesisConfig:
                 name,
                 "a number in [0, 1)",
             )
-        for name in ("weight_decay", "max_error_increase", "max_relative_error_increase", "tolerance"):
+        for name in ("weight_decay", "max_error_increase", "max_relative_error_increase",
+                     "tolerance"):
             need(
                 _is_number(getattr(self, name)) and getattr(self, name) >= 0, name, "a number >= 0"
             )
         need(isinstance(self.augment, bool), "augment", "true or false")
+        return problems
+
+    def _contradictions(self):
+        """The list fields that are malformed and the fields that contradict another."""
+        problems = []
+        need = _problem_collector(self, problems)
         need(
             isinstance(self.prune_fractions, (list, tuple))
             and all(_is_number(f) and 0 <= f < 1 for f in self.prune_fractions),
@@ -199,14 +202,15 @@ class SynthesisConfig:
                 "n_val",
                 f"< train_limit={self.train_limit} (some images must be left to train on)",
             )
-        if isinstance(self.arch, str) and self.arch in MASKED_LAYERS and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions:
+        if (isinstance(self.arch, str) and self.arch in MASKED_LAYERS
+                and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions):
             need(
                 len(self.prune_fractions) == MASKED_LAYERS[self.arch],
                 "prune_fractions",
-                f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), or [] for the arch's default",
+                f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), "
+                f"or [] for the arch's default",
             )
-        if problems:
-            raise ConfigError("invalid synthesis config:\n  " + "\n  ".join(problems))
+        return problems
 
     def selection_names(self):
         """The selections a run makes from its one pruning trajectory: "target", then one
@@ -229,6 +233,15 @@ class SynthesisConfig:
 MODES = ("nest", "prune-only", "dense")
 
 
+def _problem_collector(config, problems):
+    """need(ok, name, expected): note in ``problems`` that field ``name`` is not as expected,
+    unless ``ok``."""
+    def need(ok, name, expected):
+        if not ok:
+            problems.append(f"{name}={getattr(config, name)!r}: expected {expected}")
+    return need
+
+
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -248,7 +261,8 @@ RESUME_SAFE_FIELDS = ("lr", "prune_lr", "data_dir", *_PHASE_EPOCHS.values())
 
 
 def resume_conflicts(saved, config, phase, round_):
-    """The fields in which ``config`` differs from a run's ``saved`` config dict and may not, on resume.
+    """The fields in which ``config`` differs from a run's ``saved`` config dict and may not, on
+    resume.
 
     phase, round_: where the run stands (the next step to run, the rounds done in it).
     A learning rate or the data directory may always change; a phase's epochs only while
@@ -342,13 +356,14 @@ def read_config_file(path):
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid {kind}: {err}") from err
     if not isinstance(values, dict):
-        raise ConfigError(f"config file {path}: the top level must be an object of key: value pairs "
-                          f"(e.g. {{\"lr\": 0.05}}), got a {type(values).__name__}")
+        raise ConfigError(f"config file {path}: the top level must be an object of key: value "
+                          f"pairs (e.g. {{\"lr\": 0.05}}), got a {type(values).__name__}")
     return values
 
 
 def parse_override(text):
-    """'key=value' -> (key, value), the value parsed as JSON where it can be (numbers, lists, null, true)."""
+    """'key=value' -> (key, value), the value parsed as JSON where it can be (numbers, lists, null,
+    true)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)

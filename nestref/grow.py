@@ -365,7 +365,8 @@ def grow_network_connections(net, ratio, gradients, init="gradient", lr=0.01, la
             raise InvalidArgumentError(f"gradients has no entry for layer {p} "
                                        f"(has {sorted(gradients)})")
     return [grow_connections(net.layers[p], r, None if gradients is None else gradients[p],
-                             init=init, lr=lr, position=p) for p, r in zip(positions, ratios)]
+                             init=init, lr=lr, position=p)
+            for p, r in zip(positions, ratios, strict=True)]
 
 
 # ============================================================== neuron growth
@@ -534,8 +535,8 @@ def _short_reason(added, count, birth_ratio, bridging):
            f"(ceil(birth_ratio {birth_ratio} x {bridging.size} pairs)) make {chunks} chunks")
     most = -(-bridging.size // chunk)  # the chunks there would be if every pair were nonzero
     if most < count:
-        why += (f": the chunk rule caps a round at {most} neurons (about 1/birth_ratio), however many "
-                f"pairs are nonzero; lower birth_ratio or neuron_fraction to grow more")
+        why += (f": the chunk rule caps a round at {most} neurons (about 1/birth_ratio), however "
+                f"many pairs are nonzero; lower birth_ratio or neuron_fraction to grow more")
     elif chunks < count:
         why += ": too few pairs with a nonzero bridging gradient"
     if added < min(chunks, count):
@@ -565,6 +566,20 @@ def _try_birth_strengths(net, position, nxt, w_in, w_out, ladder, x, y, loss_bef
         if losses[-1] < loss_before:
             return alpha, losses
     return None, losses
+
+
+def _check_weight_scales(weight_scales):
+    """None, or (scale_in, scale_out) as a tuple of two positive numbers."""
+    if weight_scales is None:
+        return None
+    weight_scales = tuple(
+        check_positive_number(f"weight_scales[{k}]", v) for k, v in enumerate(weight_scales)
+    )
+    if len(weight_scales) != 2:
+        raise InvalidArgumentError(
+            f"weight_scales must be (scale_in, scale_out), got {len(weight_scales)} values"
+        )
+    return weight_scales
 
 
 def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0.01,),
@@ -598,14 +613,7 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
     bridging = _check_bridging(net, position, nxt, bridging, x, y)
     loss_before = _batch_loss(net, x, y)
     signs = _pair_signs(bridging, count, birth_ratio, sign, rng)
-    if weight_scales is not None:
-        weight_scales = tuple(
-            check_positive_number(f"weight_scales[{k}]", v) for k, v in enumerate(weight_scales)
-        )
-        if len(weight_scales) != 2:
-            raise InvalidArgumentError(
-                f"weight_scales must be (scale_in, scale_out), got {len(weight_scales)} values"
-            )
+    weight_scales = _check_weight_scales(weight_scales)
     w_in, w_out, pairs = _new_neurons(
         net, position, nxt, bridging, count, birth_ratio, signs, weight_scales
     )

@@ -28,14 +28,17 @@ def comparison_table(runs):
         )
         for model, method, err, params, flops in PAPER_ROWS if dense and on_mnist else ():
             if model == arch:
-                lines.append(f"| {model} | paper | {method} | {100 * err:.2f}% | {_k(params)} ({dense[3] / params:.1f}x) "
+                lines.append(f"| {model} | paper | {method} | {100 * err:.2f}% | "
+                             f"{_k(params)} ({dense[3] / params:.1f}x) "
                              f"| {_k(flops)} ({dense[4] / flops:.1f}x) |")
         for label, r in runs:
             if r["arch"] == arch:
                 aug = ", augmented" if r.get("augment") else ""
                 data = "" if _data_name(r) == "mnist" else f", on {_data_name(r)}"
-                lines.append(f"| {arch} | nestref | {label}{aug}{data} | {100 * r['test_error']:.2f}% | {_k(r['params'])} "
-                             f"({r['params_compression']:.1f}x) | {_k(r['flops'])} ({r['flops_compression']:.1f}x) |")
+                lines.append(f"| {arch} | nestref | {label}{aug}{data} | "
+                             f"{100 * r['test_error']:.2f}% | {_k(r['params'])} "
+                             f"({r['params_compression']:.1f}x) | "
+                             f"{_k(r['flops'])} ({r['flops_compression']:.1f}x) |")
     return "\n".join(lines)
 
 

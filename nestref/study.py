@@ -74,8 +74,9 @@ def cell_config(arch, method, seed, overrides=None, nest_report=None):
     values = {**(overrides or {}), "arch": arch, "mode": method, "seed": seed}
     if method != "nest":
         if nest_report is None:
-            raise InvalidArgumentError(f"the {method} run of {arch} seed {seed} needs the NeST run of the same "
-                                       f"arch and seed first (its epochs set the budget); add nest to --method")
+            raise InvalidArgumentError(f"the {method} run of {arch} seed {seed} needs the NeST "
+                                       f"run of the same arch and seed first (its epochs set the "
+                                       f"budget); add nest to --method")
         key = "epochs_before_pruning" if method == "prune-only" else "epochs_total"
         values["dense_epochs"] = nest_report[key]
     return make_config(architectures.default_preset(arch), None, values)
@@ -183,8 +184,9 @@ def run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads):
         report, status = json.loads((out / "report.json").read_text()), "finished before"
         mine = {k: v for k, v in config.to_dict().items() if k != "data_dir"}
         if {k: v for k, v in report["config"].items() if k != "data_dir"} != mine:
-            raise InvalidArgumentError(f"{out} holds a run with another config than this grid's; use another "
-                                       f"--runs-dir, or the same --set values as that run")
+            raise InvalidArgumentError(f"{out} holds a run with another config than this grid's; "
+                                       f"use another --runs-dir, or the same --set values as that "
+                                       f"run")
     else:
         status = "resumed" if (out / CHECKPOINT).exists() else "ran"
         with threadpool_limits(limits=threads):
@@ -218,7 +220,8 @@ def _row_key(row):
 
 
 def _order(row):
-    """Rows sort by arch, method (nest, prune-only, dense), selection (target, budgets by size), seed."""
+    """Rows sort by arch, method (nest, prune-only, dense), selection (target, budgets by size),
+    seed."""
     method = METHODS.index(row["method"]) if row["method"] in METHODS else len(METHODS)
     name = row["selection"]
     budget = int(name.split("-", 1)[1]) if name.startswith("budget-") and name[7:].isdigit() else -1
@@ -243,9 +246,10 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-def run_grid(archs, methods, seeds, runs_dir=DEFAULT_RUNS, rows_path=DEFAULT_ROWS, overrides=None, jobs=1,
-             backend=None, on_cell=None):
-    """Run the grid archs x methods x seeds, NeST cells first; returns {(arch, method, seed): status}.
+def run_grid(archs, methods, seeds, runs_dir=DEFAULT_RUNS, rows_path=DEFAULT_ROWS, overrides=None,
+             jobs=1, backend=None, on_cell=None):
+    """Run the grid archs x methods x seeds, NeST cells first; returns
+    {(arch, method, seed): status}.
 
     status is "ran", "resumed" or "finished before" (read, not run). ``on_cell(arch, method,
     seed, status, rows)`` is called in this process as each cell's rows are written.
@@ -348,7 +352,8 @@ def summary_rows(rows):
             "selection": selection,
             "seeds": sorted(r["seed"] for r in group),
         }
-        for key in ("test_error", "val_error", "params", "flops", "epochs_before_pruning", "epochs_total"):
+        for key in ("test_error", "val_error", "params", "flops", "epochs_before_pruning",
+                    "epochs_total"):
             entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in group])
         out.append(entry)
     return out
@@ -359,7 +364,9 @@ def paired_differences(rows, a="nest", b="prune-only"):
     95% t-interval (mean +- t_{0.975, n-1} s / sqrt(n)), n and the seeds; None bounds for n = 1."""
     by_key = {_row_key(r): r for r in rows}
     out = []
-    for arch, selection in sorted({(r["arch"], r["selection"]) for r in rows if r["selection"].startswith("budget-")}):
+    budget_cells = {(r["arch"], r["selection"]) for r in rows
+                    if r["selection"].startswith("budget-")}
+    for arch, selection in sorted(budget_cells):
         seeds = sorted(s for (ar, m, s, sel) in by_key if (ar, m, sel) == (arch, a, selection)
                        and (arch, b, s, selection) in by_key)
         if not seeds:
@@ -440,7 +447,8 @@ def format_table(rows):
             else f"{paper[0]}: {100 * paper[1]:.2f}%, {_count(paper[2])}, {_count(paper[3])}"
         )
         lines.append(f"| {s['arch']} | {s['method']} | {s['selection']} | {len(s['seeds'])} | "
-                     f"{_pct(s['test_error'], s['test_error_std'])} | {_count(s['params'])} | {_count(s['flops'])} | "
+                     f"{_pct(s['test_error'], s['test_error_std'])} | {_count(s['params'])} | "
+                     f"{_count(s['flops'])} | "
                      f"{s['epochs_before_pruning']:.0f} / {s['epochs_total']:.0f} | {paper_text} |")
     diffs = paired_differences(rows)
     if diffs:
@@ -457,10 +465,11 @@ def format_table(rows):
                 if d["low"] is None
                 else f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] points"
             )
-            lines.append(f"| {d['arch']} | {d['selection']} | {d['n']} | {100 * d['mean']:+.2f} points | {interval} | "
-                         f"{verdict(d)} |")
+            lines.append(f"| {d['arch']} | {d['selection']} | {d['n']} | "
+                         f"{100 * d['mean']:+.2f} points | {interval} | {verdict(d)} |")
     commits = sorted({r["commit"] for r in rows})
-    lines += ["", f"From {len(rows)} rows of {len({(r['arch'], r['method'], r['seed']) for r in rows})} runs; "
+    n_runs = len({(r["arch"], r["method"], r["seed"]) for r in rows})
+    lines += ["", f"From {len(rows)} rows of {n_runs} runs; "
                   f"commit(s) {', '.join(c[:12] for c in commits)}."]
     return "\n".join(lines)
 
@@ -471,8 +480,8 @@ def rewrite_readme(path, table):
     text = path.read_text()
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
-        raise InvalidArgumentError(f"{path} has no study table block; add the two lines\n  {README_BEGIN}\n  "
-                                   f"{README_END}\nwhere the table should go")
+        raise InvalidArgumentError(f"{path} has no study table block; add the two lines\n  "
+                                   f"{README_BEGIN}\n  {README_END}\nwhere the table should go")
     new = text[:start + len(README_BEGIN)] + "\n" + table + "\n" + text[end:]
     atomic_write_bytes(path, lambda f: f.write(new.encode()))
 
@@ -529,60 +538,73 @@ def build_parser():
     return parser
 
 
+def _print_cell(arch, method, seed, status, rows):
+    """run_grid's on_cell for the command: one line per finished cell."""
+    shown = ", ".join(
+        f"{r['selection']} {100 * r['test_error']:.2f}% @ {r['params']}" for r in rows
+    )
+    print(f"{arch} {method} seed {seed}: {status}; {shown} "
+          f"({rows[0]['wall_seconds']:.0f} s, "
+          f"{rows[0]['epochs_before_pruning']} epochs before pruning)",
+          flush=True)
+
+
+def _table_command(args):
+    """`nestref study table`: print the table, optionally into a README and a figure."""
+    rows = read_rows(args.rows)
+    table = format_table(rows)
+    print(table)
+    if args.readme:
+        rewrite_readme(args.readme, table)
+        print(f"\nrewrote the study table of {args.readme}")
+    if rows and not args.no_figure:
+        from .plots import frontier_figure
+        frontier_figure(rows, args.figure)
+        print(f"wrote {args.figure}")
+    return 0
+
+
+def _run_command(args):
+    """`nestref study run`: every cell of the grid, with the command's overrides."""
+    from .config import parse_override
+    overrides = dict(parse_override(item) for item in args.set)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.quick:
+        if len(args.arch) != 1:
+            raise InvalidArgumentError(
+                "--quick takes one --arch (each arch has its own tiny budget)"
+            )
+        overrides = {**architectures.get(args.arch[0]).quick, **overrides}
+    print(f"nestref study: {args.arch} x {args.method} x seeds {args.seed}, "
+          f"{args.jobs} job(s); runs in {args.runs_dir}, rows to {args.rows}", flush=True)
+    run_grid(
+        args.arch,
+        args.method,
+        args.seed,
+        args.runs_dir,
+        args.rows,
+        overrides,
+        args.jobs,
+        args.backend,
+        _print_cell,
+    )
+    return 0
+
+
 def main(argv=None):
     import sys
 
-    from .config import parse_override
     from .errors import NestrefError
     args = build_parser().parse_args(argv)
     try:
         if args.command == "table":
-            rows = read_rows(args.rows)
-            table = format_table(rows)
-            print(table)
-            if args.readme:
-                rewrite_readme(args.readme, table)
-                print(f"\nrewrote the study table of {args.readme}")
-            if rows and not args.no_figure:
-                from .plots import frontier_figure
-                frontier_figure(rows, args.figure)
-                print(f"wrote {args.figure}")
-            return 0
-        overrides = dict(parse_override(item) for item in args.set)
-        if args.data_dir:
-            overrides["data_dir"] = args.data_dir
-        if args.quick:
-            if len(args.arch) != 1:
-                raise InvalidArgumentError(
-                    "--quick takes one --arch (each arch has its own tiny budget)"
-                )
-            overrides = {**architectures.get(args.arch[0]).quick, **overrides}
-
-        def on_cell(arch, method, seed, status, rows):
-            shown = ", ".join(
-                f"{r['selection']} {100 * r['test_error']:.2f}% @ {r['params']}" for r in rows
-            )
-            print(f"{arch} {method} seed {seed}: {status}; {shown} "
-                  f"({rows[0]['wall_seconds']:.0f} s, {rows[0]['epochs_before_pruning']} epochs before pruning)",
-                  flush=True)
-
-        print(f"nestref study: {args.arch} x {args.method} x seeds {args.seed}, {args.jobs} job(s); "
-              f"runs in {args.runs_dir}, rows to {args.rows}", flush=True)
-        run_grid(
-            args.arch,
-            args.method,
-            args.seed,
-            args.runs_dir,
-            args.rows,
-            overrides,
-            args.jobs,
-            args.backend,
-            on_cell,
-        )
-        return 0
+            return _table_command(args)
+        return _run_command(args)
     except KeyboardInterrupt:
         print(
-            "\ninterrupted; finished cells are in the rows file, the others resume with the same command",
+            "\ninterrupted; finished cells are in the rows file, "
+            "the others resume with the same command",
             file=sys.stderr,
         )
         return 130

@@ -106,7 +106,8 @@ def _run_entries(out):
 
 
 def prepare_run_dir(out_dir, resume=False, overwrite=False):
-    """Check (and create) a synthesis output directory before any training; True if there is a checkpoint to resume.
+    """Check (and create) a synthesis output directory before any training; True if there is a
+    checkpoint to resume.
 
     Refuses (OutputExistsError) a directory holding files nestref did not write, unless
     ``overwrite``; and one holding a run's checkpoint, unless ``resume`` (continue it) or
@@ -116,8 +117,8 @@ def prepare_run_dir(out_dir, resume=False, overwrite=False):
     """
     out = Path(out_dir)
     if resume and overwrite:
-        raise InvalidArgumentError("resume and overwrite exclude each other: --resume continues the run in --out, "
-                                   "--overwrite starts it again; pass one")
+        raise InvalidArgumentError("resume and overwrite exclude each other: --resume continues "
+                                   "the run in --out, --overwrite starts it again; pass one")
     check_writable_dir(out)
     own, foreign = _run_entries(out)
     has_checkpoint = (out / CHECKPOINT).exists() or previous_path(out / CHECKPOINT).exists()
@@ -134,14 +135,17 @@ def prepare_run_dir(out_dir, resume=False, overwrite=False):
         names = ", ".join(str(p.relative_to(out)) for p in foreign[:5]) + (
             ", ..." if len(foreign) > 5 else ""
         )
-        raise OutputExistsError(f"--out {out} is not empty and holds files nestref did not write ({names}): "
-                                f"choose another directory, or pass --overwrite (it removes only nestref's own files)")
+        raise OutputExistsError(f"--out {out} is not empty and holds files nestref did not write "
+                                f"({names}): choose another directory, or pass --overwrite (it "
+                                f"removes only nestref's own files)")
     if has_checkpoint:
-        raise OutputExistsError(f"--out {out} holds a nestref run ({CHECKPOINT}): pass --resume to continue it, "
-                                f"or --overwrite to start it again (removes the run's files)")
+        raise OutputExistsError(f"--out {out} holds a nestref run ({CHECKPOINT}): pass --resume to "
+                                f"continue it, or --overwrite to start it again (removes the run's "
+                                f"files)")
     if own:
-        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({own[0].name}, ...) but no checkpoint "
-                                f"to resume: pass --overwrite to replace them, or choose another directory")
+        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({own[0].name}, ...) "
+                                f"but no checkpoint to resume: pass --overwrite to replace them, "
+                                f"or choose another directory")
     return False
 
 
@@ -159,7 +163,8 @@ def hidden_layers(net):
 
 
 def survivors(net):
-    """How many hidden units are alive, by provenance: {"seed": n, "grown": n, "per_layer": [...]}."""
+    """How many hidden units are alive, by provenance:
+    {"seed": n, "grown": n, "per_layer": [...]}."""
     per_layer = [
         {
             "layer": i,
@@ -261,8 +266,9 @@ class Run:
         checksum = (data.get("dataset") or {}).get("checksum")
         started_on = self.state.get("data_checksum")
         if None not in (started_on, checksum) and started_on != checksum:
-            raise ConfigError(f"{self.out / CHECKPOINT} was written on another data set (sha256 {started_on}, "
-                              f"this run reads {checksum}); resume with the same data or choose another --out")
+            raise ConfigError(f"{self.out / CHECKPOINT} was written on another data set (sha256 "
+                              f"{started_on}, this run reads {checksum}); resume with the same "
+                              f"data or choose another --out")
         self.data, self.state["data_checksum"] = data, checksum
         self.data_shape = {"image_shape": data.get("image_shape"), "classes": data.get("classes")}
         self.target_widths = build(self.config.arch, **self.data_shape).widths()
@@ -334,12 +340,7 @@ class Run:
         """One growth round: connections everywhere, then neurons / feature maps, then training."""
         config, t0, net = self.config, time.perf_counter(), self.net
         self.state["round"] += 1
-        # new neurons take their layers' weight scale as it is before this round's
-        # connection growth, whose new weights are near zero (docs/nest.md#ours-neuron-scale)
-        scales = {i: (grow.mean_active_magnitude(net.layers[i].weight, net.layers[i].mask),
-                      grow.mean_active_magnitude(net.layers[j].weight, net.layers[j].mask))
-                  for i, j in zip(hidden_layers(net), [k for k, _ in net.masked_layers()][1:])
-                  if (net.layers[i].mask != 0).any() and (net.layers[j].mask != 0).any()}
+        scales = self.neuron_weight_scales()
         gradients = grow.growth_gradients(
             net,
             *self.xy("train"),
@@ -348,6 +349,27 @@ class Run:
         )
         connection_reports = grow.grow_network_connections(net, config.growth_ratio, gradients,
                                                            init=config.growth_init, lr=config.lr)
+        unit_reports = self.grow_units(scales)
+        after_growth = snapshot(net)
+        loss = self.train(config.growth_epochs, config.lr)
+        rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
+                          connections=[r.as_dict() for r in connection_reports], units=unit_reports)
+        self.update_growth_stop(rec["val_error"])
+
+    def neuron_weight_scales(self):
+        """{hidden layer: (mean |w| in, mean |w| out)} of the layers with weights both sides."""
+        net = self.net
+        # new neurons take their layers' weight scale as it is before this round's
+        # connection growth, whose new weights are near zero (docs/nest.md#ours-neuron-scale)
+        following = [k for k, _ in net.masked_layers()][1:]
+        return {i: (grow.mean_active_magnitude(net.layers[i].weight, net.layers[i].mask),
+                    grow.mean_active_magnitude(net.layers[j].weight, net.layers[j].mask))
+                for i, j in zip(hidden_layers(net), following, strict=True)
+                if (net.layers[i].mask != 0).any() and (net.layers[j].mask != 0).any()}
+
+    def grow_units(self, scales):
+        """Grow neurons / feature maps in every hidden layer below its width cap; their reports."""
+        config, net = self.config, self.net
         x, y = self.growth_batch()
         ladder = grow.birth_strength_ladder(config.birth_strength_max, config.birth_strength_min)
         # every bridging gradient on the pre-growth network: a neuron new in an
@@ -355,7 +377,7 @@ class Run:
         dense_hidden = [i for i in hidden_layers(net) if isinstance(net.layers[i], Dense)]
         bridging = {i: grow.network_bridging_gradient(net, i, x, y) for i in dense_hidden}
         unit_reports = []
-        for (i, layer), target in zip(net.masked_layers(), self.target_widths):
+        for (i, layer), target in zip(net.masked_layers(), self.target_widths, strict=True):
             if i not in hidden_layers(net):
                 continue
             count = min(max(1, round(config.neuron_fraction * target)), target - layer.n_out)
@@ -386,22 +408,23 @@ class Run:
                         weight_scales=scales.get(i),
                     ).as_dict()
                 )
-        after_growth = snapshot(net)
-        loss = self.train(config.growth_epochs, config.lr)
-        rec = self.record("grow", t0, train_loss=loss, params_after_growth=after_growth["params"],
-                          connections=[r.as_dict() for r in connection_reports], units=unit_reports)
-        if rec["val_error"] < self.state["best_val"]:
-            self.state.update(best_val=rec["val_error"], stale=0)
+        return unit_reports
+
+    def update_growth_stop(self, val_error):
+        """Patience bookkeeping after a growth round; ends growth on patience or the round cap."""
+        config = self.config
+        if val_error < self.state["best_val"]:
+            self.state.update(best_val=val_error, stale=0)
         else:
             self.state["stale"] += 1
-        self.state["grown_val"] = rec["val_error"]
+        self.state["grown_val"] = val_error
         rounds_done = self.state["round"] >= config.max_growth_rounds
         if self.state["stale"] >= config.patience or rounds_done:
             self.state["growth_stop_reason"] = (
                 f"patience: no lower validation error for {config.patience} round(s)"
                 if self.state["stale"] >= config.patience else
-                f"max_growth_rounds ({config.max_growth_rounds}) reached, validation error still improving "
-                f"within patience {config.patience}")
+                f"max_growth_rounds ({config.max_growth_rounds}) reached, validation error still "
+                f"improving within patience {config.patience}")
             self.state.update(phase="settle", round=0)
 
     def step_settle(self):
@@ -542,22 +565,26 @@ class Run:
         net, optimizer, saved, warning = resume_checkpoint(path)
         for key, kind in (("run", dict), ("history", list), ("rng", dict), ("config", dict)):
             if not isinstance(saved.get(key), kind):
-                raise CheckpointError(f"{path}: state field '{key}' must be a {kind.__name__}, got "
-                                      f"{type(saved.get(key)).__name__}; not a synthesis checkpoint")
+                raise CheckpointError(f"{path}: state field '{key}' must be a {kind.__name__}, "
+                                      f"got {type(saved.get(key)).__name__}; not a synthesis "
+                                      f"checkpoint")
         run = saved["run"]
         steps = ("seed", "grow", "settle", "prune", "finetune", "done")
-        if run.get("phase") not in steps or not is_int(run.get("round")) or not is_number(run.get("elapsed", 0.0)):
-            raise CheckpointError(f"{path}: state field 'run' has no valid phase/round: {run.get('phase')!r}, "
-                                  f"{run.get('round')!r}")
+        if (run.get("phase") not in steps or not is_int(run.get("round"))
+                or not is_number(run.get("elapsed", 0.0))):
+            raise CheckpointError(f"{path}: state field 'run' has no valid phase/round: "
+                                  f"{run.get('phase')!r}, {run.get('round')!r}")
         if optimizer is None:
             raise CheckpointError(f"{path}: no optimizer state inside; not a synthesis checkpoint")
         conflicts = resume_conflicts(saved["config"], self.config, run["phase"], run["round"])
         if conflicts:
             changes = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in conflicts)
             raise ConfigError(
-                f"{path} was written with a different config (differs in {[k for k, _, _ in conflicts]}: {changes}). "
-                f"On resume only {', '.join(RESUME_SAFE_FIELDS[:3])} and the epochs of phases not yet started may "
-                f"change; resume with the run's config, or start a new run in another --out (or with --overwrite)")
+                f"{path} was written with a different config (differs in "
+                f"{[k for k, _, _ in conflicts]}: {changes}). "
+                f"On resume only {', '.join(RESUME_SAFE_FIELDS[:3])} and the epochs of phases not "
+                f"yet started may change; resume with the run's config, or start a new run in "
+                f"another --out (or with --overwrite)")
         try:
             self.rng.bit_generator.state = saved["rng"]
         except (TypeError, ValueError, KeyError) as err:
@@ -581,7 +608,8 @@ class Run:
         self.on_warning(message)
 
     def run(self, resume=False):
-        """Run the remaining steps (from the checkpoint when ``resume``); returns report.json's dict."""
+        """Run the remaining steps (from the checkpoint when ``resume``); returns report.json's
+        dict."""
         self._t_resume = time.perf_counter()
         if resume:
             self.restore()
@@ -611,8 +639,8 @@ class Run:
             else "no step had finished, so nothing is saved"
         )
         return (f"training diverged in the {phase} phase ({err}); {saved}. Lower {name} (it is "
-                f"{getattr(self.config, name):g}) and resume: rerun the command with --resume --set {name}={lower:g} "
-                f"(or lower; learning rates may change on resume)")
+                f"{getattr(self.config, name):g}) and resume: rerun the command with "
+                f"--resume --set {name}={lower:g} (or lower; learning rates may change on resume)")
 
     def selection_networks(self):
         """{selection name: (its final masked network, its validation error)}; all decisions
@@ -677,10 +705,20 @@ class Run:
         for entry in selections.values():
             entry.pop("small", None)
         save_compact(self.out / "model.npz", small)
+        report = self.report(headline, selections)
+        save_json(self.out / "history.json", self.history)
+        save_json(self.out / "report.json", report)
+        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures",
+                         self.data_shape["image_shape"] or (28, 28))
+        return report
+
+    def report(self, headline, selections):
+        """report.json's dict: the headline selection's figures at the top, all in selections."""
+        config = self.config
         params, flops = accounting.count_params(self.net), accounting.count_flops(self.net)
         baseline = accounting.dense_baseline(config.arch, **self.data_shape)
         table = accounting.layer_table(self.net)
-        report = {
+        return {
             "arch": config.arch,
             "mode": config.mode,
             "seed": config.seed,
@@ -720,11 +758,6 @@ class Run:
             "config_changes": self.state.get("config_changes", []),
             "warnings": self.warnings,
         }
-        save_json(self.out / "history.json", self.history)
-        save_json(self.out / "report.json", report)
-        save_run_figures(self.history, self.net.masked_layers()[0][1].mask, self.out / "figures",
-                         self.data_shape["image_shape"] or (28, 28))
-        return report
 
 
 REPORT_FIELDS = {"arch": str, "mode": str, "test_error": float, "params": int, "flops": int,
@@ -745,8 +778,8 @@ def read_report(path):
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"{path} is not a readable JSON report ({err}); rerun the synthesis with --resume "
-                          f"to write it again") from err
+        raise ReportError(f"{path} is not a readable JSON report ({err}); rerun the synthesis "
+                          f"with --resume to write it again") from err
     if not isinstance(report, dict):
         raise ReportError(
             f"{path}: the top level must be a JSON object, got a {type(report).__name__}"
@@ -756,16 +789,16 @@ def read_report(path):
         ok = (isinstance(value, str) if kind is str else is_int(value) and value >= 0 if kind is int
               else is_number(value))
         if not ok:
-            raise ReportError(f"{path}: field '{name}' is missing or not a{'n' if kind is int else ''} "
-                              f"{kind.__name__} (got {value!r}); rewrite it with `nestref synthesize --resume --out "
-                              f"{path.parent}`")
+            raise ReportError(f"{path}: field '{name}' is missing or not "
+                              f"a{'n' if kind is int else ''} {kind.__name__} (got {value!r}); "
+                              f"rewrite it with `nestref synthesize --resume --out {path.parent}`")
     if report["mode"] not in ("nest", "prune-only"):
         raise ReportError(
             f"{path}: field 'mode' must be 'nest' or 'prune-only', got {report['mode']!r}"
         )
     if report["arch"] not in accounting.DENSE_BASELINES:
-        raise ReportError(f"{path}: field 'arch' must be one of {sorted(accounting.DENSE_BASELINES)}, "
-                          f"got {report['arch']!r}")
+        raise ReportError(f"{path}: field 'arch' must be one of "
+                          f"{sorted(accounting.DENSE_BASELINES)}, got {report['arch']!r}")
     return report
 
 
@@ -787,8 +820,8 @@ def load_run(out_dir):
     return read_report(out / "report.json"), history, net
 
 
-def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None, overwrite=False,
-               on_warning=None):
+def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data=None,
+               overwrite=False, on_warning=None):
     """Run NeST (or the prune-only baseline) as ``config`` says; returns report.json's dict.
 
     out_dir receives checkpoint.npz (after every step; the one before it as
@@ -804,11 +837,12 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
     and the config are checked before the data is loaded or anything trains.
     """
     if not isinstance(config, SynthesisConfig):
-        raise InvalidArgumentError(f"config must be a SynthesisConfig (see nestref.config.make_config), "
-                                   f"got {type(config).__name__}")
+        raise InvalidArgumentError(f"config must be a SynthesisConfig (see "
+                                   f"nestref.config.make_config), got {type(config).__name__}")
     config.validate()  # fields may have been changed after construction
     has_checkpoint = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
-    if data is not None and not (isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)):
+    splits_given = isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)
+    if data is not None and not splits_given:
         raise InvalidArgumentError(
             "data must be the dict load_data(config) returns, with train, val, test and source"
         )

@@ -59,13 +59,15 @@ def prepare_inputs(images, net):
 
 
 def minibatches(n, batch_size, rng):
-    """Index arrays of a random permutation of range(n), in chunks of batch_size (last may be short)."""
+    """Index arrays of a random permutation of range(n), in chunks of batch_size (last may be
+    short)."""
     order = rng.permutation(n)
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def _check_xy(name, xy, net):
-    """(x, y) a pair of arrays the network can take: float x (N, *input_shape), integer labels y (N,)."""
+    """(x, y) a pair of arrays the network can take: float x (N, *input_shape), integer labels
+    y (N,)."""
     if not isinstance(xy, (tuple, list)) or len(xy) != 2:
         raise InvalidArgumentError(
             f"{name} must be an (x, y) pair of arrays, got {type(xy).__name__}"
@@ -74,9 +76,11 @@ def _check_xy(name, xy, net):
     if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
         kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
         raise InvalidArgumentError(f"{name} x must be a float array (scale uint8 pixels with "
-                                   f"nestref.data.scale_pixels or nestref.train.prepare_inputs), got {kind}")
+                                   f"nestref.data.scale_pixels or nestref.train.prepare_inputs), "
+                                   f"got {kind}")
     if tuple(x.shape[1:]) != net.input_shape:
-        raise InvalidArgumentError(f"{name} x must have shape (N, {', '.join(map(str, net.input_shape))}) "
+        raise InvalidArgumentError(f"{name} x must have shape "
+                                   f"(N, {', '.join(map(str, net.input_shape))}) "
                                    f"for {net.name}, got {x.shape}")
     y = np.asarray(y)
     if y.shape != (len(x),):
@@ -101,7 +105,8 @@ def train_epoch(net, optimizer, x, y, batch_size, rng, on_batch=None, epoch=0, a
         loss, logits = loss_and_grads(net, xb, y[idx])
         if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{len(batches)} with lr={optimizer.lr:g}: "
+                f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{len(batches)} "
+                f"with lr={optimizer.lr:g}: "
                 f"lower the learning rate (or check the inputs for NaN/inf)")
         optimizer.step()
         total_loss += loss * len(idx)
@@ -179,7 +184,8 @@ def save_checkpoint(path, net, optimizer=None, state=None, keep_previous=True):
         arrays["optimizer"] = {"lr": optimizer.lr, "momentum": optimizer.momentum,
                                "weight_decay": optimizer.weight_decay}
     arrays["state"] = state or {}
-    # a digest of every array, so that a missing or altered one (an optional area mask too) is caught on load
+    # a digest of every array, so that a missing or altered one (an optional area mask too) is
+    # caught on load
     arrays["manifest"] = {name: _digest(to_array(value)) for name, value in arrays.items()}
     save_arrays(path, arrays, keep_previous=keep_previous)
 
@@ -243,12 +249,15 @@ def _array(path, arrays, key, shape, dtype_kind, dtype=None):
 
 
 def _check_spec(path, arrays):
-    """The network spec, checked field by field against the arrays, before anything is built from it."""
+    """The network spec, checked field by field against the arrays, before anything is built
+    from it."""
     spec = _json_field(path, arrays, "spec", dict)
     for key, ok, expected in (("name", lambda v: isinstance(v, str), "a string"),
                               ("input_shape", lambda v: isinstance(v, list) and len(v) in (1, 3)
-                               and all(is_int(s) and 1 <= s <= 1 << 20 for s in v), "a list of 1 or 3 positive integers"),
-                              ("layers", lambda v: isinstance(v, list) and v and all(isinstance(c, dict) for c in v),
+                               and all(is_int(s) and 1 <= s <= 1 << 20 for s in v),
+                               "a list of 1 or 3 positive integers"),
+                              ("layers", lambda v: isinstance(v, list) and v
+                               and all(isinstance(c, dict) for c in v),
                                "a non-empty list of layer dicts"),
                               ("dtype", lambda v: v in _FLOAT_DTYPES, f"one of {_FLOAT_DTYPES}")):
         if key not in spec or not ok(spec[key]):
@@ -260,13 +269,14 @@ def _check_spec(path, arrays):
         kind = cfg.get("type")
         if not isinstance(kind, str) or kind not in _LAYER_FIELDS:
             raise CheckpointError(
-                f"{path}: spec layer {i} has unknown type {kind!r}; expected one of {sorted(_LAYER_FIELDS)}"
+                f"{path}: spec layer {i} has unknown type {kind!r}; "
+                f"expected one of {sorted(_LAYER_FIELDS)}"
             )
         for name in _LAYER_FIELDS[kind]:
             low = 0 if name == "padding" else 1
             if not (is_int(cfg.get(name)) and low <= cfg[name] <= 1 << 20):
-                raise CheckpointError(f"{path}: spec layer {i} ({kind}) field '{name}' must be an integer >= {low}, "
-                                      f"got {cfg.get(name, '(missing)')!r}")
+                raise CheckpointError(f"{path}: spec layer {i} ({kind}) field '{name}' must be "
+                                      f"an integer >= {low}, got {cfg.get(name, '(missing)')!r}")
         if kind == "Dense":
             shape = (cfg["n_out"], cfg["n_in"])
         elif kind == "Conv2d":
@@ -340,17 +350,19 @@ def load_checkpoint(path):
         names = set(arrays) - {"manifest"}
         missing, extra = sorted(set(manifest) - names), sorted(names - set(manifest))
         if missing or extra:
-            raise CheckpointError(f"{path}: array(s) {missing or extra} are {'missing' if missing else 'unexpected'}; "
+            raise CheckpointError(f"{path}: array(s) {missing or extra} are "
+                                  f"{'missing' if missing else 'unexpected'}; "
                                   f"the file is incomplete or was altered")
         altered = sorted(k for k in names if manifest[k] != _digest(arrays[k]))
         if altered:
-            raise CheckpointError(f"{path}: array(s) {altered} do not match the checkpoint's manifest; "
-                                  f"the file was altered or damaged")
+            raise CheckpointError(f"{path}: array(s) {altered} do not match the checkpoint's "
+                                  f"manifest; the file was altered or damaged")
     net = _build_network(path, arrays)
     optimizer = None
     if "optimizer" in arrays:
         opt = _json_field(path, arrays, "optimizer", dict)
-        if set(opt) != {"lr", "momentum", "weight_decay"} or not all(is_number(v) for v in opt.values()):
+        if (set(opt) != {"lr", "momentum", "weight_decay"}
+                or not all(is_number(v) for v in opt.values())):
             raise CheckpointError(
                 f"{path}: 'optimizer' must hold the numbers lr, momentum, weight_decay, got {opt}"
             )
@@ -385,5 +397,5 @@ def resume_checkpoint(path):
     except CheckpointError as err:
         raise CheckpointError(f"neither checkpoint can be read: {problem}; and {err}. "
                               f"Start again with --overwrite") from err
-    return net, optimizer, state, (f"{problem}; resumed from the previous checkpoint {prev} instead "
-                                   f"(one step earlier)")
+    return net, optimizer, state, (f"{problem}; resumed from the previous checkpoint {prev} "
+                                   f"instead (one step earlier)")

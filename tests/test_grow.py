@@ -5,16 +5,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nestref.grow import (
     birth_strength_ladder,
-    network_bridging_gradient,
     grow_connections,
     grow_feature_maps,
     grow_network_connections,
     grow_neurons,
     growth_gradients,
+    network_bridging_gradient,
 )
 from nestref.layers import Conv2d, Dense, ReLU
 from nestref.losses import softmax_cross_entropy
@@ -32,7 +33,7 @@ def small_mlp(seed, sizes=(12, 6, 5, 4), density=0.5, dtype=np.float64):
     """
     rng = np.random.default_rng(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(Dense(a, b, density, rng, dtype))
         layers[-1].bias[:] = rng.uniform(0.05, 0.2, b)
         if i < len(sizes) - 2:
@@ -71,7 +72,8 @@ def assert_same_state(a, b):
 
 
 def oracle_growth(mask, gradient, ratio):
-    """Independent brute force: flat indices to grow, largest |G| first, ties to the lowest index."""
+    """Independent brute force: flat indices to grow, largest |G| first, ties to the lowest
+    index."""
     m, g = mask.reshape(-1).tolist(), gradient.reshape(-1).tolist()
     dormant = [i for i in range(len(m)) if m[i] == 0]
     ranked = sorted((-abs(g[i]), i) for i in dormant if abs(g[i]) > 0)
@@ -164,9 +166,11 @@ def test_connection_growth_of_a_layer_without_dormant_connections_adds_nothing()
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"ratio": 0.0}, "ratio"), ({"ratio": 1.5}, "ratio"), ({"ratio": -0.1}, "ratio"), ({"ratio": True}, "ratio"),
+    ({"ratio": 0.0}, "ratio"), ({"ratio": 1.5}, "ratio"), ({"ratio": -0.1}, "ratio"),
+    ({"ratio": True}, "ratio"),
     ({"init": "random"}, "init"), ({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr"),
-    ({"gradient": np.ones((4, 3), np.float32)}, "shape"), ({"gradient": np.full((3, 4), np.inf)}, "NaN or inf"),
+    ({"gradient": np.ones((4, 3), np.float32)}, "shape"),
+    ({"gradient": np.full((3, 4), np.inf)}, "NaN or inf"),
 ])
 def test_connection_growth_validates_its_arguments(kwargs, match):
     layer = Dense(4, 3, density=0.5, rng=0)
@@ -219,7 +223,8 @@ def test_growth_gradients_are_the_full_data_mean_gradient():
 
 # ------------------------------------------------------ bridging gradient
 def loss_with_direct_weight(net, position, x, y, m, n, w):
-    """The loss with an explicit skip weight n -> m from layer position's input to the next masked layer's output."""
+    """The loss with an explicit skip weight n -> m from layer position's input to the next
+    masked layer's output."""
     nxt, _ = next_masked(net, position)
     a = x
     for i, layer in enumerate(net.layers):
@@ -432,7 +437,8 @@ def test_random_sign_is_deterministic_and_mixes_signs():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"count": 0}, "count"), ({"birth_ratio": 0}, "birth_ratio"), ({"birth_strength": -1.0}, "birth_strength"),
+    ({"count": 0}, "count"), ({"birth_ratio": 0}, "birth_ratio"),
+    ({"birth_strength": -1.0}, "birth_strength"),
     ({"birth_strength": []}, "birth_strength"), ({"sign": "negative"}, "sign"),
     ({"bridging": np.ones((9, 9))}, "bridging"),
 ])
@@ -504,7 +510,7 @@ def test_feature_map_growth_keeps_dtype_grows_momentum_and_is_deterministic():
     opts = [SGD(n, lr=0.01, momentum=0.9) for n in nets]
     reports = [
         grow_feature_maps(n, 0, 2, x, y, candidates=10, optimizer=o, rng=0)
-        for n, o in zip(nets, opts)
+        for n, o in zip(nets, opts, strict=True)
     ]
     assert reports[0].as_dict() == reports[1].as_dict()
     assert_same_state(net_state(nets[0], opts[0]), net_state(nets[1], opts[1]))

@@ -64,8 +64,8 @@ def test_permuted_test_labels_change_no_decision(runs):
     assert drop_timing(read(runs["plain"], "history.json")) == drop_timing(
         read(runs["shuffled"], "history.json")
     )
-    for key in ("selection", "chosen", "stop_reason", "growth_stop_reason", "epochs_total", "epochs_before_pruning",
-                "params", "flops", "widths", "val_error"):
+    for key in ("selection", "chosen", "stop_reason", "growth_stop_reason", "epochs_total",
+                "epochs_before_pruning", "params", "flops", "widths", "val_error"):
         assert plain[key] == shuffled[key], key
     for name, entry in plain["selections"].items():
         other = shuffled["selections"][name]
@@ -91,7 +91,7 @@ def test_every_selection_comes_from_one_trajectory(runs):
     assert len(finetunes) == len({s["round"] for s in sel.values()})
     assert finetunes[-1]["chosen"]["round"] == sel["budget-1000000"]["round"]
     assert sorted(n for r in finetunes for n in r["selections"]) == sorted(sel)
-    for name, entry in sel.items():
+    for entry in sel.values():
         assert (out / entry["model"]).exists() and 0 <= entry["test_error"] <= 1
         assert (
             entry["epochs"]
@@ -180,7 +180,8 @@ def test_even_smoothing_averages_exactly_that_many_rounds():
     )
     np.testing.assert_allclose(smooth(errors, 3), [0.15, 0.7 / 3, 1.4 / 3, 2.8 / 3, 1.2])
     np.testing.assert_allclose(smooth(errors, 1), errors)
-    rounds = [{"params": p, "val_error": e} for p, e in zip([50, 40, 30, 20, 10], errors)]
+    params = [50, 40, 30, 20, 10]
+    rounds = [{"params": p, "val_error": e} for p, e in zip(params, errors, strict=True)]
     assert choose_round(rounds, 2, target_error=0.35)[0] == 1
 
 

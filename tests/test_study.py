@@ -21,7 +21,8 @@ TINY = {
 }
 
 
-def test_an_interrupted_grid_resumes_and_never_redoes_a_finished_run(tmp_path, mnist_dir, monkeypatch):
+def test_an_interrupted_grid_resumes_and_never_redoes_a_finished_run(
+        tmp_path, mnist_dir, monkeypatch):
     runs, rows_path = tmp_path / "runs", tmp_path / "runs.json"
     overrides = {**TINY, "data_dir": str(mnist_dir)}
     calls = []
@@ -93,10 +94,12 @@ def test_prune_only_without_its_nest_run_is_refused(tmp_path):
 
 
 def synthetic_rows():
-    """Three seeds of NeST and pruning only at one budget, and dense: made-up numbers for the table."""
+    """Three seeds of NeST and pruning only at one budget, and dense: made-up numbers for the
+    table."""
     nest, prune, dense = [0.015, 0.016, 0.018], [0.017, 0.0165, 0.019], [0.0150, 0.0152, 0.0149]
     rows = []
-    for method, errors, selection in (("nest", nest, "budget-3800"), ("prune-only", prune, "budget-3800"),
+    for method, errors, selection in (("nest", nest, "budget-3800"),
+                                      ("prune-only", prune, "budget-3800"),
                                       ("dense", dense, "dense")):
         for seed, error in enumerate(errors):
             params = 266_610 if method == "dense" else 3700 + 10 * seed

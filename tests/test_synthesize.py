@@ -53,11 +53,11 @@ def test_growth_grows_and_pruning_prunes(tiny_run):
     seed, grown = history[0], history[2]
     assert grown["params"] > seed["params"]
     assert any(
-        w_g > w_s for w_g, w_s in zip(grown["widths"][:-1], seed["widths"][:-1])
+        w_g > w_s for w_g, w_s in zip(grown["widths"][:-1], seed["widths"][:-1], strict=True)
     )  # neurons were born
     prune_params = [r["params"] for r in history if r["phase"] == "prune"]
     assert prune_params[0] < grown["params"] and all(
-        b < a for a, b in zip(prune_params, prune_params[1:])
+        b < a for a, b in zip(prune_params, prune_params[1:], strict=False)
     )
     for rec in history:
         assert {
@@ -104,13 +104,13 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_pat
     assert resumed["params"] == report["params"] and resumed["test_error"] == report["test_error"]
     a = Network.from_arrays(load_arrays(out / "checkpoint.npz"))
     b = Network.from_arrays(load_arrays(tmp_path / "checkpoint.npz"))
-    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers()):
+    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers(), strict=True):
         np.testing.assert_array_equal(la.weight, lb.weight)
         np.testing.assert_array_equal(la.mask, lb.mask)
 
 
-def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same_result(tiny_run, tiny_data, tmp_path,
-                                                                                         mnist_dir):
+def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same_result(
+        tiny_run, tiny_data, tmp_path, mnist_dir):
     out, report = tiny_run
     config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
     seen = []
@@ -136,7 +136,8 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same
 
 def test_after_a_divergence_the_advice_given_works(tiny_data, tmp_path, mnist_dir):
     quick = {**TINY, "max_growth_rounds": 1, "max_prune_rounds": 1}
-    with pytest.raises(TrainingDiverged, match=r"prune phase.*--resume --set prune_lr=") as diverged:
+    advice = r"prune phase.*--resume --set prune_lr="
+    with pytest.raises(TrainingDiverged, match=advice) as diverged:
         synthesize(
             SynthesisConfig(data_dir=str(mnist_dir), **quick, prune_lr=1e4),
             tmp_path,
