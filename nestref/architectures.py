@@ -300,10 +300,16 @@ TABLE = {
             # one trajectory, both paper rows (3.8K and 7.8K params): "-accurate" is the
             # same run reported at its 7.8K selection (docs/nest.md#ours-choice)
             "lenet-300-100": dict(
-                arch="lenet-300-100", **_MLP_SCHEDULE, param_budgets=[3800, 7800], prune_floor_params=3000
+                arch="lenet-300-100",
+                **_MLP_SCHEDULE,
+                param_budgets=[3800, 7800],
+                prune_floor_params=3000,
             ),
             "lenet-300-100-accurate": dict(
-                arch="lenet-300-100", **_MLP_SCHEDULE, param_budgets=[3800, 7800], prune_floor_params=3000,
+                arch="lenet-300-100",
+                **_MLP_SCHEDULE,
+                param_budgets=[3800, 7800],
+                prune_floor_params=3000,
                 report_selection="budget-7800",
             ),
         },

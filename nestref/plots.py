@@ -128,7 +128,43 @@ def save_run_figures(history, first_mask, out_dir, image_shape=(28, 28)):
     return paths
 
 
-FRONTIER_STYLE = {"nest": ("#2a9d8f", "NeST"), "prune-only": ("#e76f51", "pruning only"), "dense": ("#264653", "dense")}
+FRONTIER_STYLE = {
+    "nest": ("#2a9d8f", "NeST"),
+    "prune-only": ("#e76f51", "pruning only"),
+    "dense": ("#264653", "dense"),
+}
+
+
+def _frontier_band(ax, rows, method):
+    """One method's pruning trajectories (validation error per round, one per seed) on a
+    common log-params grid: the median over seeds as a line, their range as a band."""
+    colour, label = FRONTIER_STYLE[method]
+    runs = {r["seed"]: r["trajectory"] for r in rows
+            if r["method"] == method and r.get("trajectory")}
+    curves = [np.array(sorted(t), dtype=float) for t in runs.values() if len(t) >= 2]
+    if not curves:
+        return
+    low, high = max(c[:, 0].min() for c in curves), min(c[:, 0].max() for c in curves)
+    if high <= low:
+        return
+    grid = np.geomspace(low, high, 60)
+    ys = np.array([np.interp(np.log(grid), np.log(c[:, 0]), c[:, 1]) for c in curves])
+    ax.plot(grid, 100 * np.median(ys, axis=0), color=colour,
+            label=f"{label}: validation error along pruning (median of {len(curves)} seeds)")
+    ax.fill_between(grid, 100 * ys.min(axis=0), 100 * ys.max(axis=0), color=colour, alpha=0.2, lw=0)
+
+
+def _selection_points(ax, rows, method, selections, markers="osD^v<>p*h"):
+    """Every seed's test error at each selection, one marker shape per selection."""
+    colour, label = FRONTIER_STYLE[method]
+    for k, selection in enumerate(selections):
+        points = [(r["params"], r["test_error"]) for r in rows
+                  if r["method"] == method and r["selection"] == selection]
+        if points:
+            p = np.array(points, dtype=float)
+            ax.scatter(p[:, 0], 100 * p[:, 1], color=colour, marker=markers[k % len(markers)],
+                       edgecolor="black", lw=0.5, zorder=3,
+                       label=f"{label}, {selection}: test error per seed")
 
 
 def frontier_figure(rows, path=None):
@@ -141,30 +177,13 @@ def frontier_figure(rows, path=None):
     dashed line. Written to ``path`` (if given); returns the figure.
     """
     archs = sorted({r["arch"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(archs)), figsize=(6.5 * max(1, len(archs)), 4.5), squeeze=False)
-    markers = "osD^v<>p*h"
-    for ax, arch in zip(axes[0], archs):
+    n = max(1, len(archs))
+    fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 4.5), squeeze=False)
+    for ax, arch in zip(axes[0], archs, strict=False):  # no rows: one empty panel
         mine = [r for r in rows if r["arch"] == arch]
-        selections = sorted({r["selection"] for r in mine})
         for method in ("nest", "prune-only"):
-            colour, label = FRONTIER_STYLE[method]
-            runs = {r["seed"]: r["trajectory"] for r in mine if r["method"] == method and r.get("trajectory")}
-            curves = [np.array(sorted(t), dtype=float) for t in runs.values() if len(t) >= 2]
-            if curves:
-                low = max(c[:, 0].min() for c in curves)
-                high = min(c[:, 0].max() for c in curves)
-                if high > low:
-                    grid = np.geomspace(low, high, 60)
-                    ys = np.array([np.interp(np.log(grid), np.log(c[:, 0]), c[:, 1]) for c in curves])
-                    ax.plot(grid, 100 * np.median(ys, axis=0), color=colour,
-                            label=f"{label}: validation error along pruning (median of {len(curves)} seeds)")
-                    ax.fill_between(grid, 100 * ys.min(axis=0), 100 * ys.max(axis=0), color=colour, alpha=0.2, lw=0)
-            for k, selection in enumerate(selections):
-                points = [(r["params"], r["test_error"]) for r in mine if r["method"] == method and r["selection"] == selection]
-                if points:
-                    p = np.array(points, dtype=float)
-                    ax.scatter(p[:, 0], 100 * p[:, 1], color=colour, marker=markers[k % len(markers)], edgecolor="black",
-                               lw=0.5, zorder=3, label=f"{label}, {selection}: test error per seed")
+            _frontier_band(ax, mine, method)
+            _selection_points(ax, mine, method, sorted({r["selection"] for r in mine}))
         dense = [r["test_error"] for r in mine if r["method"] == "dense"]
         if dense:
             ax.axhline(100 * np.mean(dense), color=FRONTIER_STYLE["dense"][0], ls="--",
