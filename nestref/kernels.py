@@ -52,19 +52,22 @@ def im2col_numpy(x, kh, kw, stride=1, padding=0):
 
 @njit(cache=True)
 def _im2col_valid_numba(x, kh, kw):
-    # stride 1, no padding (every LeNet conv): no bounds checks, contiguous row copies
+    # stride 1, no padding (every LeNet conv): no bounds checks. One input row x[b, ch, oy + i]
+    # feeds the same (ch, i) slot of the wo rows of output line oy, so it is read once while hot
     n, c, h, w = x.shape
     ho, wo = h - kh + 1, w - kw + 1
     cols = np.empty((n * ho * wo, c * kh * kw), dtype=x.dtype)
     for b in range(n):
         for oy in range(ho):
-            for ox in range(wo):
-                row = (b * ho + oy) * wo + ox
-                for ch in range(c):
-                    for i in range(kh):
-                        base = (ch * kh + i) * kw
+            row0 = (b * ho + oy) * wo
+            for ch in range(c):
+                for i in range(kh):
+                    base = (ch * kh + i) * kw
+                    line = x[b, ch, oy + i]
+                    for ox in range(wo):
+                        row = cols[row0 + ox]
                         for j in range(kw):
-                            cols[row, base + j] = x[b, ch, oy + i, ox + j]
+                            row[base + j] = line[ox + j]
     return cols
 
 
@@ -114,18 +117,21 @@ def col2im_numpy(cols, x_shape, kh, kw, stride=1, padding=0):
 
 @njit(cache=True)
 def _col2im_valid_numba(cols, x_shape, kh, kw):
+    # kernel row i of output line oy lands on image line oy + i: visiting (oy, i) outside the
+    # (ox, ch, j) loops keeps that line in cache while every contribution is added to it
     n, c, h, w = x_shape
     ho, wo = h - kh + 1, w - kw + 1
     x = np.zeros((n, c, h, w), dtype=cols.dtype)
     for b in range(n):
         for oy in range(ho):
-            for ox in range(wo):
-                row = (b * ho + oy) * wo + ox
-                for ch in range(c):
-                    for i in range(kh):
+            for i in range(kh):
+                y = oy + i
+                for ox in range(wo):
+                    row = (b * ho + oy) * wo + ox
+                    for ch in range(c):
                         base = (ch * kh + i) * kw
                         for j in range(kw):
-                            x[b, ch, oy + i, ox + j] += cols[row, base + j]
+                            x[b, ch, y, ox + j] += cols[row, base + j]
     return x
 
 
@@ -245,15 +251,16 @@ def maxpool_backward_numpy(grad_out, argmax, x_shape):
 
 @njit(cache=True)
 def maxpool_backward_numba(grad_out, argmax, x_shape):
+    # planes viewed flat: argmax indexes the plane directly (no // and % per window)
     n, c, h, w = x_shape
     grad_in = np.zeros((n, c, h, w), dtype=grad_out.dtype)
+    planes = grad_in.reshape(n * c, h * w)
     ho, wo = grad_out.shape[2], grad_out.shape[3]
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(ho):
-                for ox in range(wo):
-                    where = argmax[b, ch, oy, ox]
-                    grad_in[b, ch, where // w, where % w] += grad_out[b, ch, oy, ox]
+    grads = grad_out.reshape(n * c, ho * wo)
+    winners = argmax.reshape(n * c, ho * wo)
+    for r in range(n * c):
+        for p in range(ho * wo):
+            planes[r, winners[r, p]] += grads[r, p]
     return grad_in
 
 
@@ -303,7 +310,8 @@ def maxpool_forward(x, k, stride):
 def maxpool_backward(grad_out, argmax, x_shape):
     """(N, C, Ho, Wo) -> (N, C, H, W); see ``maxpool_backward_numpy``."""
     return _pick("maxpool_backward")(
-        np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape)
+        np.ascontiguousarray(grad_out), np.ascontiguousarray(argmax),
+        tuple(int(s) for s in x_shape),
     )
 
 
