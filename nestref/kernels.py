@@ -497,6 +497,34 @@ def sgd_at_positions_numba(weight, velocity, mask, flat, grad, lr, momentum, wei
         weight[p] -= lr * v
 
 
+def sgd_dense_numpy(weight, velocity, mask, grad, lr, momentum, weight_decay):
+    """The dense masked SGD step, in place on flat weight and velocity (``nestref.optim.SGD``):
+
+    v <- (momentum v + (grad M + weight_decay W)) M;  W <- (W - lr v) M.
+    """
+    grad_w = grad * mask
+    if weight_decay:
+        grad_w = grad_w + weight_decay * weight
+    velocity *= momentum
+    velocity += grad_w
+    velocity *= mask
+    weight -= lr * velocity
+    weight *= mask
+
+
+@njit(cache=True)
+def sgd_dense_numba(weight, velocity, mask, grad, lr, momentum, weight_decay):
+    # one pass instead of seven; the same operations in the same order, so the same bits
+    for p in range(weight.size):
+        m = mask[p]
+        g = grad[p] * m
+        if weight_decay:
+            g = g + weight_decay * weight[p]
+        v = (velocity[p] * momentum + g) * m
+        velocity[p] = v
+        weight[p] = (weight[p] - lr * v) * m
+
+
 _TWINS["sparse_forward"] = (sparse_forward_numpy, sparse_forward_numba)
 _TWINS["sparse_input_grad"] = (sparse_input_grad_numpy, sparse_input_grad_numba)
 _TWINS["sparse_weight_grad"] = (sparse_weight_grad_numpy, sparse_weight_grad_numba)
@@ -505,6 +533,7 @@ _TWINS["same_support"] = (same_support_numpy, same_support_numba)
 _TWINS["gather_effective"] = (gather_effective_numpy, gather_effective_numba)
 _TWINS["masked_weight"] = (masked_weight_numpy, masked_weight_numba)
 _TWINS["sgd_at_positions"] = (sgd_at_positions_numpy, sgd_at_positions_numba)
+_TWINS["sgd_dense"] = (sgd_dense_numpy, sgd_dense_numba)
 
 
 def _csr_args(dtype, data, indices, indptr):
@@ -573,6 +602,20 @@ def sgd_at_positions(weight, velocity, mask, flat, grad, lr, momentum, weight_de
         mask.reshape(-1),
         flat,
         np.ascontiguousarray(grad, dtype=dtype),
+        dtype.type(lr),
+        dtype.type(momentum),
+        dtype.type(weight_decay),
+    )
+
+
+def sgd_dense(weight, velocity, mask, grad, lr, momentum, weight_decay):
+    """In place on C-contiguous weight and velocity (any shape); see ``sgd_dense_numpy``."""
+    dtype = weight.dtype
+    _pick("sgd_dense")(
+        weight.reshape(-1),
+        velocity.reshape(-1),
+        np.ascontiguousarray(mask, dtype=dtype).reshape(-1),
+        np.ascontiguousarray(grad, dtype=dtype).reshape(-1),
         dtype.type(lr),
         dtype.type(momentum),
         dtype.type(weight_decay),

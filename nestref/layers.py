@@ -338,14 +338,15 @@ class Conv2d(MaskedLayer):
         if self.area_mask is not None:
             self._check_area_mask(ho, wo)
             u = self._area_forward(n, positions)
-        elif self._per_image(positions):
+            u += self.bias[:, None]
+            return u.reshape(n, self.n_out, ho, wo)
+        if self._per_image(positions):
             # (N, O, P) straight away: no (N*P, O) -> NCHW transpose
             u = np.matmul(self.effective_weight().reshape(self.n_out, -1),
                           self._cols.reshape(n, positions, -1).transpose(0, 2, 1))
             u += self.bias[:, None]
             return u.reshape(n, self.n_out, ho, wo)
-        else:
-            u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T
+        u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T
         u += self.bias
         return np.ascontiguousarray(u.reshape(n, ho, wo, self.n_out).transpose(0, 3, 1, 2))
 
@@ -396,30 +397,44 @@ class Conv2d(MaskedLayer):
                              f"got {self.area_mask.shape}")
 
     def _position_kernels(self, positions):
-        """K_p for every output position p: (P, O, C*k*k), a view of an (O, P, C*k*k) array."""
+        """K_p for every output position p: (P, O, C*k*k), a view of an (O, P, C*k*k) array.
+
+        Kept from the forward pass for the backward one while W*M and the area mask are
+        unchanged (compared at every use, so an edit in between is never missed)."""
+        effective = self.effective_weight()
+        cached = getattr(self, "_area_kernels", None)
+        if (cached is not None and np.array_equal(cached[0], effective)
+                and np.array_equal(cached[1], self.area_mask)):
+            return cached[2]
         o, c = self.n_out, self.n_in
-        kernel = self.effective_weight().reshape(o, 1, c, -1)
-        area = self.area_mask.reshape(o, c, positions).transpose(0, 2, 1)[..., None]
-        return (kernel * area).reshape(o, positions, -1).transpose(1, 0, 2)
+        per_position = np.einsum("oik,oip->opik", effective.reshape(o, c, -1),
+                                 self.area_mask.reshape(o, c, positions))
+        per_position = per_position.reshape(o, positions, -1).transpose(1, 0, 2)
+        self._area_kernels = (effective, np.array(self.area_mask), per_position)
+        return per_position
 
     def _area_forward(self, n, positions):
-        """(N*P, O) without bias: each input map's contribution, kept only on its area."""
+        """u (N, O, P) without bias: each input map's contribution, kept only on its area."""
         cols = self._cols.reshape(n, positions, -1).transpose(1, 0, 2)  # (P, N, C*k*k)
         u = np.matmul(cols, self._position_kernels(positions).transpose(0, 2, 1))  # (P, N, O)
-        return u.transpose(1, 0, 2).reshape(n * positions, self.n_out)
+        return np.ascontiguousarray(u.transpose(1, 2, 0))
 
     def _area_backward(self, grad_out, n, positions):
         """dL/du (N, O, Ho, Wo) -> dL/dcols (N*P, C*k*k); sets grad_weight (O, C, k, k)."""
         o, c = self.n_out, self.n_in
-        g = grad_out.reshape(n, o, positions).transpose(2, 0, 1)  # (P, N, O)
+        # (P, N, O) contiguous: every per-position matrix then goes to BLAS as it is
+        g = np.ascontiguousarray(grad_out.reshape(n, o, positions).transpose(2, 0, 1))
         cols = self._cols.reshape(n, positions, -1).transpose(1, 0, 2)  # (P, N, C*k*k)
         # dL/dK_p = g_p^T cols_p; the kernel's gradient sums it over the positions its area keeps
         per_position = np.matmul(g.transpose(0, 2, 1), cols).reshape(positions, o * c, -1)
         area = self.area_mask.reshape(o * c, 1, positions)
         grad_weight = np.matmul(area, per_position.transpose(1, 0, 2))  # (O*C, 1, k*k)
         self.grad_weight = grad_weight.reshape(self.weight.shape)
-        grad_cols = np.matmul(g, self._position_kernels(positions))  # (P, N, C*k*k)
-        return np.ascontiguousarray(grad_cols.transpose(1, 0, 2)).reshape(n * positions, -1)
+        kernel_per_position = self._position_kernels(positions)
+        grad_cols = np.empty((n, positions, cols.shape[2]),
+                             dtype=np.result_type(g, kernel_per_position))
+        np.matmul(g, kernel_per_position, out=grad_cols.transpose(1, 0, 2))  # (P, N, C*k*k)
+        return grad_cols.reshape(n * positions, -1)
 
     def output_shape(self, input_shape):
         _, h, w = input_shape
