@@ -52,19 +52,22 @@ def im2col_numpy(x, kh, kw, stride=1, padding=0):
 
 @njit(cache=True)
 def _im2col_valid_numba(x, kh, kw):
-    # stride 1, no padding (every LeNet conv): no bounds checks, contiguous row copies
+    # stride 1, no padding (every LeNet conv): no bounds checks. One input row x[b, ch, oy + i]
+    # feeds the same (ch, i) slot of the wo rows of output line oy, so it is read once while hot
     n, c, h, w = x.shape
     ho, wo = h - kh + 1, w - kw + 1
     cols = np.empty((n * ho * wo, c * kh * kw), dtype=x.dtype)
     for b in range(n):
         for oy in range(ho):
-            for ox in range(wo):
-                row = (b * ho + oy) * wo + ox
-                for ch in range(c):
-                    for i in range(kh):
-                        base = (ch * kh + i) * kw
+            row0 = (b * ho + oy) * wo
+            for ch in range(c):
+                for i in range(kh):
+                    base = (ch * kh + i) * kw
+                    line = x[b, ch, oy + i]
+                    for ox in range(wo):
+                        row = cols[row0 + ox]
                         for j in range(kw):
-                            cols[row, base + j] = x[b, ch, oy + i, ox + j]
+                            row[base + j] = line[ox + j]
     return cols
 
 
@@ -114,18 +117,21 @@ def col2im_numpy(cols, x_shape, kh, kw, stride=1, padding=0):
 
 @njit(cache=True)
 def _col2im_valid_numba(cols, x_shape, kh, kw):
+    # kernel row i of output line oy lands on image line oy + i: visiting (oy, i) outside the
+    # (ox, ch, j) loops keeps that line in cache while every contribution is added to it
     n, c, h, w = x_shape
     ho, wo = h - kh + 1, w - kw + 1
     x = np.zeros((n, c, h, w), dtype=cols.dtype)
     for b in range(n):
         for oy in range(ho):
-            for ox in range(wo):
-                row = (b * ho + oy) * wo + ox
-                for ch in range(c):
-                    for i in range(kh):
+            for i in range(kh):
+                y = oy + i
+                for ox in range(wo):
+                    row = (b * ho + oy) * wo + ox
+                    for ch in range(c):
                         base = (ch * kh + i) * kw
                         for j in range(kw):
-                            x[b, ch, oy + i, ox + j] += cols[row, base + j]
+                            x[b, ch, y, ox + j] += cols[row, base + j]
     return x
 
 
@@ -245,15 +251,16 @@ def maxpool_backward_numpy(grad_out, argmax, x_shape):
 
 @njit(cache=True)
 def maxpool_backward_numba(grad_out, argmax, x_shape):
+    # planes viewed flat: argmax indexes the plane directly (no // and % per window)
     n, c, h, w = x_shape
     grad_in = np.zeros((n, c, h, w), dtype=grad_out.dtype)
+    planes = grad_in.reshape(n * c, h * w)
     ho, wo = grad_out.shape[2], grad_out.shape[3]
-    for b in range(n):
-        for ch in range(c):
-            for oy in range(ho):
-                for ox in range(wo):
-                    where = argmax[b, ch, oy, ox]
-                    grad_in[b, ch, where // w, where % w] += grad_out[b, ch, oy, ox]
+    grads = grad_out.reshape(n * c, ho * wo)
+    winners = argmax.reshape(n * c, ho * wo)
+    for r in range(n * c):
+        for p in range(ho * wo):
+            planes[r, winners[r, p]] += grads[r, p]
     return grad_in
 
 
@@ -303,7 +310,8 @@ def maxpool_forward(x, k, stride):
 def maxpool_backward(grad_out, argmax, x_shape):
     """(N, C, Ho, Wo) -> (N, C, H, W); see ``maxpool_backward_numpy``."""
     return _pick("maxpool_backward")(
-        np.ascontiguousarray(grad_out), argmax, tuple(int(s) for s in x_shape)
+        np.ascontiguousarray(grad_out), np.ascontiguousarray(argmax),
+        tuple(int(s) for s in x_shape),
     )
 
 
@@ -489,6 +497,34 @@ def sgd_at_positions_numba(weight, velocity, mask, flat, grad, lr, momentum, wei
         weight[p] -= lr * v
 
 
+def sgd_dense_numpy(weight, velocity, mask, grad, lr, momentum, weight_decay):
+    """The dense masked SGD step, in place on flat weight and velocity (``nestref.optim.SGD``):
+
+    v <- (momentum v + (grad M + weight_decay W)) M;  W <- (W - lr v) M.
+    """
+    grad_w = grad * mask
+    if weight_decay:
+        grad_w = grad_w + weight_decay * weight
+    velocity *= momentum
+    velocity += grad_w
+    velocity *= mask
+    weight -= lr * velocity
+    weight *= mask
+
+
+@njit(cache=True)
+def sgd_dense_numba(weight, velocity, mask, grad, lr, momentum, weight_decay):
+    # one pass instead of seven; the same operations in the same order, so the same bits
+    for p in range(weight.size):
+        m = mask[p]
+        g = grad[p] * m
+        if weight_decay:
+            g = g + weight_decay * weight[p]
+        v = (velocity[p] * momentum + g) * m
+        velocity[p] = v
+        weight[p] = (weight[p] - lr * v) * m
+
+
 _TWINS["sparse_forward"] = (sparse_forward_numpy, sparse_forward_numba)
 _TWINS["sparse_input_grad"] = (sparse_input_grad_numpy, sparse_input_grad_numba)
 _TWINS["sparse_weight_grad"] = (sparse_weight_grad_numpy, sparse_weight_grad_numba)
@@ -497,6 +533,7 @@ _TWINS["same_support"] = (same_support_numpy, same_support_numba)
 _TWINS["gather_effective"] = (gather_effective_numpy, gather_effective_numba)
 _TWINS["masked_weight"] = (masked_weight_numpy, masked_weight_numba)
 _TWINS["sgd_at_positions"] = (sgd_at_positions_numpy, sgd_at_positions_numba)
+_TWINS["sgd_dense"] = (sgd_dense_numpy, sgd_dense_numba)
 
 
 def _csr_args(dtype, data, indices, indptr):
@@ -565,6 +602,20 @@ def sgd_at_positions(weight, velocity, mask, flat, grad, lr, momentum, weight_de
         mask.reshape(-1),
         flat,
         np.ascontiguousarray(grad, dtype=dtype),
+        dtype.type(lr),
+        dtype.type(momentum),
+        dtype.type(weight_decay),
+    )
+
+
+def sgd_dense(weight, velocity, mask, grad, lr, momentum, weight_decay):
+    """In place on C-contiguous weight and velocity (any shape); see ``sgd_dense_numpy``."""
+    dtype = weight.dtype
+    _pick("sgd_dense")(
+        weight.reshape(-1),
+        velocity.reshape(-1),
+        np.ascontiguousarray(mask, dtype=dtype).reshape(-1),
+        np.ascontiguousarray(grad, dtype=dtype).reshape(-1),
         dtype.type(lr),
         dtype.type(momentum),
         dtype.type(weight_decay),

@@ -334,31 +334,61 @@ class Conv2d(MaskedLayer):
             raise ValueError(f"Conv2d with kernel {k} cannot slide over a {h}x{w} input")
         self._x_shape = x.shape
         self._cols = kernels.im2col(x, k, k, self.stride, self.padding)
-        if self.area_mask is None:
-            u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T + self.bias
-        else:
+        positions = ho * wo
+        if self.area_mask is not None:
             self._check_area_mask(ho, wo)
-            u = self._area_forward(n, ho * wo) + self.bias
+            u = self._area_forward(n, positions)
+            u += self.bias[:, None]
+            return u.reshape(n, self.n_out, ho, wo)
+        if self._per_image(positions):
+            # (N, O, P) straight away: no (N*P, O) -> NCHW transpose
+            u = np.matmul(self.effective_weight().reshape(self.n_out, -1),
+                          self._cols.reshape(n, positions, -1).transpose(0, 2, 1))
+            u += self.bias[:, None]
+            return u.reshape(n, self.n_out, ho, wo)
+        u = self._cols @ self.effective_weight().reshape(self.n_out, -1).T
+        u += self.bias
         return np.ascontiguousarray(u.reshape(n, ho, wo, self.n_out).transpose(0, 3, 1, 2))
+
+    def _per_image(self, positions):
+        """Compute image by image, (O, C*k*k) @ (C*k*k, P), when the output plane is larger than
+        a receptive field (the first LeNet-5 conv): then transposing the (N*P, O) product of the
+        single GEMM to NCHW, and dL/du back, costs more than the products. Same numbers."""
+        return positions > self._cols.shape[1]
 
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
         # conv layers always take the dense path: their weight gradient is dense already
         n, o, ho, wo = grad_out.shape
-        g = grad_out.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)
+        positions = ho * wo
         self.grad_bias = grad_out.sum(axis=(0, 2, 3))  # 5x faster than summing the transposed g
-        if self.area_mask is None:
+        if self.area_mask is not None:
+            grad_cols = self._area_backward(grad_out, n, positions)
+            if not input_grad:
+                return None
+        elif self._per_image(positions):
+            g = np.ascontiguousarray(grad_out).reshape(n, o, positions)
+            cols = self._cols.reshape(n, positions, -1)
+            self.grad_weight = np.matmul(g, cols).sum(axis=0).reshape(self.weight.shape)
+            if not input_grad:
+                return None
+            grad_cols = np.matmul(g.transpose(0, 2, 1), self.effective_weight().reshape(o, -1))
+            grad_cols = grad_cols.reshape(n * positions, -1)
+        else:
+            g = grad_out.transpose(0, 2, 3, 1).reshape(n * positions, o)
             self.grad_weight = (g.T @ self._cols).reshape(self.weight.shape)
             if not input_grad:
                 return None
             grad_cols = g @ self.effective_weight().reshape(o, -1)
-        else:
-            grad_cols = self._area_backward(g, n, ho * wo)
-            if not input_grad:
-                return None
         k = self.kernel_size
         return kernels.col2im(grad_cols, self._x_shape, k, k, self.stride, self.padding)
 
     # ------------------------------------------------------- partial-area path
+    # The area mask scales input map i's contribution at output position p, so at each position
+    # the layer is a plain product with its own kernel
+    #     K_p[o, (i, a)] = (W*M)[o, i, a] * area_mask[o, i, p]
+    #     u[n, p, :] = cols[n, p, :] @ K_p^T
+    # one GEMM per position (N x C*k*k x O): the dense layer's FLOPs, instead of C narrow
+    # products (k*k deep) and C masked accumulations of the whole output.
     def _check_area_mask(self, ho, wo):
         expected = (self.n_out, self.n_in, ho, wo)
         if self.area_mask.shape != expected:
@@ -366,29 +396,45 @@ class Conv2d(MaskedLayer):
                              f"(out_c, in_c, Ho, Wo) = {expected} for this input, "
                              f"got {self.area_mask.shape}")
 
-    def _area_forward(self, n, positions):
-        """(N*P, O) without bias: each input map's contribution, kept only on its area."""
-        cols, kernel = split_by_input_map(self._cols, self.effective_weight(), n)
-        area = self.area_mask.reshape(self.n_out, self.n_in, positions)
-        u = np.zeros((n, positions, self.n_out), dtype=np.result_type(cols, kernel))
-        for i in range(self.n_in):
-            u += input_map_product(cols, kernel, i) * area[:, i, :].T
-        return u.reshape(n * positions, self.n_out)
+    def _position_kernels(self, positions):
+        """K_p for every output position p: (P, O, C*k*k), a view of an (O, P, C*k*k) array.
 
-    def _area_backward(self, g, n, positions):
-        """g = dL/du (N*P, O) -> dL/dcols (N*P, C*k*k); sets grad_weight (O, C, k, k)."""
-        cols, kernel = split_by_input_map(self._cols, self.effective_weight(), n)
-        area = self.area_mask.reshape(self.n_out, self.n_in, positions)
-        o, c, kk = kernel.shape
-        g = g.reshape(n, positions, o)
-        grad_weight = np.empty((o, c, kk), dtype=np.result_type(g, cols))
-        grad_cols = np.empty((n, positions, c, kk), dtype=np.result_type(g, kernel))
-        for i in range(c):
-            g_i = g * area[:, i, :].T  # the gradient reaches map i only where its area is kept
-            grad_weight[:, i, :] = g_i.reshape(-1, o).T @ cols[:, :, i, :].reshape(-1, kk)
-            grad_cols[:, :, i, :] = g_i @ kernel[:, i, :]
+        Kept from the forward pass for the backward one while W*M and the area mask are
+        unchanged (compared at every use, so an edit in between is never missed)."""
+        effective = self.effective_weight()
+        cached = getattr(self, "_area_kernels", None)
+        if (cached is not None and np.array_equal(cached[0], effective)
+                and np.array_equal(cached[1], self.area_mask)):
+            return cached[2]
+        o, c = self.n_out, self.n_in
+        per_position = np.einsum("oik,oip->opik", effective.reshape(o, c, -1),
+                                 self.area_mask.reshape(o, c, positions))
+        per_position = per_position.reshape(o, positions, -1).transpose(1, 0, 2)
+        self._area_kernels = (effective, np.array(self.area_mask), per_position)
+        return per_position
+
+    def _area_forward(self, n, positions):
+        """u (N, O, P) without bias: each input map's contribution, kept only on its area."""
+        cols = self._cols.reshape(n, positions, -1).transpose(1, 0, 2)  # (P, N, C*k*k)
+        u = np.matmul(cols, self._position_kernels(positions).transpose(0, 2, 1))  # (P, N, O)
+        return np.ascontiguousarray(u.transpose(1, 2, 0))
+
+    def _area_backward(self, grad_out, n, positions):
+        """dL/du (N, O, Ho, Wo) -> dL/dcols (N*P, C*k*k); sets grad_weight (O, C, k, k)."""
+        o, c = self.n_out, self.n_in
+        # (P, N, O) contiguous: every per-position matrix then goes to BLAS as it is
+        g = np.ascontiguousarray(grad_out.reshape(n, o, positions).transpose(2, 0, 1))
+        cols = self._cols.reshape(n, positions, -1).transpose(1, 0, 2)  # (P, N, C*k*k)
+        # dL/dK_p = g_p^T cols_p; the kernel's gradient sums it over the positions its area keeps
+        per_position = np.matmul(g.transpose(0, 2, 1), cols).reshape(positions, o * c, -1)
+        area = self.area_mask.reshape(o * c, 1, positions)
+        grad_weight = np.matmul(area, per_position.transpose(1, 0, 2))  # (O*C, 1, k*k)
         self.grad_weight = grad_weight.reshape(self.weight.shape)
-        return grad_cols.reshape(n * positions, c * kk)
+        kernel_per_position = self._position_kernels(positions)
+        grad_cols = np.empty((n, positions, cols.shape[2]),
+                             dtype=np.result_type(g, kernel_per_position))
+        np.matmul(g, kernel_per_position, out=grad_cols.transpose(1, 0, 2))  # (P, N, C*k*k)
+        return grad_cols.reshape(n * positions, -1)
 
     def output_shape(self, input_shape):
         _, h, w = input_shape

@@ -57,15 +57,19 @@ class SGD:
                 self._sparse_step(i, layer, *active)
 
     def _dense_step(self, layer, v):
-        grad_w = layer.grad_weight * layer.mask
-        if self.weight_decay:
-            grad_w = grad_w + self.weight_decay * layer.weight
-        v["weight"] *= self.momentum
-        v["weight"] += grad_w
-        v["weight"] *= layer.mask
-        layer.weight -= self.lr * v["weight"]
-        layer.weight *= layer.mask  # exact zeros, whatever the arithmetic did
+        self._contiguous(layer, v)
+        kernels.sgd_dense(layer.weight, v["weight"], layer.mask, layer.grad_weight, self.lr,
+                          self.momentum, self.weight_decay)
         self._bias_step(layer, v)
+
+    @staticmethod
+    def _contiguous(layer, v):
+        # the kernels update flat views: they must not be copies
+        if not (layer.weight.flags.c_contiguous and v["weight"].flags.c_contiguous):
+            layer.weight, v["weight"] = (
+                np.ascontiguousarray(layer.weight),
+                np.ascontiguousarray(v["weight"]),
+            )
 
     def _sparse_step(self, i, layer, support, grad_active):
         """The dense step's arithmetic at the support's positions (the active ones) only."""
@@ -75,12 +79,7 @@ class SGD:
             v["weight"] *= layer.mask
             layer.weight *= layer.mask
             self._masked_for[i] = support
-        if not (layer.weight.flags.c_contiguous and v["weight"].flags.c_contiguous):
-            # the kernel updates flat views: they must not be copies
-            layer.weight, v["weight"] = (
-                np.ascontiguousarray(layer.weight),
-                np.ascontiguousarray(v["weight"]),
-            )
+        self._contiguous(layer, v)
         kernels.sgd_at_positions(
             layer.weight,
             v["weight"],

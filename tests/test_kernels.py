@@ -160,3 +160,26 @@ def test_lenet_fast_paths_equal_the_twins():
             strict=True,
         ):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
+def test_sgd_dense_twins_agree_bit_for_bit(dtype, weight_decay):
+    rng = np.random.default_rng(11)
+    mask = (rng.random((30, 17)) < 0.4).astype(dtype)
+    weight = rng.standard_normal(mask.shape).astype(dtype) * mask
+    velocity = rng.standard_normal(mask.shape).astype(dtype) * mask
+    grad = rng.standard_normal(mask.shape).astype(dtype)
+    results = []
+    for twin in (kernels.sgd_dense_numpy, kernels.sgd_dense_numba):
+        w, v = weight.copy().reshape(-1), velocity.copy().reshape(-1)
+        twin(w, v, mask.reshape(-1), grad.reshape(-1), dtype(0.05), dtype(0.9), dtype(weight_decay))
+        results.append((w, v))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    w, v = results[0]
+    expect_v = (0.9 * velocity + grad + weight_decay * weight) * mask
+    np.testing.assert_allclose(v, expect_v.reshape(-1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(w, ((weight - 0.05 * expect_v) * mask).reshape(-1), rtol=1e-6,
+                               atol=1e-6)
+    assert not np.any(w[mask.reshape(-1) == 0]) and not np.any(v[mask.reshape(-1) == 0])

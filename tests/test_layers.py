@@ -134,3 +134,22 @@ def test_wrong_input_shape_is_named():
         Dense(4, 2).forward(np.zeros((3, 5), np.float32))
     with pytest.raises(ValueError, match="cannot slide"):
         Conv2d(1, 2, 5).forward(np.zeros((1, 1, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("c, o, side", [(1, 20, 28), (20, 50, 12), (3, 4, 7)])
+def test_conv_per_image_and_single_product_orderings_agree(c, o, side, monkeypatch):
+    """Conv2d computes image by image when the output plane outnumbers a receptive field and with
+    one (N*P, C*k*k) product otherwise: both orderings give the same numbers (float32)."""
+    rng = np.random.default_rng(7)
+    layer = Conv2d(c, o, 5, density=0.6, rng=1)
+    layer.bias[:] = rng.standard_normal(o)
+    x = rng.standard_normal((4, c, side, side)).astype(np.float32)
+    results = []
+    for per_image in (True, False):
+        monkeypatch.setattr(Conv2d, "_per_image", lambda self, positions, v=per_image: v)
+        out = layer.forward(x)
+        grad_in = layer.backward(np.cos(out))
+        assert out.dtype == grad_in.dtype == layer.grad_weight.dtype == np.float32
+        results.append((out, grad_in, layer.grad_weight.copy(), layer.grad_bias.copy()))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
