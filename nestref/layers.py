@@ -40,19 +40,18 @@ from . import kernels
 
 # Density below which a Dense layer trains with the CSR kernels: where the sparse training
 # step (forward + input gradient + weight gradient + SGD) of LeNet-300-100 stops being
-# faster than the dense (BLAS) one. Measured on this project's 2-core machine with
-#     python -m benchmarks.sparse_step --threads 1
-# (2026-12-01, shared machine, load average 4.7 -> 6.3, so provisional):
+# faster than the dense (BLAS) one. Measured on this project's 2-core machine, idle
+# (load average 1.3 -> 1.4), 2026-12-01, with BLAS on both cores as training runs it:
+#     python -m benchmarks.sparse_step
 #     density  sparse ms  dense ms  dense/sparse
-#       0.02     2.631     5.994      2.28x
-#       0.05     2.853     5.285      1.85x
-#       0.10     3.634     5.273      1.45x
-#       0.15     4.376     6.022      1.38x
-#       0.20     4.862     5.738      1.18x
-#       0.30     7.235     7.194      0.99x
-#       0.40    10.481     6.363      0.61x
-#     crossover (sparse stops paying): 0.297
-SPARSE_BELOW = 0.3
+#       0.02     0.668     1.253      1.87x
+#       0.05     0.784     1.072      1.37x
+#       0.10     1.176     1.163      0.99x
+#       0.15     1.580     1.475      0.93x
+#       0.20     1.813     1.474      0.81x
+#     crossover (sparse stops paying): 0.098
+# (with --threads 1, as in a study with --jobs 2, the crossover was 0.129)
+SPARSE_BELOW = 0.1
 
 
 class Layer:
