@@ -1,6 +1,7 @@
 """A training step on the sparse path against the dense path, by density; and the crossover.
 
-    python -m benchmarks.sparse_step [--quick] [--arch lenet-300-100] [--threads N] [--json F]
+    python -m benchmarks.sparse_step [--quick] [--arch lenet-300-100|lenet5]
+        [--layers all|dense|conv] [--area] [--threads N] [--json F]
 
 For each density, one seeded network with every masked layer at that density is timed
 twice: once with its Dense layers forced onto the CSR kernels, once forced onto the
@@ -9,7 +10,10 @@ dense (BLAS) path. A step is forward, softmax cross-entropy, backward and the SG
 the median kept; the ratio dense / sparse (> 1: sparse is faster) is measured in one run.
 
 The crossover is the density where the ratio falls through 1 (linear interpolation
-between the two densities around it): ``nestref.layers.SPARSE_BELOW`` records it.
+between the two densities around it): ``nestref.layers.SPARSE_BELOW`` records it for
+Dense layers (LeNet-300-100), ``CONV_SPARSE_BELOW`` for Conv2d layers
+(``--arch lenet5 --layers conv``: only the convolutions switch), and
+``CONV_AREA_SPARSE_BELOW`` for Conv2d layers with a partial-area mask (add ``--area``).
 """
 
 import argparse
@@ -18,6 +22,7 @@ import sys
 
 import numpy as np
 
+from nestref.layers import Conv2d, Dense, MaskedLayer
 from nestref.models import build, loss_and_grads
 from nestref.optim import SGD
 
@@ -36,11 +41,29 @@ SCAN = (0.02, 0.05, 0.10, 0.15, 0.20, 0.30, 0.40)  # where the crossover is look
 TARGET_AT_5_PERCENT = 4.0  # dense / sparse, at least
 
 
-def forced(net, sparse):
-    """Put every Dense layer of ``net`` on the sparse (True) or the dense (False) path."""
+LAYERS = {"all": MaskedLayer, "dense": Dense, "conv": Conv2d}
+
+
+def forced(net, sparse, layers="all"):
+    """Put the masked layers of kind ``layers`` ("all", "dense", "conv") of ``net`` on the
+    sparse (True) or the dense (False) path; the others choose by themselves."""
     for _, layer in net.masked_layers():
-        if hasattr(layer, "sparse_below"):
+        if isinstance(layer, LAYERS[layers]):
             layer.sparse_below = 2.0 if sparse else 0.0
+            if isinstance(layer, Conv2d):
+                layer.area_sparse_below = layer.sparse_below
+    return net
+
+
+def with_area_masks(net):
+    """Give every Conv2d of ``net`` an all-ones partial-area mask, as NeST's pruning phase does
+    (the numbers do not change; the dense path becomes one product per output position)."""
+    x = np.zeros((1,) + net.input_shape, dtype=np.float32)
+    for layer in net.layers:
+        if isinstance(layer, Conv2d):
+            ho, wo = layer.forward(x).shape[2:]
+            layer.area_mask = np.ones((layer.n_out, layer.n_in, ho, wo), dtype=np.float32)
+        x = layer.forward(x)
     return net
 
 
@@ -57,7 +80,8 @@ def stepper(net, batches):
 
 
 def measure(
-    arch="lenet-300-100", densities=SCAN, steps=100, repeats=5, batch_size=64, threads=None, seed=0
+    arch="lenet-300-100", densities=SCAN, steps=100, repeats=5, batch_size=64, threads=None, seed=0,
+    layers="all", area=False,
 ):
     """{"rows": [{"density", "sparse_ms", "dense_ms", "ratio"}], "crossover", environment...}."""
     check_positive_ints(steps=steps, repeats=repeats, batch_size=batch_size)
@@ -71,6 +95,8 @@ def measure(
         }
         for density in densities:
             net = build(arch, density=density, seed=seed)
+            if area:
+                with_area_masks(net)
             batches = [
                 (
                     rng.random((batch_size,) + net.input_shape, dtype=np.float32),
@@ -79,8 +105,8 @@ def measure(
                 for _ in range(8)
             ]
             runners = {
-                "sparse": stepper(forced(net.copy(), True), batches),
-                "dense": stepper(forced(net.copy(), False), batches),
+                "sparse": stepper(forced(net.copy(), True, layers), batches),
+                "dense": stepper(forced(net.copy(), False, layers), batches),
             }
             for run in runners.values():
                 run(5)  # warm-up: compilation, caches
@@ -99,6 +125,8 @@ def measure(
         environment["load_average_after"] = load_average()
     return {
         "arch": arch,
+        "layers": layers,
+        "area": area,
         "batch_size": batch_size,
         "steps": steps,
         "repeats": repeats,
@@ -120,7 +148,8 @@ def crossover(rows):
 def format_results(results):
     lines = [
         f"{results['arch']} training step (batch {results['batch_size']}, float32), "
-        "sparse vs dense path, "
+        f"sparse vs dense path of {results.get('layers', 'all')} masked layers"
+        f"{' (conv area masks)' if results.get('area') else ''}, "
         f"median of {results['repeats']} x {results['steps']} steps;",
         f"BLAS {results['blas']}, {results['blas_threads']} thread(s); load average "
         f"{results['load_average_before']} -> {results['load_average_after']}",
@@ -153,6 +182,11 @@ def main(argv=None):
     )
     parser.add_argument("--steps", type=int, help="timed steps per repeat (default 100, --quick 3)")
     parser.add_argument("--repeats", type=int, help="default 5, --quick 1")
+    parser.add_argument("--layers", default="all", choices=sorted(LAYERS),
+                        help="which masked layers switch path (default all; 'conv' measures "
+                             "CONV_SPARSE_BELOW, 'dense' SPARSE_BELOW)")
+    parser.add_argument("--area", action="store_true",
+                        help="conv layers with a partial-area mask (CONV_AREA_SPARSE_BELOW)")
     parser.add_argument("--threads", type=int, help="BLAS threads (default: as they are)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -164,6 +198,8 @@ def main(argv=None):
             args.steps or (3 if args.quick else 100),
             args.repeats or (1 if args.quick else 5),
             threads=args.threads,
+            layers=args.layers,
+            area=args.area,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -628,6 +628,245 @@ def same_support(mask, flat):
     return _pick("same_support")(mask, flat)
 
 
+# ------------------------------------------------------- sparse convolution
+# A conv layer whose W*M is mostly zero computes with its active weights only, directly on
+# the (padded) input: no im2col matrix. W*M (O, C, kh, kw) is stored as CSR over
+# (O, C*kh*kw), the layout of a Dense layer's Support: row o's nonzeros are
+# data[indptr[o]:indptr[o+1]], column c*kh*kw + a*kw + b for input map c and tap (a, b).
+# ``area`` (O, C, Ho, Wo) is the partial-area mask (NeST): input map c reaches output
+# position (i, j) of map o only where area[o, c, i, j] = 1; None: everywhere.
+# Arrays are *batch-last*, xt (C, H, W, N), ut (O, Ho, Wo, N), like the CSR kernels'
+# feature-major ones: every (weight, output position) pair is then one axpy (or dot) over
+# N contiguous examples, which vectorises. Each active weight costs N*Ho*Wo multiply-adds
+# per product, against the dense path's C*kh*kw*O*N*Ho*Wo in all: the saving is the density.
+def to_batch_last_numpy(a):
+    """(N, ...) -> (..., N), C-contiguous."""
+    return np.ascontiguousarray(np.moveaxis(a, 0, -1))
+
+
+def from_batch_last_numpy(at):
+    """(..., N) -> (N, ...), C-contiguous."""
+    return np.ascontiguousarray(np.moveaxis(at, -1, 0))
+
+
+@njit(cache=True)
+def _transpose_numba(a):
+    """(R, S) -> (S, R) C-contiguous; eight rows at a time, so that each output row is written
+    in runs of eight (numpy's strided copy is 2-5x slower at these shapes)."""
+    rows, cols = a.shape
+    out = np.empty((cols, rows), dtype=a.dtype)
+    blocked = rows - rows % 8
+    for r0 in range(0, blocked, 8):
+        for c in range(cols):
+            for r in range(r0, r0 + 8):
+                out[c, r] = a[r, c]
+    for r in range(blocked, rows):
+        for c in range(cols):
+            out[c, r] = a[r, c]
+    return out
+
+
+def to_batch_last_numba(a):
+    a = np.ascontiguousarray(a)
+    return _transpose_numba(a.reshape(len(a), -1)).reshape(*a.shape[1:], len(a))
+
+
+def from_batch_last_numba(at):
+    at = np.ascontiguousarray(at)
+    return _transpose_numba(at.reshape(-1, at.shape[-1])).reshape(at.shape[-1], *at.shape[:-1])
+
+
+def _tap(index, kh, kw):
+    """CSR column -> (input map c, tap row a, tap column b)."""
+    c, tap = divmod(int(index), kh * kw)
+    return (c, *divmod(tap, kw))
+
+
+def _window(xt, c, a, b, stride, ho, wo):
+    """xt[c] at the (Ho, Wo) positions tap (a, b) reads: (Ho, Wo, N)."""
+    return xt[c, a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride]
+
+
+def _gate(area, has_area, o, c):
+    return area[o, c][:, :, None] if has_area else 1
+
+
+def sparse_conv_forward_numpy(xt, data, indices, indptr, area, has_area, kh, kw, stride, ho, wo):
+    r"""u[o, i, j, n] = \sum_{(c, a, b) active in o} W[o, c, a, b] A[o, c, i, j]
+    x[c, i s + a, j s + b, n]: xt (C, H, W, N) padded already -> ut (O, Ho, Wo, N), no bias."""
+    ut = np.zeros((len(indptr) - 1, ho, wo, xt.shape[-1]), dtype=xt.dtype)
+    for o in range(len(indptr) - 1):
+        for e in range(indptr[o], indptr[o + 1]):
+            c, a, b = _tap(indices[e], kh, kw)
+            ut[o] += data[e] * _gate(area, has_area, o, c) * _window(xt, c, a, b, stride, ho, wo)
+    return ut
+
+
+def sparse_conv_input_grad_numpy(gt, data, indices, indptr, area, has_area, x_chw, kh, kw,
+                                 stride):
+    r"""dL/dx[c, i s + a, j s + b, n] += W[o, c, a, b] A[o, c, i, j] g[o, i, j, n]:
+    gt (O, Ho, Wo, N) -> dL/dxt (C, H, W, N) of the padded input (x_chw = (C, H, W))."""
+    _, ho, wo, n = gt.shape
+    dxt = np.zeros((*x_chw, n), dtype=gt.dtype)
+    for o in range(len(indptr) - 1):
+        for e in range(indptr[o], indptr[o + 1]):
+            c, a, b = _tap(indices[e], kh, kw)
+            _window(dxt, c, a, b, stride, ho, wo)[...] += (
+                data[e] * _gate(area, has_area, o, c) * gt[o])
+    return dxt
+
+
+def sparse_conv_weight_grad_numpy(gt, xt, indices, indptr, area, has_area, kh, kw, stride):
+    r"""dL/dW[o, c, a, b] = \sum_{i, j, n} g[o, i, j, n] A[o, c, i, j] x[c, i s + a, j s + b, n]
+    at the stored positions only: -> (nnz,)."""
+    _, ho, wo, _ = gt.shape
+    values = np.zeros(len(indices), dtype=np.float64)
+    for o in range(len(indptr) - 1):
+        for e in range(indptr[o], indptr[o + 1]):
+            c, a, b = _tap(indices[e], kh, kw)
+            gated = gt[o] * _gate(area, has_area, o, c)
+            values[e] = np.sum(gated * _window(xt, c, a, b, stride, ho, wo), dtype=np.float64)
+    return values.astype(gt.dtype)
+
+
+# The Numba twins index the batch-last arrays as rows, xt (C*H*W, N), ut (O*Ho*Wo, N), and
+# skip a position whose area bit is 0 outright.
+@njit(cache=True, fastmath=True)
+def _sparse_conv_forward_rows(xt, x_hw, data, indices, indptr, area, has_area, kh, kw, stride,
+                              ho, wo):
+    (h, w), n_out, n_img = x_hw, indptr.shape[0] - 1, xt.shape[1]
+    ut = np.zeros((n_out * ho * wo, n_img), dtype=xt.dtype)
+    for o in range(n_out):
+        for e in range(indptr[o], indptr[o + 1]):
+            c, a, b = indices[e] // (kh * kw), (indices[e] % (kh * kw)) // kw, indices[e] % kw
+            for i in range(ho):
+                for j in range(wo):
+                    v = data[e] * area[o, c, i, j] if has_area else data[e]
+                    if v != 0:
+                        src = (c * h + i * stride + a) * w + j * stride + b
+                        dst = (o * ho + i) * wo + j
+                        for n in range(n_img):
+                            ut[dst, n] += v * xt[src, n]
+    return ut
+
+
+@njit(cache=True, fastmath=True)
+def _sparse_conv_input_grad_rows(gt, x_chw, data, indices, indptr, area, has_area, kh, kw,
+                                 stride, ho, wo):
+    (c_in, h, w), n_img = x_chw, gt.shape[1]
+    dxt = np.zeros((c_in * h * w, n_img), dtype=gt.dtype)
+    for o in range(indptr.shape[0] - 1):
+        for e in range(indptr[o], indptr[o + 1]):
+            c, a, b = indices[e] // (kh * kw), (indices[e] % (kh * kw)) // kw, indices[e] % kw
+            for i in range(ho):
+                for j in range(wo):
+                    v = data[e] * area[o, c, i, j] if has_area else data[e]
+                    if v != 0:
+                        src = (o * ho + i) * wo + j
+                        dst = (c * h + i * stride + a) * w + j * stride + b
+                        for n in range(n_img):
+                            dxt[dst, n] += v * gt[src, n]
+    return dxt
+
+
+@njit(cache=True, fastmath=True)
+def _sparse_conv_weight_grad_rows(gt, xt, x_hw, indices, indptr, area, has_area, kh, kw,
+                                  stride, ho, wo):
+    (h, w), n_img = x_hw, gt.shape[1]
+    values = np.zeros(indices.shape[0], dtype=np.float64)
+    for o in range(indptr.shape[0] - 1):
+        for e in range(indptr[o], indptr[o + 1]):
+            c, a, b = indices[e] // (kh * kw), (indices[e] % (kh * kw)) // kw, indices[e] % kw
+            total = 0.0
+            for i in range(ho):
+                for j in range(wo):
+                    gate = area[o, c, i, j] if has_area else 1.0
+                    if gate != 0:
+                        src = (c * h + i * stride + a) * w + j * stride + b
+                        row = (o * ho + i) * wo + j
+                        dot = 0.0
+                        for n in range(n_img):
+                            dot += gt[row, n] * xt[src, n]
+                        total += gate * dot
+            values[e] = total
+    return values.astype(gt.dtype)
+
+
+def sparse_conv_forward_numba(xt, data, indices, indptr, area, has_area, kh, kw, stride, ho, wo):
+    c, h, w, n = xt.shape
+    ut = _sparse_conv_forward_rows(xt.reshape(c * h * w, n), (h, w), data, indices, indptr, area,
+                                   has_area, kh, kw, stride, ho, wo)
+    return ut.reshape(len(indptr) - 1, ho, wo, n)
+
+
+def sparse_conv_input_grad_numba(gt, data, indices, indptr, area, has_area, x_chw, kh, kw,
+                                 stride):
+    o, ho, wo, n = gt.shape
+    dxt = _sparse_conv_input_grad_rows(gt.reshape(o * ho * wo, n), x_chw, data, indices, indptr,
+                                       area, has_area, kh, kw, stride, ho, wo)
+    return dxt.reshape(*x_chw, n)
+
+
+def sparse_conv_weight_grad_numba(gt, xt, indices, indptr, area, has_area, kh, kw, stride):
+    (o, ho, wo, n), (c, h, w, _) = gt.shape, xt.shape
+    return _sparse_conv_weight_grad_rows(gt.reshape(o * ho * wo, n), xt.reshape(c * h * w, n),
+                                         (h, w), indices, indptr, area, has_area, kh, kw, stride,
+                                         ho, wo)
+
+
+_TWINS["to_batch_last"] = (to_batch_last_numpy, to_batch_last_numba)
+_TWINS["from_batch_last"] = (from_batch_last_numpy, from_batch_last_numba)
+_TWINS["sparse_conv_forward"] = (sparse_conv_forward_numpy, sparse_conv_forward_numba)
+_TWINS["sparse_conv_input_grad"] = (sparse_conv_input_grad_numpy, sparse_conv_input_grad_numba)
+_TWINS["sparse_conv_weight_grad"] = (sparse_conv_weight_grad_numpy,
+                                     sparse_conv_weight_grad_numba)
+
+
+def to_batch_last(a):
+    """(N, ...) -> (..., N), C-contiguous: the layout of the sparse conv kernels."""
+    return _pick("to_batch_last")(a)
+
+
+def from_batch_last(at):
+    """(..., N) -> (N, ...), C-contiguous."""
+    return _pick("from_batch_last")(at)
+
+
+def _area_args(area, dtype):
+    """(area, has_area) as the kernels take them: a dummy (1, 1, 1, 1) array when None."""
+    if area is None:
+        return np.ones((1, 1, 1, 1), dtype=dtype), False
+    return np.ascontiguousarray(area, dtype=dtype), True
+
+
+def sparse_conv_forward(xt, data, indices, indptr, area, kh, kw, stride, ho, wo):
+    """xt (C, H, W, N) padded, W*M as CSR over (O, C*kh*kw), area (O, C, Ho, Wo) or None ->
+    ut (O, Ho, Wo, N) without bias; see ``sparse_conv_forward_numpy``."""
+    dtype = np.result_type(xt, data)
+    return _pick("sparse_conv_forward")(
+        np.ascontiguousarray(xt, dtype=dtype), *_csr_args(dtype, data, indices, indptr),
+        *_area_args(area, dtype), int(kh), int(kw), int(stride), int(ho), int(wo))
+
+
+def sparse_conv_input_grad(gt, data, indices, indptr, area, x_chw, kh, kw, stride):
+    """gt (O, Ho, Wo, N) -> dL/dxt (C, H, W, N) of the padded input, x_chw = (C, H, W); see
+    ``sparse_conv_input_grad_numpy``."""
+    dtype = np.result_type(gt, data)
+    return _pick("sparse_conv_input_grad")(
+        np.ascontiguousarray(gt, dtype=dtype), *_csr_args(dtype, data, indices, indptr),
+        *_area_args(area, dtype), tuple(int(s) for s in x_chw), int(kh), int(kw), int(stride))
+
+
+def sparse_conv_weight_grad(gt, xt, indices, indptr, area, kh, kw, stride):
+    """gt (O, Ho, Wo, N), xt (C, H, W, N) padded -> dL/dW at the stored positions (nnz,); see
+    ``sparse_conv_weight_grad_numpy``."""
+    dtype = np.result_type(gt, xt)
+    return _pick("sparse_conv_weight_grad")(
+        np.ascontiguousarray(gt, dtype=dtype), np.ascontiguousarray(xt, dtype=dtype),
+        np.ascontiguousarray(indices, dtype=np.int64), np.ascontiguousarray(indptr, dtype=np.int64),
+        *_area_args(area, dtype), int(kh), int(kw), int(stride))
+
+
 # ------------------------------------------------------------- affine warp
 def affine_warp_numpy(images, matrices):
     """Resample each image through its own affine map, bilinear, zeros outside.

@@ -19,9 +19,9 @@ with respect to the effective weight W*M at *every* position, dormant ones inclu
 A dormant connection has no weight, but the loss still has a slope along it: that
 slope is NeST's growth gradient. The optimizer masks it before it updates W.
 
-Sparse path: a ``Dense`` layer whose density is below ``SPARSE_BELOW`` computes its
-forward pass, input gradient and weight gradient with CSR kernels
-(``nestref.kernels.csr_*``) over its active connections only, by itself. The CSR
+Sparse path: a ``Dense`` layer whose density is below ``SPARSE_BELOW`` (a ``Conv2d``:
+``CONV_SPARSE_BELOW``) computes its forward pass, input gradient and weight gradient with
+sparse kernels (``nestref.kernels.sparse_*``) over its active connections only, by itself. The CSR
 positions (a ``Support``) are rebuilt whenever the mask differs from the one they were
 built from: every use compares the two first, so a stale structure cannot be used,
 whoever edited the mask and however. After a sparse backward ``grad_weight`` (every
@@ -52,6 +52,17 @@ from . import kernels
 #     crossover (sparse stops paying): 0.098
 # (with --threads 1, as in a study with --jobs 2, the crossover was 0.129)
 SPARSE_BELOW = 0.1
+# The same for a Conv2d layer (its active weights straight on the input, against im2col and
+# BLAS), from the LeNet-5 training step with only the conv layers switched (same machine,
+# idle, 2 BLAS threads, 2026-12-01); with a partial-area mask the dense path is one product
+# per output position, far slower, so the sparse one pays up to a higher density:
+#     python -m benchmarks.sparse_step --arch lenet5 --layers conv [--area]
+#     density          0.05   0.10   0.20   0.30   0.40   0.50   crossover
+#     no area mask     1.45x  1.08x  0.78x  0.77x  0.55x  0.43x   0.128
+#     area mask        3.27x  2.16x  1.57x  1.07x  1.09x  0.77x   0.43
+# (with --threads 1, as in a study with --jobs 2: crossovers 0.27 without, 0.44 with an area mask)
+CONV_SPARSE_BELOW = 0.13
+CONV_AREA_SPARSE_BELOW = 0.4
 
 
 class Layer:
@@ -120,6 +131,31 @@ class MaskedLayer(Layer):
             return None
         return self._active_grad
 
+    # ------------------------------------------------------- which kernels
+    def uses_sparse_kernels(self):
+        """Does the current mask make this layer compute with its sparse kernels?"""
+        return self._path()[0] is not None
+
+    def _path(self):
+        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as
+        it is now.
+
+        A Support is kept only while it matches the mask (checked here, at every use); the
+        dense path counts the mask's nonzeros while it forms W*M, at no extra pass.
+        """
+        below, cached = self._sparse_limit(), getattr(self, "_support", None)
+        if cached is not None and cached.density < below and cached.matches(self.mask):
+            return cached, None
+        effective, nnz = kernels.masked_weight(self.weight, self.mask)
+        if nnz >= below * self.mask.size:
+            self._support = None
+            return None, effective
+        self._support = Support(self.mask)
+        return self._support, None
+
+    def _sparse_limit(self):
+        return self.sparse_below
+
     @property
     def n_out(self):
         return self.weight.shape[0]
@@ -171,27 +207,6 @@ class Dense(MaskedLayer):
         if n_in < 1 or n_out < 1:
             raise ValueError(f"Dense needs n_in, n_out >= 1, got {n_in}, {n_out}")
         self._init_params((n_out, n_in), n_in, density, rng, dtype)
-
-    def uses_sparse_kernels(self):
-        """Does the current mask make this layer compute with the CSR kernels?"""
-        return self._path()[0] is not None
-
-    def _path(self):
-        """(Support, None) for the sparse path, or (None, W*M) for the dense one, from the mask as
-        it is now.
-
-        A Support is kept only while it matches the mask (checked here, at every use); the
-        dense path counts the mask's nonzeros while it forms W*M, at no extra pass.
-        """
-        cached = getattr(self, "_support", None)
-        if cached is not None and cached.density < self.sparse_below and cached.matches(self.mask):
-            return cached, None
-        effective, nnz = kernels.masked_weight(self.weight, self.mask)
-        if nnz >= self.sparse_below * self.mask.size:
-            self._support = None
-            return None, effective
-        self._support = Support(self.mask)
-        return self._support, None
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.n_in:
@@ -296,12 +311,24 @@ class Conv2d(MaskedLayer):
     with cols_i the im2col columns of map i and K_i = (W*M)[:, i] flattened, and
     grad_weight is the gradient w.r.t. the effective kernel given the area mask.
     With ``area_mask`` None the single-product path above runs, untouched.
+
+    Below ``sparse_below`` density (``CONV_SPARSE_BELOW`` unless set on the layer; with an
+    area mask ``area_sparse_below``, ``CONV_AREA_SPARSE_BELOW``) the layer computes with
+    its active weights only, on the input itself (no im2col):
+        u[n, o, i, j] = b[o] + sum_{(c, a, b) active} (W*M)[o, c, a, b] area_mask[o, c, i, j]
+                               x[n, c, i*s + a, j*s + b]
+    and hands the optimizer the weight gradient at the active positions, like ``Dense``;
+    ``grad_weight`` (every position) is computed when read. Same numbers up to float rounding.
     """
 
     # area_mask has one slice per output map (axis 0) and per input map (axis 1), so
     # unit surgery (nestref.models.keep_units / add_units) edits it with the weights
     output_unit_arrays = {**MaskedLayer.output_unit_arrays, "area_mask": 0}
     input_unit_arrays = {**MaskedLayer.input_unit_arrays, "area_mask": 1}
+    sparse_below, area_sparse_below = CONV_SPARSE_BELOW, CONV_AREA_SPARSE_BELOW
+
+    def _sparse_limit(self):
+        return self.sparse_below if self.area_mask is None else self.area_sparse_below
 
     def __init__(
         self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32
@@ -331,11 +358,20 @@ class Conv2d(MaskedLayer):
         wo = kernels.output_size(w, k, self.stride, self.padding)
         if ho < 1 or wo < 1:
             raise ValueError(f"Conv2d with kernel {k} cannot slide over a {h}x{w} input")
-        self._x_shape = x.shape
+        self._x, self._x_shape, self._cols, self._xt = x, x.shape, None, None
+        support, _ = self._path()
+        if self.area_mask is not None:
+            self._check_area_mask(ho, wo)
+        if support is not None:
+            self._xt = kernels.to_batch_last(self._padded(x))
+            ut = kernels.sparse_conv_forward(self._xt, support.values(self), support.indices,
+                                             support.indptr, self.area_mask, k, k, self.stride,
+                                             ho, wo)
+            ut += self.bias[:, None, None, None]
+            return kernels.from_batch_last(ut)
         self._cols = kernels.im2col(x, k, k, self.stride, self.padding)
         positions = ho * wo
         if self.area_mask is not None:
-            self._check_area_mask(ho, wo)
             u = self._area_forward(n, positions)
             u += self.bias[:, None]
             return u.reshape(n, self.n_out, ho, wo)
@@ -356,10 +392,15 @@ class Conv2d(MaskedLayer):
         return positions > self._cols.shape[1]
 
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
-        # conv layers always take the dense path: their weight gradient is dense already
         n, o, ho, wo = grad_out.shape
         positions = ho * wo
         self.grad_bias = grad_out.sum(axis=(0, 2, 3))  # 5x faster than summing the transposed g
+        support, _ = self._path()
+        if support is not None:
+            return self._sparse_backward(support, grad_out, input_grad, dense_weight_grad)
+        if self._cols is None:  # the forward ran the sparse path (the mask changed in between)
+            k = self.kernel_size
+            self._cols = kernels.im2col(self._x, k, k, self.stride, self.padding)
         if self.area_mask is not None:
             grad_cols = self._area_backward(grad_out, n, positions)
             if not input_grad:
@@ -380,6 +421,43 @@ class Conv2d(MaskedLayer):
             grad_cols = g @ self.effective_weight().reshape(o, -1)
         k = self.kernel_size
         return kernels.col2im(grad_cols, self._x_shape, k, k, self.stride, self.padding)
+
+    # ------------------------------------------------------- sparse path
+    # Below ``sparse_below`` density the three products run over the active weights only,
+    # straight on the (padded) input (nestref.kernels.sparse_conv_*): no im2col matrix.
+    def _padded(self, x):
+        p = self.padding
+        return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+
+    def _sparse_backward(self, support, grad_out, input_grad, dense_weight_grad):
+        k, gt = self.kernel_size, kernels.to_batch_last(grad_out)
+        if self._xt is None:  # the forward ran the dense path (the mask changed in between)
+            self._xt = kernels.to_batch_last(self._padded(self._x))
+        values = kernels.sparse_conv_weight_grad(gt, self._xt, support.indices, support.indptr,
+                                                 self.area_mask, k, k, self.stride)
+        self._grad_weight = (self._dense_weight_gradient(grad_out, self._x) if dense_weight_grad
+                             else None)
+        self._grad_sources = (grad_out, self._x)
+        self._active_grad = (support, values.astype(self.weight.dtype))
+        if not input_grad:
+            return None
+        grad_xt = kernels.sparse_conv_input_grad(gt, support.values(self), support.indices,
+                                                 support.indptr, self.area_mask,
+                                                 self._xt.shape[:3], k, k, self.stride)
+        grad_x = kernels.from_batch_last(grad_xt)
+        p, (h, w) = self.padding, self._x.shape[2:]
+        return grad_x[:, :, p:p + h, p:p + w] if p else grad_x
+
+    def _dense_weight_gradient(self, grad_out, x):
+        """dL/d(W*M) at every kernel position after a sparse backward: the sparse kernel over a
+        support that holds every position (NeST's growth reads the dormant ones)."""
+        every, k = getattr(self, "_every_position", None), self.kernel_size
+        if every is None or every.shape != self.mask.shape:
+            every = self._every_position = Support(np.ones(self.mask.shape, dtype=bool))
+        values = kernels.sparse_conv_weight_grad(
+            kernels.to_batch_last(grad_out), kernels.to_batch_last(self._padded(x)),
+            every.indices, every.indptr, self.area_mask, k, k, self.stride)
+        return values.astype(self.weight.dtype).reshape(self.weight.shape)
 
     # ------------------------------------------------------- partial-area path
     # The area mask scales input map i's contribution at output position p, so at each position
