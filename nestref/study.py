@@ -405,6 +405,81 @@ def verdict(diff):
     return "within noise (interval holds 0)"
 
 
+def interval(values):
+    """(mean, low, high) of the 95% t-interval of the mean; low = high = None for one value."""
+    mean, std = mean_std(values)
+    if std is None:
+        return mean, None, None
+    half = t975(len(values) - 1) * std / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _reading(low, high, paper, lower_is_claim=True):
+    """Does an interval of ours hold the paper's figure, sit below it, or above it?"""
+    if low is None:
+        return "one seed: no interval"
+    if high < paper:
+        return "holds (ours lower)" if lower_is_claim else "fails (ours lower)"
+    if low > paper:
+        return "fails (ours higher)" if lower_is_claim else "holds (ours higher)"
+    return "holds (within noise of the paper)"
+
+
+def claims(rows):
+    """Each of the paper's claims a study can test, read from the rows:
+    [{"claim", "reading", "evidence"}]. Per NeST budget row: its test error against the
+    paper's, against the dense network's (paired by seed) and against pruning only's (paired)."""
+    by_key = {_row_key(r): r for r in rows}
+    out = []
+    for arch, entry in architectures.TABLE.items():
+        for name, error, params, _ in entry.paper_rows:
+            selection = f"budget-{params}"
+            nest = sorted((k for k in by_key if k[:2] == (arch, "nest") and k[3] == selection),
+                          key=lambda k: k[2])
+            if not name.startswith("NeST") or not nest:
+                continue
+            errors = [by_key[k]["test_error"] for k in nest]
+            mean, low, high = interval(errors)
+            size = np.mean([by_key[k]["params"] for k in nest])
+            out.append({"claim": f"{arch} NeST at <= {_count(params)} params reaches the paper's "
+                                 f"{100 * error:.2f}% test error",
+                        "reading": _reading(low, high, error),
+                        "evidence": f"ours {_span(mean, low, high)} at {_count(size)} params, "
+                                    f"{len(nest)} seeds"})
+            for other, label in (("dense", "the dense network's"), ("prune-only",
+                                                                      "pruning only's")):
+                seeds = [k[2] for k in nest if (arch, other, k[2], _other_selection(other,
+                                                                                   selection))
+                         in by_key]
+                if not seeds:
+                    continue
+                diffs = [by_key[(arch, "nest", s, selection)]["test_error"]
+                         - by_key[(arch, other, s, _other_selection(other, selection))][
+                             "test_error"] for s in seeds]
+                mean, low, high = interval(diffs)
+                out.append({"claim": f"{arch} NeST at <= {_count(params)} params is as accurate "
+                                     f"as {label} (NeST minus {other}, paired by seed)",
+                            "reading": ("one seed: no interval" if low is None else
+                                        "holds (NeST lower)" if high < 0 else
+                                        "fails (NeST higher)" if low > 0 else
+                                        "within noise (interval holds 0)"),
+                            "evidence": f"{_span(mean, low, high, points=True)}, "
+                                        f"{len(seeds)} seeds"})
+    return out
+
+
+def _other_selection(method, selection):
+    return "dense" if method == "dense" else selection
+
+
+def _span(mean, low, high, points=False):
+    if points:
+        text = f"{100 * mean:+.2f} points"
+        return text if low is None else f"{text} [{100 * low:+.2f}, {100 * high:+.2f}]"
+    text = f"{100 * mean:.2f}%"
+    return text if low is None else f"{text} [{100 * low:.2f}, {100 * high:.2f}]"
+
+
 def paper_row(arch, method, selection):
     """The paper's (method, test error, params, FLOPs) for a study row, or None."""
     entry = architectures.TABLE.get(arch)
@@ -467,6 +542,10 @@ def format_table(rows):
             )
             lines.append(f"| {d['arch']} | {d['selection']} | {d['n']} | "
                          f"{100 * d['mean']:+.2f} points | {interval} | {verdict(d)} |")
+    readings = claims(rows)
+    if readings:
+        lines += ["", "The paper's claims, read from these rows (95% t-intervals over seeds):", ""]
+        lines += [f"- {c['claim']}: **{c['reading']}** ({c['evidence']})" for c in readings]
     commits = sorted({r["commit"] for r in rows})
     n_runs = len({(r["arch"], r["method"], r["seed"]) for r in rows})
     lines += ["", f"From {len(rows)} rows of {n_runs} runs; "

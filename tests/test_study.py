@@ -148,6 +148,33 @@ def test_the_paired_interval_is_the_hand_computed_one():
     assert study.verdict(diff) == "within noise (interval holds 0)"
 
 
+def test_the_claims_are_read_from_the_rows_with_hand_computed_intervals():
+    readings = {c["claim"]: c for c in study.claims(synthetic_rows())}
+    paper = readings["lenet-300-100 NeST at <= 3.8K params reaches the paper's 1.58% test error"]
+    # NeST errors 1.5, 1.6, 1.8%: mean 1.633%, s = 0.1528 points, half = 4.302653 s / sqrt(3)
+    half = 4.302653 * np.std([0.015, 0.016, 0.018], ddof=1) / math.sqrt(3)
+    assert half == pytest.approx(0.0037947, abs=1e-6)
+    assert paper["reading"] == "holds (within noise of the paper)"
+    assert paper["evidence"] == "ours 1.63% [1.25, 2.01] at 3.7K params, 3 seeds"
+    dense = readings["lenet-300-100 NeST at <= 3.8K params is as accurate as the dense "
+                     "network's (NeST minus dense, paired by seed)"]
+    # per seed: 0.0, +0.08, +0.31 points
+    d = np.array([0.015 - 0.0150, 0.016 - 0.0152, 0.018 - 0.0149])
+    low = d.mean() - 4.302653 * d.std(ddof=1) / math.sqrt(3)
+    assert dense["reading"] == "within noise (interval holds 0)" and low < 0
+    assert dense["evidence"].startswith(f"{100 * d.mean():+.2f} points [{100 * low:+.2f}, ")
+    pruned = readings["lenet-300-100 NeST at <= 3.8K params is as accurate as pruning only's "
+                      "(NeST minus prune-only, paired by seed)"]
+    assert pruned["evidence"] == "-0.12 points [-0.31, +0.07], 3 seeds"
+    one_seed = [r for r in synthetic_rows() if r["seed"] == 0]
+    assert {c["reading"] for c in study.claims(one_seed)} == {"one seed: no interval"}
+    # an interval wholly above the paper's figure fails the claim
+    worse = [dict(r, test_error=r["test_error"] + 0.01) if r["method"] == "nest" else r
+             for r in synthetic_rows()]
+    assert study.claims(worse)[0]["reading"] == "fails (ours higher)"
+    assert "The paper's claims, read from these rows" in study.format_table(synthetic_rows())
+
+
 def test_the_t_table_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     for df in range(1, 200):
