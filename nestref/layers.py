@@ -61,6 +61,8 @@ SPARSE_BELOW = 0.1
 #     no area mask     1.45x  1.08x  0.78x  0.77x  0.55x  0.43x   0.128
 #     area mask        3.27x  2.16x  1.57x  1.07x  1.09x  0.77x   0.43
 # (with --threads 1, as in a study with --jobs 2: crossovers 0.27 without, 0.44 with an area mask)
+# These runs used a first version of the kernels with slower layout changes (batch-first <->
+# batch-last): the sparse path is faster now, so the thresholds err on the dense side.
 CONV_SPARSE_BELOW = 0.13
 CONV_AREA_SPARSE_BELOW = 0.4
 
