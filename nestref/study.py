@@ -340,7 +340,8 @@ def mean_std(values):
 
 def summary_rows(rows):
     """Mean and std over seeds per (arch, method, selection), in the rows' order:
-    [{"arch", "method", "selection", "seeds", "test_error", "test_error_std", "params", ...}]."""
+    [{"arch", "method", "selection", "seeds", "test_error", "test_error_std", "params", ...,
+    "over_budget": how many seeds' networks are larger than a budget selection's N}]."""
     groups = {}
     for row in sorted(rows, key=_order):
         groups.setdefault((row["arch"], row["method"], row["selection"]), []).append(row)
@@ -355,6 +356,10 @@ def summary_rows(rows):
         for key in ("test_error", "val_error", "params", "flops", "epochs_before_pruning",
                     "epochs_total"):
             entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in group])
+        # a run whose pruning stopped (validation ceiling) before the budget keeps its smallest
+        # round, which is larger than the budget: say how many seeds did
+        budget = int(selection.split("-", 1)[1]) if selection.startswith("budget-") else None
+        entry["over_budget"] = sum(r["params"] > budget for r in group) if budget else 0
         out.append(entry)
     return out
 
@@ -521,8 +526,10 @@ def format_table(rows):
             if paper is None
             else f"{paper[0]}: {100 * paper[1]:.2f}%, {_count(paper[2])}, {_count(paper[3])}"
         )
+        over = s.get("over_budget", 0)
+        size = _count(s["params"]) + (f" ({over} over budget)" if over else "")
         lines.append(f"| {s['arch']} | {s['method']} | {s['selection']} | {len(s['seeds'])} | "
-                     f"{_pct(s['test_error'], s['test_error_std'])} | {_count(s['params'])} | "
+                     f"{_pct(s['test_error'], s['test_error_std'])} | {size} | "
                      f"{_count(s['flops'])} | "
                      f"{s['epochs_before_pruning']:.0f} / {s['epochs_total']:.0f} | {paper_text} |")
     diffs = paired_differences(rows)

@@ -194,6 +194,14 @@ def test_the_table_and_figure_come_from_the_rows(tmp_path):
     table = study.format_table(rows)
     assert "| lenet-300-100 | nest | budget-3800 | 3 | 1.63% +- 0.15 |" in table
     assert "NeST, compact: 1.58%, 3.8K, 6.7K" in table and "dense baseline: 1.60%" in table
+    assert "over budget" not in table
+    # a pruning-only run that stopped above the budget keeps its smallest round: flagged
+    larger = [dict(r, params=4091) if (r["method"], r["seed"]) == ("prune-only", 0) else r
+              for r in rows]
+    flagged = {(s["method"], s["selection"]): s for s in study.summary_rows(larger)}
+    assert flagged[("prune-only", "budget-3800")]["over_budget"] == 1
+    assert flagged[("nest", "budget-3800")]["over_budget"] == 0
+    assert "(1 over budget)" in study.format_table(larger)
     assert (
         "| lenet-300-100 | budget-3800 | 3 | -0.12 points | [-0.31, +0.07] points | within noise"
         in table
