@@ -33,7 +33,7 @@ def cell_state(out_dir):
         return "finished: will be loaded, nothing retrained"
     if (out / CHECKPOINT).exists():
         return "interrupted: will resume from its checkpoint"
-    return "not there: will run in full"
+    return "not there: will run from the start"
 
 
 def synthesize_cell(arch, method, runs_dir, seed=0, overrides=None, test_limit=None,
