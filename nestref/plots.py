@@ -134,6 +134,36 @@ def save_run_figures(history, first_mask, out_dir, image_shape=(28, 28)):
     return paths
 
 
+def area_masks_on_image(area_mask, image, max_cols=10, fig=None):
+    """Where each kernel of a convolution's first input map is still applied, over an image.
+
+    area_mask: (O, C, Ho, Wo) 0/1, the kept output positions of each kernel (o, i); drawn
+    for input map 0, centred on image: (H, W), H >= Ho and W >= Wo (a valid convolution's
+    output sits (H - Ho) / 2 pixels in from the edge). One panel per output map.
+    """
+    kept_maps = np.asarray(area_mask)[:, 0]
+    image = np.asarray(image)
+    n_maps, (ho, wo) = len(kept_maps), kept_maps.shape[1:]
+    top, left = (image.shape[0] - ho) // 2, (image.shape[1] - wo) // 2
+    cols = min(n_maps, max_cols)
+    rows = -(-n_maps // cols)
+    fig = fig or plt.figure(figsize=(1.5 * cols, 1.7 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_visible(False)
+    for o, ax in enumerate(axes[:n_maps]):
+        kept = np.zeros(image.shape)
+        kept[top:top + ho, left:left + wo] = kept_maps[o]
+        ax.set_visible(True)
+        ax.imshow(image, cmap="gray_r")
+        ax.imshow(np.ma.masked_equal(kept, 0), cmap="autumn", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(f"map {o}: {int(kept_maps[o].sum())}/{ho * wo}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 RUN_COLOURS = ("#2a9d8f", "#e76f51", "#264653", "#e9c46a")
 
 

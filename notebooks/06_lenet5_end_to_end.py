@@ -182,22 +182,7 @@ conv1 = net.layers[0]
 if conv1.area_mask is None:
     print("this run pruned no areas (area_fraction = 0)")
 else:
-    digit = x_test[0, 0]
-    cols = min(conv1.n_out, 10)
-    rows_ = -(-conv1.n_out // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(1.5 * cols, 1.7 * rows_), squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_visible(False)
-    for o, ax in zip(range(conv1.n_out), axes.flat, strict=False):
-        kept = np.zeros((28, 28))
-        kept[2:26, 2:26] = conv1.area_mask[o, 0]
-        ax.set_visible(True)
-        ax.imshow(digit, cmap="gray_r")
-        ax.imshow(np.ma.masked_equal(kept, 0), cmap="autumn", alpha=0.45, vmin=0, vmax=1)
-        ax.set_title(f"map {o}: {int(conv1.area_mask[o, 0].sum())}/576", fontsize=8)
-    fig.tight_layout()
+    plots.area_masks_on_image(conv1.area_mask, x_test[0, 0])
     plt.show()
 
 # %% [markdown]

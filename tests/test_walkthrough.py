@@ -41,6 +41,10 @@ def test_the_walked_cells_are_the_studys_and_a_finished_one_is_only_loaded(tmp_p
     overrides = {**TINY, "data_dir": str(mnist_dir)}
     nest_dir = study.cell_dir(runs, ARCH, "nest", 0)
     assert walkthrough.cell_state(nest_dir).startswith("not there")
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    (interrupted / "checkpoint.npz").touch()
+    assert walkthrough.cell_state(interrupted).startswith("interrupted")
     with pytest.raises(InvalidArgumentError, match="NeST"):
         walkthrough.synthesize_cell(ARCH, "prune-only", runs, 0, overrides)
     with pytest.raises(InvalidArgumentError, match="method"):
@@ -173,3 +177,21 @@ def test_unit_survival_bars_draws_the_counts():
     assert heights == [[12, 4], [9, 3], [5, 3], [2, 0]]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["hidden layer 0", "hidden layer 2"]
 
+
+
+def test_area_masks_on_image_overlays_each_kept_area_where_it_sits():
+    area = np.zeros((3, 1, 24, 24))
+    area[0, 0, :12] = 1          # map 0: the top half of its positions
+    area[2, 0, 5, 7] = 1         # map 2: one position
+    image = np.random.default_rng(0).random((28, 28))
+    fig = plots.area_masks_on_image(area, image, max_cols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(fig.axes) == 4 and len(visible) == 3  # 2 x 2 panels, one spare hidden
+    assert [ax.get_title() for ax in visible] == ["map 0: 288/576", "map 1: 0/576", "map 2: 1/576"]
+    for o, ax in enumerate(visible):
+        base, overlay = (im.get_array() for im in ax.get_images())
+        assert np.array_equal(base, image)
+        shown = ~np.ma.getmaskarray(overlay)
+        expected = np.zeros((28, 28), bool)
+        expected[2:26, 2:26] = area[o, 0] != 0  # a valid 5x5 conv's outputs sit 2 pixels in
+        assert np.array_equal(shown, expected)
