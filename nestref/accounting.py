@@ -102,3 +102,18 @@ def compression(net, arch):
     return {"params": params, "flops": flops,
             "params_x": base["params"] / params if params else float("inf"),
             "flops_x": base["flops"] / flops if flops else float("inf")}
+
+
+def format_layer_table(rows):
+    """``layer_table``'s rows as a fixed-width text table, with a total line; a conv layer
+    with an area mask adds the fraction of its area kept."""
+    lines = [f"{'layer':>5} {'type':>6} {'weight shape':>18} {'active':>8} {'density':>8} "
+             f"{'params':>8} {'FLOPs':>9}"]
+    for row in rows:
+        area = row.get("area_density")
+        lines.append(f"{row['position']:>5} {row['type']:>6} {tuple(row['shape'])!s:>18} "
+                     f"{row['active']:>8,} {row['density']:>8.3f} {row['params']:>8,} "
+                     f"{row['flops']:>9,}" + ("" if area is None else f"   area kept {area:.2f}"))
+    lines.append(f"{'total':>5} {'':>6} {'':>18} {sum(r['active'] for r in rows):>8,} {'':>8} "
+                 f"{sum(r['params'] for r in rows):>8,} {sum(r['flops'] for r in rows):>9,}")
+    return "\n".join(lines)

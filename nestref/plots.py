@@ -43,12 +43,18 @@ def grow_prune_curve(history, ax=None):
     return ax
 
 
-def validation_error_curve(history, ax=None):
-    """Validation error (%) per round."""
+def validation_error_curve(history, ax=None, chosen_round=None):
+    """Validation error (%) per round; ``chosen_round`` (a pruning round's number, as in a
+    report's ``chosen``) is marked with a dotted line."""
     ax = ax or plt.figure(figsize=(7, 4)).gca()
     x = _steps(history)
     _shade_phases(ax, history)
     ax.plot(x, [100 * r["val_error"] for r in history], "o-", color="k")
+    if chosen_round is not None:
+        index = next(i for i, r in enumerate(history)
+                     if r["phase"] == "prune" and r["round"] == chosen_round)
+        ax.axvline(index, color="red", ls=":", label=f"chosen: prune round {chosen_round}")
+        ax.legend()
     ax.set_xlabel("round")
     ax.set_ylabel("validation error (%)")
     ax.set_title("validation error per round")
@@ -126,6 +132,79 @@ def save_run_figures(history, first_mask, out_dir, image_shape=(28, 28)):
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def area_masks_on_image(area_mask, image, max_cols=10, fig=None):
+    """Where each kernel of a convolution's first input map is still applied, over an image.
+
+    area_mask: (O, C, Ho, Wo) 0/1, the kept output positions of each kernel (o, i); drawn
+    for input map 0, centred on image: (H, W), H >= Ho and W >= Wo (a valid convolution's
+    output sits (H - Ho) / 2 pixels in from the edge). One panel per output map.
+    """
+    kept_maps = np.asarray(area_mask)[:, 0]
+    image = np.asarray(image)
+    n_maps, (ho, wo) = len(kept_maps), kept_maps.shape[1:]
+    top, left = (image.shape[0] - ho) // 2, (image.shape[1] - wo) // 2
+    cols = min(n_maps, max_cols)
+    rows = -(-n_maps // cols)
+    fig = fig or plt.figure(figsize=(1.5 * cols, 1.7 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).reshape(-1)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_visible(False)
+    for o, ax in enumerate(axes[:n_maps]):
+        kept = np.zeros(image.shape)
+        kept[top:top + ho, left:left + wo] = kept_maps[o]
+        ax.set_visible(True)
+        ax.imshow(image, cmap="gray_r")
+        ax.imshow(np.ma.masked_equal(kept, 0), cmap="autumn", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(f"map {o}: {int(kept_maps[o].sum())}/{ho * wo}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+RUN_COLOURS = ("#2a9d8f", "#e76f51", "#264653", "#e9c46a")
+
+
+def error_vs_size(runs, title=None, ax=None):
+    """Validation error against params for every pruning round of each run (log scale), and
+    each run's final test error as a star.
+
+    runs: [(label, report, history)], the report.json and history.json dicts of each run.
+    """
+    ax = ax or plt.figure(figsize=(8, 4.5)).gca()
+    for (label, report, history), colour in zip(runs, RUN_COLOURS, strict=False):
+        pruned = [r for r in history if r["phase"] == "prune"]
+        ax.semilogx([r["params"] for r in pruned], [100 * r["val_error"] for r in pruned], "o-",
+                    ms=3, color=colour, label=f"{label}: pruning rounds (validation)")
+        ax.semilogx([report["params"]], [100 * report["test_error"]], "*", ms=14, color=colour,
+                    label=f"{label}: final, fine-tuned (test)")
+    ax.set_xlabel("params (log scale; pruning goes from right to left)")
+    ax.set_ylabel("error (%)")
+    ax.set_title(title or "error against size")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def unit_survival_bars(survival, title=None, ax=None):
+    """Seed and grown hidden units per layer: before pruning (pale) and surviving (solid).
+
+    survival: {"layers", "seed_before", "grown_before", "seed_alive", "grown_alive"}, lists
+    per hidden layer (``nestref.walkthrough.unit_survival`` makes it).
+    """
+    ax = ax or plt.figure(figsize=(8, 3.6)).gca()
+    where = np.arange(len(survival["layers"]))
+    for offset, kind, colour in ((-0.2, "seed", "#999999"), (0.2, "grown", "#2a9d8f")):
+        ax.bar(where + offset, survival[f"{kind}_before"], 0.38, color=colour, alpha=0.35,
+               label=f"{kind}: before pruning")
+        ax.bar(where + offset, survival[f"{kind}_alive"], 0.38, color=colour,
+               label=f"{kind}: survive")
+    ax.set_xticks(where, [f"hidden layer {k}" for k in survival["layers"]])
+    ax.set_ylabel("units")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "seed vs grown units")
+    return ax
 
 
 FRONTIER_STYLE = {

@@ -33,7 +33,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from nestref.data import load_mnist, train_val_split
+from nestref.data import load_splits
 from nestref.grow import grow_network_connections, growth_gradients
 from nestref.models import lenet_300_100
 from nestref.optim import SGD
@@ -52,12 +52,10 @@ if not QUICK:
 print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
 
 # %%
-mnist = load_mnist()   # looks in $NESTREF_DATA_DIR, then ~/.cache/nestref/mnist, then downloads
-images, labels = mnist.train_images, mnist.train_labels
-if QUICK:
-    images, labels = images[:3000], labels[:3000]
-train_images, train_labels, val_images, val_labels = train_val_split(
-    images, labels, n_val=500 if QUICK else 5000, seed=0)
+# MNIST from $NESTREF_DATA_DIR, else the checkout's data/mnist or the cache (else downloaded),
+# split as synthesize splits it: a fixed validation part of the training set
+splits = load_splits(n_val=500 if QUICK else 5000, seed=0, train_limit=3000 if QUICK else None)
+(train_images, train_labels), (val_images, val_labels) = splits["train"], splits["val"]
 print(f"{len(train_images)} training / {len(val_images)} validation images "
       "(split off MNIST's training set)")
 

@@ -24,18 +24,27 @@
 # once, at the end. `mode="prune-only"` is the baseline: the dense network, trained
 # and then pruned by the same rules.
 #
-# **Full mode** calls `synthesize(..., resume=True)` on `runs/lenet-300-100` and
-# `runs/lenet-300-100-prune-only` in the repository: the directories that
-# `nestref synthesize --arch lenet-300-100` (and `--mode prune-only`) write. If those runs
-# have finished, `synthesize` loads their last checkpoint and goes straight to compaction and
-# reporting: nothing is retrained. If one was interrupted, it continues from its last
-# finished round; if it does not exist, this notebook runs it in full, which takes as
-# long as the command line would. **Quick mode** (`NESTREF_QUICK=1`) runs a miniature
-# synthesis on a few thousand images in a temporary directory: the same code path,
-# numbers that mean nothing.
+# **Full mode** walks through the study's seed-0 NeST and pruning-only runs of LeNet-300-100
+# (`nestref.study`, [docs/study.md](../docs/study.md)): the cells
+# `runs/study/lenet-300-100/nest/seed-0` and `runs/study/lenet-300-100/prune-only/seed-0`
+# (under `$NESTREF_STUDY_RUNS` instead of `runs/study` if that is set; a relative path counts
+# from the repository root). Their rows, with those of the other seeds, are in
+# `figures/study/runs.json`; the command that makes them (and the dense cell) is
+#
+#     nestref study run --arch lenet-300-100 --seed 0
+#
+# `nestref.walkthrough.synthesize_cell` opens each cell as that command does:
+# `synthesize(study.cell_config(...), study.cell_dir(...), resume=True)`, the pruning-only
+# cell with the budget read from the NeST cell's `report.json`. A finished cell is loaded
+# and goes straight to compaction and reporting: nothing is retrained. An interrupted one
+# continues from its last finished round; a missing one is run here with exactly the
+# study's config, which takes as long as the command would (and `nestref study run` adds
+# its rows when it next reads the cell). **Quick mode** (`NESTREF_QUICK=1`) runs a miniature
+# synthesis (the arch's quick budget, a few thousand images) through the same functions
+# into a temporary directory: the same code path, numbers that mean nothing. The last
+# section reads the study's rows of every seed, in both modes.
 
 # %%
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -45,12 +54,24 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from nestref import architectures, plots
-from nestref.accounting import layer_table
+from nestref.accounting import format_layer_table, layer_table
 from nestref.compact import load_compact
-from nestref.config import PRESETS, make_config
+from nestref.config import PRESETS
 from nestref.paper import comparison_table
-from nestref.synthesize import hidden_layers, load_data, synthesize
+from nestref.study import DEFAULT_ROWS, cell_dir, format_table
+from nestref.synthesize import load_data
 from nestref.train import load_checkpoint, prepare_inputs
+from nestref.walkthrough import (
+    arch_rows,
+    cell_state,
+    growth_lines,
+    report_summary,
+    round_line,
+    study_runs_dir,
+    survival_lines,
+    synthesize_cell,
+    unit_survival,
+)
 
 # %matplotlib inline
 print("the preset, on top of SynthesisConfig's defaults:", PRESETS["lenet-300-100"])
@@ -65,50 +86,34 @@ if not QUICK:
 print(f"mode: {'quick (NESTREF_QUICK=1)' if QUICK else 'full'}")
 
 # %%
-PRESET = "lenet-300-100"
+ARCH, SEED = "lenet-300-100", 0
 if QUICK:
-    # never the full runs' directories; a fresh miniature run each time
+    # never the study's directories; a fresh miniature study each time
     RUNS = Path(tempfile.mkdtemp(prefix="nestref-quick-nb05-"))
-    overrides = dict(architectures.get(PRESET).quick)  # the arch table's quick budget
+    overrides, test_limit = dict(architectures.get(ARCH).quick), 500  # the arch's quick budget
 else:
-    RUNS = REPO / "runs"
-    overrides = {}
-out_dirs = {"nest": RUNS / PRESET, "prune-only": RUNS / f"{PRESET}-prune-only"}
-configs = {mode: make_config(PRESET, overrides={**overrides, "mode": mode}) for mode in out_dirs}
-
-# resume needs the config a run started with (where the data lives does not count)
-for mode, out in out_dirs.items():
-    state = "finished: will be loaded" if (out / "report.json").exists() else (
-        "interrupted: resumable" if (out / "checkpoint.npz").exists() else "not there")
-    print(f"{mode:>10}: {out.relative_to(RUNS.parent) if not QUICK else out.name} ({state})")
+    RUNS, overrides, test_limit = study_runs_dir(REPO), {}, None
+    print(f"study cells under {RUNS}")
+for method in ("nest", "prune-only"):
+    out = cell_dir(RUNS, ARCH, method, SEED)
+    print(f"{method:>10}: {out.relative_to(RUNS)} ({cell_state(out)})")
 
 
 # %% [markdown]
 # ## NeST
 #
 # `on_round` is called after every round that actually runs here (none, when a finished
-# run is loaded). In quick mode the test set is cut to 500 images; in full mode the
-# data is loaded exactly as the command line loads it.
+# cell is loaded). In quick mode the test set is cut to 500 images; in full mode the
+# data is loaded exactly as the study loads it.
 
 # %%
 def print_round(record):
-    print(f"{record['phase']:>8} {record['round']:3d}  params {record['params']:8,}  "
-          f"widths {record['widths']}  val error {100 * record['val_error']:.2f}%", flush=True)
+    print(round_line(record), flush=True)
 
 
-data = None
-if QUICK:
-    data = load_data(configs["nest"])
-    data["test"] = tuple(part[:500] for part in data["test"])
-report = synthesize(configs["nest"], out_dirs["nest"], resume=True, on_round=print_round, data=data)
-history = json.loads((out_dirs["nest"] / "history.json").read_text())
-print(f"\ntest error {100 * report['test_error']:.2f}% "
-      f"(compact model: {100 * report['compact_test_error']:.2f}%), "
-      f"{report['params']:,} params ({report['params_compression']:.1f}x smaller than dense), "
-      f"{report['flops']:,} FLOPs ({report['flops_compression']:.1f}x)")
-print(f"widths {report['widths']}; "
-      f"largest network during growth: {report['max_params_during_growth']:,} params")
-print(f"pruning stopped: {report['stop_reason']}; chosen: {report['chosen']}")
+nest = synthesize_cell(ARCH, "nest", RUNS, SEED, overrides, test_limit, on_round=print_round)
+report, history = nest["report"], nest["history"]
+print(f"\n{report_summary(report)}")
 
 # %% [markdown]
 # ## The grow-then-prune curve
@@ -120,13 +125,8 @@ print(f"pruning stopped: {report['stop_reason']}; chosen: {report['chosen']}")
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4))
 plots.grow_prune_curve(history, ax=axes[0])
-plots.validation_error_curve(history, ax=axes[1])
-chosen = report["chosen"]
-if chosen is not None:
-    index = next(i for i, r in enumerate(history)
-                 if r["phase"] == "prune" and r["round"] == chosen["round"])
-    axes[1].axvline(index, color="red", ls=":", label=f"chosen: prune round {chosen['round']}")
-    axes[1].legend()
+plots.validation_error_curve(history, ax=axes[1],
+                             chosen_round=(report["chosen"] or {}).get("round"))
 fig.tight_layout()
 plt.show()
 plots.widths_and_densities(history, fig=plt.figure(figsize=(13, 4)))
@@ -137,15 +137,7 @@ plt.show()
 # maps) born per hidden layer with the birth strength kept.
 
 # %%
-for record in history:
-    if record["phase"] != "grow":
-        continue
-    connections = [c["added"] for c in record["connections"]]
-    units = ", ".join(f"layer {u['layer']}: +{u['added']}"
-                      + (f" (alpha {u['birth_strength']:.3g})" if u.get("birth_strength") else "")
-                      for u in record["units"])
-    print(f"round {record['round']}: +{sum(connections):,} connections {connections}; {units}; "
-          f"val error {100 * record['val_error']:.2f}%")
+print("\n".join(growth_lines(history)))
 
 # %% [markdown]
 # ## The final architecture
@@ -155,21 +147,14 @@ for record in history:
 # computes the same logits.
 
 # %%
-net, _, _ = load_checkpoint(out_dirs["nest"] / "checkpoint.npz")
+net, _, _ = load_checkpoint(nest["dir"] / "checkpoint.npz")
 rows = layer_table(net)
-print(f"{'layer':>5} {'type':>6} {'weight shape':>18} {'active':>8} {'density':>8} "
-      f"{'params':>8} {'FLOPs':>9}")
-for row in rows:
-    print(f"{row['position']:>5} {row['type']:>6} {tuple(row['shape'])!s:>18} {row['active']:>8,} "
-          f"{row['density']:>8.3f} {row['params']:>8,} {row['flops']:>9,}"
-          + (f"   area kept {row['area_density']:.2f}" if "area_density" in row else ""))
-print(f"{'total':>5} {'':>6} {'':>18} {sum(r['active'] for r in rows):>8,} {'':>8} "
-      f"{sum(r['params'] for r in rows):>8,} {sum(r['flops'] for r in rows):>9,}")
+print(format_layer_table(rows))
 assert rows == report["layers"]
 
-compact_net = load_compact(out_dirs["nest"] / "model.npz")
+compact_net = load_compact(nest["dir"] / "model.npz")
 # the first 500 test images
-x_test = prepare_inputs(load_data(configs["nest"])["test"][0][:500], net)
+x_test = prepare_inputs(load_data(nest["config"])["test"][0][:500], net)
 print("\ncompact model:", [(layer["type"], layer.get("nnz")) for layer in compact_net.summary()])
 gap = np.abs(net.predict(x_test) - compact_net.predict(x_test)).max()
 print(f"max |masked - compact| logits on {len(x_test)} test images: {gap:.1e}")
@@ -181,24 +166,16 @@ plt.show()
 # %% [markdown]
 # ## Against the paper and the pruning-only baseline
 #
-# The baseline starts from the dense network, trained as long as the grown one, and
-# prunes it with the same rules down to the same floor.
+# The baseline is the study's pruning-only cell of the same seed: the dense network,
+# trained for as many epochs as the NeST run took before its pruning began (read from the
+# NeST cell's report), then pruned by the same rules down to the same floor.
 
 # %%
-# In full mode a missing baseline is not started here (for LeNet-5 it is most of an
-# hour on 2 cores); set RUN_MISSING_BASELINE = True to run it from the notebook.
-RUN_MISSING_BASELINE = False
-runs = [("NeST", report, history)]
-if QUICK or RUN_MISSING_BASELINE or (out_dirs["prune-only"] / "report.json").exists():
-    baseline = synthesize(configs["prune-only"], out_dirs["prune-only"], resume=True,
-                          on_round=print_round, data=data)
-    baseline_history = json.loads((out_dirs["prune-only"] / "history.json").read_text())
-    runs.append(("pruning only", baseline, baseline_history))
-else:
-    print(f"no finished pruning-only run in runs/{PRESET}-prune-only: "
-          "the table shows NeST alone. Add it with")
-    print(f"  nestref synthesize --arch {report['arch']} --mode prune-only "
-          f"--out runs/{PRESET}-prune-only")
+baseline = synthesize_cell(ARCH, "prune-only", RUNS, SEED, overrides, test_limit,
+                           on_round=print_round)
+runs = [("NeST", report, history), ("pruning only", baseline["report"], baseline["history"])]
+print(f"epochs before pruning: NeST {report['epochs_before_pruning']}, "
+      f"pruning only {baseline['report']['epochs_before_pruning']}")
 display(Markdown(comparison_table([(label, run) for label, run, _ in runs])))
 
 # %% [markdown]
@@ -207,16 +184,7 @@ display(Markdown(comparison_table([(label, run) for label, run, _ in runs])))
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.5))
-for (label, run, hist), colour in zip(runs, ("#2a9d8f", "#e76f51"), strict=False):
-    pruned = [r for r in hist if r["phase"] == "prune"]
-    ax.semilogx([r["params"] for r in pruned], [100 * r["val_error"] for r in pruned], "o-",
-                ms=3, color=colour, label=f"{label}: pruning rounds (validation)")
-    ax.semilogx([run["params"]], [100 * run["test_error"]], "*", ms=14, color=colour,
-                label=f"{label}: final, fine-tuned (test)")
-ax.set_xlabel("params (log scale; pruning goes from right to left)")
-ax.set_ylabel("error (%)")
-ax.set_title("LeNet-300-100: error against size")
-ax.legend(fontsize=8)
+plots.error_vs_size(runs, "LeNet-300-100: error against size", ax=ax)
 if not QUICK:
     fig.savefig(FIGURES / "05_tradeoff.png", dpi=100, bbox_inches="tight")
 plt.show()
@@ -226,42 +194,48 @@ plt.show()
 #
 # Every unit carries its provenance (`grown`: False for seed units, True for units
 # born during growth). How many of each were there when pruning started, and how
-# many survive to the final network? ([docs/nest.md](../docs/nest.md), "Provenance": a
-# prototype found that on short budgets magnitude pruning removes grown neurons first.)
+# many survive to the final network? Every history record counts them (`alive`), so the
+# record before the first pruning round has the first numbers and the report the second
+# ([docs/nest.md](../docs/nest.md), "Provenance": a prototype found that on short budgets
+# magnitude pruning removes grown neurons first.)
 
 # %%
-first_prune = next(i for i, r in enumerate(history) if r["phase"] == "prune")
-seed_widths, grown_widths = history[0]["widths"], history[first_prune - 1]["widths"]
-positions = hidden_layers(net)
-born_seed = np.array([seed_widths[k] for k in range(len(positions))])
-born_grown = np.array([grown_widths[k] - seed_widths[k] for k in range(len(positions))])
-alive_seed = np.array([int((~net.layers[p].grown).sum()) for p in positions])
-alive_grown = np.array([int(net.layers[p].grown.sum()) for p in positions])
-print("report['alive']:", report["alive"])
-for k, p in enumerate(positions):
-    print(f"hidden layer {p}: seed {alive_seed[k]}/{born_seed[k]} survive, "
-          f"grown {alive_grown[k]}/{born_grown[k]}")
-print(f"overall: {alive_seed.sum()} of {born_seed.sum()} seed units and {alive_grown.sum()} of "
-      f"{born_grown.sum()} grown units survive")
+survival = unit_survival(history, report["alive"])
+print("\n".join(survival_lines(survival)))
+assert survival["seed_alive"] == [int((~net.layers[k].grown).sum()) for k in survival["layers"]]
 
 fig, ax = plt.subplots(figsize=(8, 3.6))
-where = np.arange(len(positions))
-for offset, born, alive, colour, label in ((-0.2, born_seed, alive_seed, "#999999", "seed"),
-                                           (0.2, born_grown, alive_grown, "#2a9d8f", "grown")):
-    ax.bar(where + offset, born, 0.38, color=colour, alpha=0.35, label=f"{label}: before pruning")
-    ax.bar(where + offset, alive, 0.38, color=colour, label=f"{label}: survive")
-ax.set_xticks(where, [f"hidden layer {p}" for p in positions])
-ax.set_ylabel("units")
-ax.legend(fontsize=8)
-ax.set_title("LeNet-300-100: seed vs grown units")
+plots.unit_survival_bars(survival, "LeNet-300-100: seed vs grown units", ax=ax)
 if not QUICK:
     fig.savefig(FIGURES / "05_survival.png", dpi=100, bbox_inches="tight")
 plt.show()
 
 # %% [markdown]
-# How to read this: the table puts the paper's claims beside what this implementation
-# measured, on one seed and without augmentation unless the row says so. Where NeST's
-# row is not better than the pruning-only row at the same size, growth did not pay
-# off on this budget, and the survival chart shows how much of the grown capacity was
-# kept at all. These numbers are measurements, not assumptions: see the README's
-# results section for the runs behind the committed outputs.
+# ## Every seed: the study's rows
+#
+# One seed says little about a difference of a few tenths of a point. The study
+# (`nestref study run`) runs every arch × method × seed cell and writes one row per run and
+# selection into `figures/study/runs.json`; the rows alone make its table and figure. Below,
+# LeNet-300-100's rows: the table (`study.format_table`: mean ± std over seeds beside the
+# paper's figure, then NeST minus pruning only paired by seed with its 95% t-interval, then
+# the paper's claims read from the rows, `study.claims`), and the error-vs-params frontier
+# (`plots.frontier_figure`: each method's pruning trajectories on validation, median and
+# range over seeds, and each seed's test error at every selection).
+
+# %%
+study_rows = arch_rows(REPO / DEFAULT_ROWS, ARCH)
+if study_rows:
+    display(Markdown(format_table(study_rows)))
+    plots.frontier_figure(study_rows)
+    plt.show()
+else:
+    print(f"no study rows for {ARCH} in {DEFAULT_ROWS} yet; make them (all seeds) with\n"
+          f"  nestref study run --arch {ARCH}")
+
+# %% [markdown]
+# How to read this: the comparison table puts the paper's figures beside what this
+# implementation measured on seed 0; the study's table gives the same comparison over
+# seeds, with intervals. Where NeST's row is not better than the pruning-only row at the
+# same size, growth did not pay off on this budget, and the survival chart shows how much
+# of the grown capacity was kept at all. These numbers are measurements, not assumptions:
+# the study's rows record the commit and the command behind each of them.

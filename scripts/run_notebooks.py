@@ -12,10 +12,10 @@ kernel with notebooks/ as its working directory, as Jupyter would, and writes th
 their new outputs into the .ipynb. A notebook whose execution fails keeps its previous
 outputs (the error is printed) and the script exits with status 1.
 
-Notebooks 05 and 06 in full mode run (or, with ``resume=True``, load) the complete
-syntheses in runs/<preset> and runs/<preset>-prune-only: run
-``nestref synthesize --arch lenet-300-100`` (and ``--mode prune-only``, and the same
-for ``lenet5``) first, or expect the notebook to run them itself.
+Notebooks 05 and 06 in full mode load (``resume=True``) the study's seed-0 NeST and
+pruning-only cells, runs/study/<arch>/{nest,prune-only}/seed-0 (or under
+``$NESTREF_STUDY_RUNS``): run ``nestref study run --arch lenet-300-100 --seed 0`` (and the
+same for ``lenet5``) first, or expect the notebook to run the missing cells itself.
 
 MNIST: wherever ``nestref.data.load_mnist()`` finds it (``$NESTREF_DATA_DIR`` first).
 """
