@@ -450,7 +450,7 @@ def claims(rows):
                                  f"{100 * error:.2f}% test error",
                         "reading": _reading(low, high, error),
                         "evidence": f"ours {_span(mean, low, high)} at {_count(size)} params, "
-                                    f"{len(nest)} seeds"})
+                                    f"{_seeds(len(nest))}"})
             for other, label in (("dense", "the dense network's"), ("prune-only",
                                                                       "pruning only's")):
                 seeds = [k[2] for k in nest if (arch, other, k[2], _other_selection(other,
@@ -469,8 +469,12 @@ def claims(rows):
                                         "fails (NeST higher)" if low > 0 else
                                         "within noise (interval holds 0)"),
                             "evidence": f"{_span(mean, low, high, points=True)}, "
-                                        f"{len(seeds)} seeds"})
+                                        f"{_seeds(len(seeds))}"})
     return out
+
+
+def _seeds(n):
+    return f"{n} seed" + ("s" if n != 1 else "")
 
 
 def _other_selection(method, selection):
