@@ -95,7 +95,7 @@ if QUICK:
     overrides, test_limit = dict(architectures.get(ARCH).quick), 500  # the arch's quick budget
 else:
     RUNS, overrides, test_limit = study_runs_dir(REPO), {}, None
-    print(f"study cells under {RUNS}")
+    print(f"study cells under {RUNS.relative_to(REPO) if RUNS.is_relative_to(REPO) else RUNS}")
 for method in ("nest", "prune-only"):
     out = cell_dir(RUNS, ARCH, method, SEED)
     print(f"{method:>10}: {out.relative_to(RUNS)} ({cell_state(out)})")
