@@ -229,7 +229,7 @@ def _frontier_band(ax, rows, method):
     grid = np.geomspace(low, high, 60)
     ys = np.array([np.interp(np.log(grid), np.log(c[:, 0]), c[:, 1]) for c in curves])
     ax.plot(grid, 100 * np.median(ys, axis=0), color=colour,
-            label=f"{label}: validation error along pruning (median of {len(curves)} seeds)")
+            label=f"{label}: validation error along pruning (median of {seeds_label(len(curves))})")
     ax.fill_between(grid, 100 * ys.min(axis=0), 100 * ys.max(axis=0), color=colour, alpha=0.2, lw=0)
 
 
@@ -266,7 +266,7 @@ def frontier_figure(rows, path=None):
         dense = [r["test_error"] for r in mine if r["method"] == "dense"]
         if dense:
             ax.axhline(100 * np.mean(dense), color=FRONTIER_STYLE["dense"][0], ls="--",
-                       label=f"dense: mean test error ({len(dense)} seeds)")
+                       label=f"dense: mean test error ({seeds_label(len(dense))})")
         ax.set_xscale("log")
         ax.set_xlabel("params")
         ax.set_ylabel("error (%)")
@@ -279,3 +279,8 @@ def frontier_figure(rows, path=None):
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+def seeds_label(n):
+    """ "1 seed", "3 seeds"."""
+    return f"{n} seed" + ("s" if n != 1 else "")

@@ -34,6 +34,7 @@ from . import architectures
 from .checks import check_int, check_positive_int
 from .config import make_config
 from .errors import InvalidArgumentError, ReportError
+from .plots import seeds_label
 from .storage import atomic_write_bytes
 from .synthesize import CHECKPOINT, synthesize
 
@@ -450,7 +451,7 @@ def claims(rows):
                                  f"{100 * error:.2f}% test error",
                         "reading": _reading(low, high, error),
                         "evidence": f"ours {_span(mean, low, high)} at {_count(size)} params, "
-                                    f"{_seeds(len(nest))}"})
+                                    f"{seeds_label(len(nest))}"})
             for other, label in (("dense", "the dense network's"), ("prune-only",
                                                                       "pruning only's")):
                 seeds = [k[2] for k in nest if (arch, other, k[2], _other_selection(other,
@@ -469,12 +470,8 @@ def claims(rows):
                                         "fails (NeST higher)" if low > 0 else
                                         "within noise (interval holds 0)"),
                             "evidence": f"{_span(mean, low, high, points=True)}, "
-                                        f"{_seeds(len(seeds))}"})
+                                        f"{seeds_label(len(seeds))}"})
     return out
-
-
-def _seeds(n):
-    return f"{n} seed" + ("s" if n != 1 else "")
 
 
 def _other_selection(method, selection):
