@@ -2,12 +2,13 @@
 
     python -m benchmarks.nest_run [--arch lenet-300-100|lenet5] [--out DIR] [--threads N] [--quick]
 
-Runs ``nestref.synthesize.synthesize`` with the preset of ``--arch`` (README, "Reproducing
-the paper's table") into a fresh directory and prints the total wall time, the time of
+Runs ``nestref.synthesize.synthesize`` with the preset of ``--arch`` (README, "Results")
+into a fresh directory and prints the total wall time, the time of
 each phase (from the run's history: seed, growth, settle, pruning, fine-tuning), the
 final test error and parameter count, and the load average before and after. Compare
-the error and parameters with the README's table to see that a faster run still gives
-the same results within the run-to-run noise. A whole run takes minutes (targets: <= 3
+the error and parameters with the study's rows of the same arch (README, "Results": mean
++- std over seeds) to see that a faster run still gives the same results within the
+run-to-run noise. A whole run takes minutes (targets: <= 3
 for LeNet-300-100, <= 10 for LeNet-5 on 2 cores); ``--quick`` is a seconds-long smoke
 run (a few thousand images, one epoch per phase) that times nothing of interest.
 """

@@ -295,7 +295,7 @@ TABLE = {
         fixed_io=False,
         net_prefix="lenet",
         seed=_MLP_SEED,
-        # Recipes for the paper's rows (README: "Reproducing the paper's table").
+        # Recipes for the paper's rows (README: "Results"; docs/study.md).
         presets={
             # one trajectory, both paper rows (3.8K and 7.8K params): "-accurate" is the
             # same run reported at its 7.8K selection (docs/nest.md#ours-choice)
@@ -313,7 +313,7 @@ TABLE = {
                 report_selection="budget-7800",
             ),
         },
-        # Recipe of the dense baseline (README: "Dense baselines").
+        # Recipe of the dense baseline (`nestref train --arch NAME`; README: "Commands").
         recipe={"epochs": 30, "lr": 0.05, "batch_size": 64, "weight_decay": 1e-4},
         dense_baseline={"params": 266610, "flops": 532400},
         paper_rows=(

@@ -5,7 +5,7 @@ progress bar and lines of text.
 
 A user's mistake (an argument, a config, a file, the data) ends the command with one
 line, ``error: <the problem and the fix>``, and no traceback; ``--debug`` shows the
-traceback instead. Exit codes (README: "Exit codes"): 0 done; 1 a file, the data or the
+traceback instead. Exit codes (README: "Commands"): 0 done; 1 a file, the data or the
 run failed (e.g. missing MNIST, a corrupt checkpoint, training diverged); 2 the command
 must change (a bad argument or config value, an output that would be overwritten);
 130 interrupted (Ctrl-C; resume with ``--resume``).
@@ -49,7 +49,7 @@ from .train import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Recipes for the dense baselines (README: "Dense baselines"), from the architecture table.
+# Recipes for the dense baselines (`nestref train --arch NAME`; README: "Commands"), from the architecture table.
 TRAIN_RECIPES = {name: entry.recipe for name, entry in architectures.TABLE.items()}
 
 

@@ -281,7 +281,7 @@ def resume_conflicts(saved, config, phase, round_):
     ]
 
 
-# Recipes for the paper's rows (README: "Reproducing the paper's table"), from the
+# Recipes for the paper's rows (README: "Results"; docs/study.md), from the
 # architecture table; an mlp:/conv: spec's derived preset is found by make_config too.
 PRESETS = architectures.presets()
 

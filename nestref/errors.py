@@ -5,7 +5,7 @@ problem and the fix) instead of a traceback, and also from the built-in type a P
 would expect (``ValueError``, ``FileExistsError``), so ``except ValueError`` keeps working.
 Messages name the file or argument, what was expected, and how to fix it.
 
-``exit_code`` is what ``nestref`` exits with for each kind (README: "Exit codes"): 2 when
+``exit_code`` is what ``nestref`` exits with for each kind (README: "Commands"): 2 when
 the command itself must change (an argument, the config, the output directory), 1 when a
 file, the data or the run failed.
 """
