@@ -49,7 +49,8 @@ from .train import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Recipes for the dense baselines (`nestref train --arch NAME`; README: "Commands"), from the architecture table.
+# Recipes for the dense baselines (`nestref train --arch NAME`; README: "Commands"), from the
+# architecture table.
 TRAIN_RECIPES = {name: entry.recipe for name, entry in architectures.TABLE.items()}
 
 
