@@ -433,49 +433,51 @@ def _reading(low, high, paper, lower_is_claim=True):
 
 def claims(rows):
     """Each of the paper's claims a study can test, read from the rows:
-    [{"claim", "reading", "evidence"}]. Per NeST budget row: its test error against the
-    paper's, against the dense network's (paired by seed) and against pruning only's (paired)."""
+    [{"claim", "reading", "evidence"}]. Per paper NeST row: our test error and FLOPs at its
+    budget against the paper's, and NeST against the dense network and against pruning only
+    (paired by seed)."""
     by_key = {_row_key(r): r for r in rows}
     out = []
     for arch, entry in architectures.TABLE.items():
-        for name, error, params, _ in entry.paper_rows:
+        for name, error, params, flops in entry.paper_rows:
             selection = f"budget-{params}"
-            nest = sorted((k for k in by_key if k[:2] == (arch, "nest") and k[3] == selection),
-                          key=lambda k: k[2])
+            nest = sorted(k for k in by_key if k[:2] == (arch, "nest") and k[3] == selection)
             if not name.startswith("NeST") or not nest:
                 continue
-            errors = [by_key[k]["test_error"] for k in nest]
-            mean, low, high = interval(errors)
-            size = np.mean([by_key[k]["params"] for k in nest])
-            out.append({"claim": f"{arch} NeST at <= {_count(params)} params reaches the paper's "
-                                 f"{100 * error:.2f}% test error",
+            ours = [by_key[k] for k in nest]
+            head = f"{arch} NeST at <= {_count(params)} params"
+            size = _count(np.mean([r["params"] for r in ours]))
+            mean, low, high = interval([r["test_error"] for r in ours])
+            out.append({"claim": f"{head} reaches the paper's {100 * error:.2f}% test error",
                         "reading": _reading(low, high, error),
-                        "evidence": f"ours {_span(mean, low, high)} at {_count(size)} params, "
-                                    f"{seeds_label(len(nest))}"})
-            for other, label in (("dense", "the dense network's"), ("prune-only",
-                                                                      "pruning only's")):
-                seeds = [k[2] for k in nest if (arch, other, k[2], _other_selection(other,
-                                                                                   selection))
-                         in by_key]
-                if not seeds:
-                    continue
-                diffs = [by_key[(arch, "nest", s, selection)]["test_error"]
-                         - by_key[(arch, other, s, _other_selection(other, selection))][
-                             "test_error"] for s in seeds]
-                mean, low, high = interval(diffs)
-                out.append({"claim": f"{arch} NeST at <= {_count(params)} params is as accurate "
-                                     f"as {label} (NeST minus {other}, paired by seed)",
-                            "reading": ("one seed: no interval" if low is None else
-                                        "holds (NeST lower)" if high < 0 else
-                                        "fails (NeST higher)" if low > 0 else
-                                        "within noise (interval holds 0)"),
-                            "evidence": f"{_span(mean, low, high, points=True)}, "
-                                        f"{seeds_label(len(seeds))}"})
+                        "evidence": f"ours {_span(mean, low, high)} at {size} params, "
+                                    f"{seeds_label(len(ours))}"})
+            mean, low, high = interval([r["flops"] for r in ours])
+            out.append({"claim": f"{head} needs at most the paper's {_count(flops)} FLOPs",
+                        "reading": _reading(low, high, flops),
+                        "evidence": f"ours {_count(mean)}" + ("" if low is None else
+                                    f" [{_count(low)}, {_count(high)}]") +
+                                    f", {seeds_label(len(ours))}"})
+            out += [_paired_claim(by_key, head, nest, other, label) for other, label in
+                    (("dense", "the dense network's"), ("prune-only", "pruning only's"))
+                    if any(_partner(k, other) in by_key for k in nest)]
     return out
 
 
-def _other_selection(method, selection):
-    return "dense" if method == "dense" else selection
+def _partner(key, method):
+    """The row key of ``method``'s run paired with NeST row ``key`` (same arch and seed)."""
+    arch, _, seed, selection = key
+    return (arch, method, seed, "dense" if method == "dense" else selection)
+
+
+def _paired_claim(by_key, head, nest, other, label):
+    pairs = [(by_key[k], by_key[_partner(k, other)]) for k in nest if _partner(k, other) in by_key]
+    mean, low, high = interval([a["test_error"] - b["test_error"] for a, b in pairs])
+    reading = ("one seed: no interval" if low is None else "holds (NeST lower)" if high < 0 else
+               "fails (NeST higher)" if low > 0 else "within noise (interval holds 0)")
+    return {"claim": f"{head} is as accurate as {label} (NeST minus {other}, paired by seed)",
+            "reading": reading,
+            "evidence": f"{_span(mean, low, high, points=True)}, {seeds_label(len(pairs))}"}
 
 
 def _span(mean, low, high, points=False):

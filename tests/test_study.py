@@ -156,6 +156,10 @@ def test_the_claims_are_read_from_the_rows_with_hand_computed_intervals():
     assert half == pytest.approx(0.0037947, abs=1e-6)
     assert paper["reading"] == "holds (within noise of the paper)"
     assert paper["evidence"] == "ours 1.63% [1.25, 2.01] at 3.7K params, 3 seeds"
+    flops = readings["lenet-300-100 NeST at <= 3.8K params needs at most the paper's 6.7K FLOPs"]
+    # FLOPs 7400, 7420, 7440: mean 7420, s = 20, half = 4.302653 * 20 / sqrt(3) = 49.7
+    assert flops["reading"] == "fails (ours higher)"
+    assert flops["evidence"] == "ours 7.4K [7.4K, 7.5K], 3 seeds"
     dense = readings["lenet-300-100 NeST at <= 3.8K params is as accurate as the dense "
                      "network's (NeST minus dense, paired by seed)"]
     # per seed: 0.0, +0.08, +0.31 points
