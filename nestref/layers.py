@@ -437,8 +437,7 @@ class Conv2d(MaskedLayer):
             self._xt = kernels.to_batch_last(self._padded(self._x))
         values = kernels.sparse_conv_weight_grad(gt, self._xt, support.indices, support.indptr,
                                                  self.area_mask, k, k, self.stride)
-        self._grad_weight = (self._dense_weight_gradient(grad_out, self._x) if dense_weight_grad
-                             else None)
+        self._grad_weight = self._every_position_gradient(gt) if dense_weight_grad else None
         self._grad_sources = (grad_out, self._x)
         self._active_grad = (support, values.astype(self.weight.dtype))
         if not input_grad:
@@ -451,14 +450,20 @@ class Conv2d(MaskedLayer):
         return grad_x[:, :, p:p + h, p:p + w] if p else grad_x
 
     def _dense_weight_gradient(self, grad_out, x):
-        """dL/d(W*M) at every kernel position after a sparse backward: the sparse kernel over a
-        support that holds every position (NeST's growth reads the dormant ones)."""
+        """dL/d(W*M) at every kernel position after a sparse backward, when first read."""
+        reuse = x is self._x and self._xt is not None  # the batch-last copy of this very x
+        xt = self._xt if reuse else kernels.to_batch_last(self._padded(x))
+        return self._every_position_gradient(kernels.to_batch_last(grad_out), xt)
+
+    def _every_position_gradient(self, gt, xt=None):
+        """The sparse weight-gradient kernel over a support that holds every position (NeST's
+        growth reads the dormant ones): gt (O, Ho, Wo, N) -> (O, C, k, k)."""
         every, k = getattr(self, "_every_position", None), self.kernel_size
         if every is None or every.shape != self.mask.shape:
             every = self._every_position = Support(np.ones(self.mask.shape, dtype=bool))
-        values = kernels.sparse_conv_weight_grad(
-            kernels.to_batch_last(grad_out), kernels.to_batch_last(self._padded(x)),
-            every.indices, every.indptr, self.area_mask, k, k, self.stride)
+        values = kernels.sparse_conv_weight_grad(gt, self._xt if xt is None else xt,
+                                                 every.indices, every.indptr, self.area_mask,
+                                                 k, k, self.stride)
         return values.astype(self.weight.dtype).reshape(self.weight.shape)
 
     # ------------------------------------------------------- partial-area path

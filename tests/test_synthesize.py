@@ -87,9 +87,8 @@ def test_result_is_accurate_compact_and_reported(tiny_run, tiny_data):
     assert (cnet.predict(x).argmax(1) != tiny_data["test"][1][:200]).mean() < 0.3
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path, mnist_dir):
-    out, report = tiny_run
-    config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
+def interrupt_in_second_pruning_round(config, out, data):
+    """Start a run in ``out`` and stop it (KeyboardInterrupt) after its second pruning round."""
     seen = []
 
     def interrupt_in_pruning(rec):
@@ -98,7 +97,13 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        synthesize(config, tmp_path, on_round=interrupt_in_pruning, data=tiny_data)
+        synthesize(config, out, on_round=interrupt_in_pruning, data=data)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_path, mnist_dir):
+    out, report = tiny_run
+    config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
+    interrupt_in_second_pruning_round(config, tmp_path, tiny_data)
     assert not (tmp_path / "report.json").exists()
     resumed = synthesize(config, tmp_path, resume=True, data=tiny_data)
     assert resumed["params"] == report["params"] and resumed["test_error"] == report["test_error"]
@@ -113,15 +118,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same
         tiny_run, tiny_data, tmp_path, mnist_dir):
     out, report = tiny_run
     config = SynthesisConfig(data_dir=str(mnist_dir), **TINY)
-    seen = []
-
-    def interrupt_in_pruning(rec):
-        seen.append(rec["phase"])
-        if seen.count("prune") == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        synthesize(config, tmp_path, on_round=interrupt_in_pruning, data=tiny_data)
+    interrupt_in_second_pruning_round(config, tmp_path, tiny_data)
     assert (tmp_path / "checkpoint.prev.npz").exists()
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short by a crash")
     warnings = []
