@@ -380,10 +380,13 @@ def cmd_train(args):
 
 
 def cmd_synthesize(args):
-    from .config import make_config, parse_override
+    from .config import SynthesisConfig, make_config, parse_override
     from .synthesize import CHECKPOINT, synthesize
-    preset = args.preset or (architectures.default_preset(args.arch) if args.arch else None)
     overrides = dict(parse_override(item) for item in args.set)
+    # with neither --arch nor --config, the run is the default arch's and so is its recipe
+    # (a config file without --arch is the whole recipe)
+    arch = args.arch or overrides.get("arch") or (None if args.config else SynthesisConfig.arch)
+    preset = args.preset or (architectures.default_preset(arch) if arch else None)
     if args.arch:
         overrides["arch"] = args.arch
     if args.mode:
@@ -393,7 +396,8 @@ def cmd_synthesize(args):
     config = make_config(preset, args.config, overrides)
     out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
                            f"{'' if config.mode == 'nest' else '-' + config.mode}")
-    print(f"nestref synthesize: {config.arch}, mode {config.mode}, preset {preset}, output {out}")
+    print(f"nestref synthesize: {config.arch}, mode {config.mode}, "
+          f"preset {preset or 'none (' + str(args.config) + ')'}, output {out}")
 
     def on_round(rec):
         line = (f"{rec['phase']:>8} {rec['round']:3d}  params {rec['params']:8d}  "

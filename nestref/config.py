@@ -86,6 +86,9 @@ class SynthesisConfig:
     prune_fractions: list[float] = field(default_factory=list)
     # partial-area convolution: fraction of kept (map, map, position) per round
     area_fraction: float = 0.05
+    # what a round's area_fraction counts: "contribution" (the paper's: positions, smallest
+    # contribution first) or "flops" (FLOPs, smallest contribution per FLOP first) [ours]
+    area_rank: str = "contribution"
     prune_floor_params: int = 3000        # prune down to this many params ...
     # ... or until the smoothed validation error exceeds the settled one by
     max_error_increase: float = 0.01
@@ -121,6 +124,8 @@ class SynthesisConfig:
         need(self.mode in MODES, "mode", "'nest', 'prune-only' or 'dense'")
         need(self.growth_init in ("gradient", "zero"), "growth_init", "'gradient' or 'zero'")
         need(self.birth_sign in ("positive", "random"), "birth_sign", "'positive' or 'random'")
+        need(self.area_rank in ("contribution", "flops"), "area_rank",
+             "'contribution' or 'flops'")
         for name in ("n_val", "batch_size", "growth_batch_size", "feature_map_candidates",
                      "smoothing"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
@@ -260,17 +265,24 @@ _PHASES = ("seed", "grow", "settle", "prune", "finetune", "done")
 RESUME_SAFE_FIELDS = ("lr", "prune_lr", "data_dir", *_PHASE_EPOCHS.values())
 
 
-def resume_conflicts(saved, config, phase, round_):
+def with_defaults(saved):
+    """A saved config dict with the fields added since it was written at their defaults: a
+    new field's default is what the code did before the field existed."""
+    return {**SynthesisConfig().to_dict(), **saved}
+
+
+def resume_conflicts(saved, config, phase, round_, mid_step=False):
     """The fields in which ``config`` differs from a run's ``saved`` config dict and may not, on
     resume.
 
-    phase, round_: where the run stands (the next step to run, the rounds done in it).
+    phase, round_: where the run stands (the next step to run, the rounds done in it);
+    mid_step: the run stopped between the epochs of that step, so its phase has started.
     A learning rate or the data directory may always change; a phase's epochs only while
     the phase has not started. Returns [(field, saved value, new value)], sorted.
     """
-    ours = config.to_dict()
+    ours, saved = config.to_dict(), with_defaults(saved)
     started = {
-        p: _PHASES.index(phase) > _PHASES.index(p) or (p == phase and round_ > 0)
+        p: _PHASES.index(phase) > _PHASES.index(p) or (p == phase and (round_ > 0 or mid_step))
         for p in _PHASE_EPOCHS
     }
     safe = {"lr", "prune_lr", "data_dir"} | {f for p, f in _PHASE_EPOCHS.items() if not started[p]}

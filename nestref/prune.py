@@ -9,6 +9,8 @@ and docs/nest.md ("Pruning"). The rules first, as pure functions on arrays:
                              (docs/nest.md#ours-connectivity-guard)
     ``area_contributions``   partial-area convolution: mean |(I_i * K_oi)(p)|
     ``area_prune``           partial-area convolution: the smallest contributions go
+    ``area_prune_by_flops``  the same by contribution per FLOP, a share of the FLOPs a round
+                             **[ours]** (docs/nest.md#ours-area-by-flops)
 
 then the drivers, which check their arguments at the door, call the rules and write
 the result into a network: ``prune_by_magnitude`` (one layer), ``prune_network`` (every
@@ -43,8 +45,8 @@ from .rounding import floor_count
 
 __all__ = [
     "DEFAULT_PRUNE_FRACTIONS", "smallest_first", "magnitude_prune", "strongest_input_per_unit",
-    "area_contributions", "area_prune", "prune_by_magnitude", "prune_network",
-    "layer_area_contributions",
+    "area_contributions", "area_prune", "area_prune_by_flops", "prune_by_magnitude",
+    "prune_network", "layer_area_contributions",
     "prune_partial_area", "remove_dead_neurons", "layer_input", "prune_neurons_by_activation",
     "reachable_units", "PruneReport", "AreaPruneReport", "NeuronRemovalReport",
 ]
@@ -144,6 +146,32 @@ def area_prune(scores, area, mask, fraction):
     area_after = area.copy()
     area_after.flat[removed] = 0
     return area_after, float(scores.reshape(-1)[removed].max()) if removed.size else None
+
+
+def area_prune_by_flops(scores, area, mask, fraction):
+    r"""Partial-area convolution by cost **[ours]** (docs/nest.md#ours-area-by-flops): drop the
+    kept (o, i, p) of the smallest contribution per FLOP, up to ``fraction`` of the layer's
+    area FLOPs.
+
+    A position of kernel (o, i) costs its n_oi active weights, so with the candidates C of
+    ``area_prune``, the order is by S_oip / n_oi and the cut is the longest prefix R with
+
+    .. math::
+        \sum_{(o,i,p) \in R} n_{oi} \ \le\ \gamma \sum_{(o,i,p) \in C} n_{oi}
+
+    scores, area: (O, C, Ho, Wo); mask: the kernel mask (O, C, k, k); fraction in [0, 1).
+    returns (area after, same dtype; threshold: the largest S / n removed, None if none).
+    """
+    cost = np.broadcast_to((mask != 0).sum(axis=(2, 3))[:, :, None, None], scores.shape)
+    candidates = (area != 0) & (cost > 0)
+    per_flop = np.where(candidates, scores / np.maximum(cost, 1), 0.0)
+    order = smallest_first(per_flop, candidates)
+    spent = np.cumsum(cost.reshape(-1)[order])
+    goal = floor_count(fraction, int(spent[-1])) if spent.size else 0
+    removed = order[:int(np.searchsorted(spent, goal, side="right"))]
+    area_after = area.copy()
+    area_after.flat[removed] = 0
+    return area_after, float(per_flop.reshape(-1)[removed].max()) if removed.size else None
 
 
 # ================================================================ the drivers
@@ -271,9 +299,10 @@ def layer_area_contributions(layer, x, batch_size=256):
     return area_contributions(layer.effective_weight(), x, layer.stride, layer.padding, batch_size)
 
 
-def prune_partial_area(net, position, fraction, x, batch_size=256):
+def prune_partial_area(net, position, fraction, x, batch_size=256, rank="contribution"):
     """Partial-area convolution on conv layer ``position``: ``area_prune`` of its
-    ``area_contributions``, under the connectivity guard of ``prune_network``.
+    ``area_contributions`` (``area_prune_by_flops`` with rank="flops" **[ours]**), under the
+    connectivity guard of ``prune_network``.
 
     x: the layer's input (N, in_c, H, W); for the first layer that is the network
     input, else ``net.forward_until(position, x)``. Sets the layer's area_mask to 0
@@ -287,6 +316,9 @@ def prune_partial_area(net, position, fraction, x, batch_size=256):
     if not isinstance(layer, Conv2d):
         raise TypeError(f"layer {position} of {net.name} is {layer!r}, not a Conv2d")
     fraction = check_fraction("fraction", fraction, include_zero=True, include_one=False)
+    rules = {"contribution": area_prune, "flops": area_prune_by_flops}
+    if rank not in rules:
+        raise InvalidArgumentError(f"rank must be one of {sorted(rules)}, got {rank!r}")
     x = np.asarray(x)
     expected = net.shapes()[position][0]
     if tuple(x.shape[1:]) != expected or len(x) == 0:
@@ -299,7 +331,7 @@ def prune_partial_area(net, position, fraction, x, batch_size=256):
         area = layer.area_mask.copy()
     kernel_active = (layer.mask != 0).any(axis=(2, 3))
     n_kept = int(((area != 0) & kernel_active[:, :, None, None]).sum())
-    area_after, _ = area_prune(scores, area, layer.mask, fraction)
+    area_after, _ = rules[rank](scores, area, layer.mask, fraction)
     removals = smallest_first(scores, (area != 0) & (area_after == 0))
 
     def reach_after(k):

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import architectures
 from .checks import check_int, check_positive_int
-from .config import make_config
+from .config import make_config, with_defaults
 from .errors import InvalidArgumentError, ReportError
 from .plots import seeds_label
 from .storage import atomic_write_bytes
@@ -184,7 +184,7 @@ def run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads):
     if (out / "report.json").exists():
         report, status = json.loads((out / "report.json").read_text()), "finished before"
         mine = {k: v for k, v in config.to_dict().items() if k != "data_dir"}
-        if {k: v for k, v in report["config"].items() if k != "data_dir"} != mine:
+        if {k: v for k, v in with_defaults(report["config"]).items() if k != "data_dir"} != mine:
             raise InvalidArgumentError(f"{out} holds a run with another config than this grid's; "
                                        f"use another --runs-dir, or the same --set values as that "
                                        f"run")
@@ -632,10 +632,10 @@ def _print_cell(arch, method, seed, status, rows):
     shown = ", ".join(
         f"{r['selection']} {100 * r['test_error']:.2f}% @ {r['params']}" for r in rows
     )
+    epochs = (f"{rows[0]['epochs_total']} epochs" if method == "dense"  # nothing is pruned
+              else f"{rows[0]['epochs_before_pruning']} epochs before pruning")
     print(f"{arch} {method} seed {seed}: {status}; {shown} "
-          f"({rows[0]['wall_seconds']:.0f} s, "
-          f"{rows[0]['epochs_before_pruning']} epochs before pruning)",
-          flush=True)
+          f"({rows[0]['wall_seconds']:.0f} s, {epochs})", flush=True)
 
 
 def _table_command(args):

@@ -254,6 +254,7 @@ class Run:
             "epochs_before_pruning": None,
             "growth_stop_reason": None,
             "data_checksum": None,
+            "step_epochs": 0,
         }
         self.net = self.optimizer = self.data = None
         if data is not None:
@@ -278,12 +279,28 @@ class Run:
         x, y = self.data[split]
         return prepare_inputs(x, self.net), y
 
-    def train(self, epochs, lr, schedule=None):
-        self.state["epochs"] = self.state.get("epochs", 0) + epochs
+    def train(self, epochs, lr, schedule=None, resumable=False):
+        """Train ``epochs`` epochs; the last epoch's training loss.
+
+        resumable: checkpoint after every epoch but the last, so that an interrupted step
+        continues from its last finished epoch (``state["step_epochs"]``), not from its start.
+        Only for a step that does nothing but train once its network exists (seed, settle).
+        """
+        start = self.state.get("step_epochs", 0) if resumable else 0
+        if start == 0:
+            self.state["epochs"] = self.state.get("epochs", 0) + epochs
         self.optimizer.lr = lr
+
+        def checkpoint(record):
+            if record["epoch"] < epochs:
+                self.state["step_epochs"] = record["epoch"]
+                self.save()
+
         records = fit(self.net, self.optimizer, self.xy("train"), None, epochs, schedule,
-                      self.config.batch_size, self.rng, on_batch=self.on_batch,
+                      self.config.batch_size, self.rng, start_epoch=start,
+                      on_epoch=checkpoint if resumable else None, on_batch=self.on_batch,
                       augment=random_affine if self.config.augment else None)
+        self.state["step_epochs"] = 0
         return records[-1]["train_loss"] if records else None
 
     def growth_batch(self):
@@ -317,19 +334,20 @@ class Run:
         one for ``dense_epochs`` - ``settle_epochs`` (docs/nest.md#ours-equal-budget)."""
         config, t0 = self.config, time.perf_counter()
         dense = config.mode != "nest"
-        if dense:
-            self.net = build(config.arch, seed=config.seed, **self.data_shape)
-        else:
-            self.net = build(config.arch, width_scale=config.width_scale, density=config.density,
-                             seed=config.seed, **self.data_shape)
-        self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
-                             weight_decay=config.weight_decay)
+        if self.state.get("step_epochs", 0) == 0:  # else resumed between epochs: net restored
+            if dense:
+                self.net = build(config.arch, seed=config.seed, **self.data_shape)
+            else:
+                self.net = build(config.arch, width_scale=config.width_scale,
+                                 density=config.density, seed=config.seed, **self.data_shape)
+            self.optimizer = SGD(self.net, lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay)
         epochs = (
             config.dense_epochs - config.settle_epochs
             if dense and config.dense_epochs is not None
             else config.initial_epochs
         )
-        loss = self.train(epochs, config.lr)
+        loss = self.train(epochs, config.lr, resumable=True)
         rec = self.record("dense" if dense else "seed", t0, train_loss=loss)
         self.state.update(best_val=rec["val_error"], grown_val=rec["val_error"],
                           phase="settle" if dense or config.max_growth_rounds == 0 else "grow")
@@ -431,7 +449,7 @@ class Run:
         """Train the grown (or dense) network to convergence before pruning: a cosine schedule
         **[ours]** (docs/nest.md#ours-settle)."""
         config, t0 = self.config, time.perf_counter()
-        loss = self.train(config.settle_epochs, config.lr, cosine(config.lr, 0.01))
+        loss = self.train(config.settle_epochs, config.lr, cosine(config.lr, 0.01), resumable=True)
         rec = self.record("settle", t0, train_loss=loss)
         self.state.update(
             phase="done" if config.mode == "dense" else "prune",
@@ -460,7 +478,8 @@ class Run:
             for i, layer in net.masked_layers():
                 if isinstance(layer, Conv2d):
                     x_i = net.forward_until(i, x[:256], batch_size=1000)
-                    report = prune.prune_partial_area(net, i, config.area_fraction, x_i)
+                    report = prune.prune_partial_area(net, i, config.area_fraction, x_i,
+                                                      rank=config.area_rank)
                     area_reports.append(report.as_dict())
         removal = prune.remove_dead_neurons(net, self.optimizer).as_dict()
         loss = self.train(config.prune_epochs, config.prune_lr)
@@ -576,7 +595,8 @@ class Run:
                                   f"{run.get('phase')!r}, {run.get('round')!r}")
         if optimizer is None:
             raise CheckpointError(f"{path}: no optimizer state inside; not a synthesis checkpoint")
-        conflicts = resume_conflicts(saved["config"], self.config, run["phase"], run["round"])
+        conflicts = resume_conflicts(saved["config"], self.config, run["phase"], run["round"],
+                                     mid_step=bool(run.get("step_epochs")))
         if conflicts:
             changes = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in conflicts)
             raise ConfigError(

@@ -353,6 +353,17 @@ def test_safe_changes_on_resume_are_allowed_others_are_named():
     assert [
         k for k, _, _ in resume_conflicts(saved, SynthesisConfig(growth_ratio=0.2), "grow", 0)
     ] == ["growth_ratio"]
+    # a run stopped between the epochs of its settle step has started settling
+    assert resume_conflicts(saved, SynthesisConfig(settle_epochs=9), "settle", 0) == []
+    assert [
+        k for k, _, _ in resume_conflicts(saved, SynthesisConfig(settle_epochs=9), "settle", 0,
+                                          mid_step=True)
+    ] == ["settle_epochs"]
+    # a run written before a field existed did what the field's default does
+    older = {k: v for k, v in saved.items() if k != "area_rank"}
+    assert resume_conflicts(older, SynthesisConfig(), "prune", 3) == []
+    assert [k for k, _, _ in resume_conflicts(older, SynthesisConfig(area_rank="flops"), "prune",
+                                              3)] == ["area_rank"]
     assert set(RESUME_SAFE_FIELDS) >= {"lr", "prune_lr", "data_dir", "finetune_epochs"}
 
 

@@ -274,6 +274,20 @@ def test_prune_partial_area_removes_the_smallest_kept_contributions():
     )
 
 
+def test_prune_partial_area_by_flops_saves_more_flops_than_by_contribution():
+    rng = np.random.default_rng(3)
+    x = rng.random((16, 1, 28, 28))
+    saved = {}
+    for rank in ("contribution", "flops"):
+        net = lenet5(width_scale=0.3, density=0.3, seed=2, dtype=np.float64)
+        x2 = layer_input(net, 2, x, batch_size=8)
+        before = count_flops(net)
+        report = prune_partial_area(net, 2, 0.2, x2, rank=rank)
+        saved[rank] = before - count_flops(net)
+        assert report.removed == report.requested > 0
+    assert saved["flops"] > saved["contribution"]
+
+
 def test_a_kernel_whose_whole_area_is_pruned_is_deactivated():
     rng = np.random.default_rng(4)
     net = small_area_net(rng)
@@ -317,6 +331,8 @@ def test_prune_partial_area_validates_its_arguments():
         prune_partial_area(net, 5, 0.1, x)
     with pytest.raises(ValueError, match="fraction"):
         prune_partial_area(net, 0, 1.0, x)
+    with pytest.raises(ValueError, match=r"rank must be one of \['contribution', 'flops'\]"):
+        prune_partial_area(net, 0, 0.1, x, rank="size")
     with pytest.raises(ValueError, match=r"layer 0's input \(N, 1, 28, 28\)"):
         prune_partial_area(net, 0, 0.1, np.zeros((2, 28, 28)))
     with pytest.raises(ValueError, match=r"layer 2's input \(N, 2, 12, 12\)"):

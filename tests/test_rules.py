@@ -25,6 +25,7 @@ from nestref.models import Network
 from nestref.prune import (
     area_contributions,
     area_prune,
+    area_prune_by_flops,
     magnitude_prune,
     smallest_first,
     strongest_input_per_unit,
@@ -262,6 +263,50 @@ def test_area_prune_removes_the_smallest_kept_positions_of_live_kernels(seed, fr
     removed = sorted(j for _, j in sorted(candidates)[:k])
     assert sorted(np.flatnonzero((area != 0) & (area_after == 0)).tolist()) == removed
     assert threshold == (max(scores.flat[j] for j in removed) if removed else None)
+
+
+@FAST
+@given(st.integers(0, 10_000), st.floats(0.0, 0.99))
+def test_area_prune_by_flops_spends_the_fraction_of_flops_on_the_cheapest_contributions(
+        seed, fraction):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 5, size=(2, 3, 4, 4)).astype(np.float64)
+    area = (rng.random(scores.shape) < 0.8).astype(np.float32)
+    mask = (rng.random((2, 3, 3, 3)) < 0.3).astype(np.float32)
+    area_after, threshold = area_prune_by_flops(scores, area, mask, fraction)
+    cost = mask.reshape(2, 3, -1).sum(axis=2)  # active weights: a kept position's MACs
+    candidates = sorted(
+        (Fraction(int(scores.flat[j])) / int(cost[idx[:2]]), j, int(cost[idx[:2]]))
+        for j in range(scores.size)
+        for idx in [np.unravel_index(j, scores.shape)]
+        if area.flat[j] != 0 and cost[idx[:2]] > 0
+    )
+    allowed = math.floor(Fraction(fraction) * sum(c for _, _, c in candidates)
+                         + Fraction(1, 10**9))
+    removed, spent = [], 0
+    for ratio, j, c in candidates:  # the longest prefix within the allowance
+        if spent + c > allowed:
+            break
+        removed.append((ratio, j))
+        spent += c
+    assert sorted(np.flatnonzero((area != 0) & (area_after == 0)).tolist()) == sorted(
+        j for _, j in removed)
+    assert threshold == (pytest.approx(float(max(r for r, _ in removed))) if removed else None)
+
+
+def test_area_prune_by_flops_takes_a_costly_position_before_a_cheap_one_of_equal_contribution():
+    scores = np.ones((1, 2, 1, 2))          # two kernels, two positions each, S = 1 everywhere
+    scores[0, 1, 0, 1] = 1.5                # ... except one position of the costly kernel
+    area = np.ones_like(scores)
+    mask = np.zeros((1, 2, 3, 3))
+    mask[0, 0, 0, 0] = 1                    # kernel 0: one weight, a position costs 1
+    mask[0, 1] = 1                          # kernel 1: nine weights, a position costs 9
+    # 20 FLOPs on the area; 45% of them is 9: one position of the costly kernel, whose
+    # contribution per FLOP (1/9) is the smallest; by contribution, a cheap one would go first
+    area_after, threshold = area_prune_by_flops(scores, area, mask, 0.45)
+    assert area_after[0, 1, 0, 0] == 0 and area_after.sum() == 3 and threshold == 1 / 9
+    by_contribution, _ = area_prune(scores, area, mask, 0.25)
+    assert by_contribution[0, 0, 0, 0] == 0 and by_contribution.sum() == 3
 
 
 # ============================================================ forward_until

@@ -11,6 +11,7 @@ from nestref.errors import TrainingDiverged
 from nestref.models import Network
 from nestref.storage import load_arrays
 from nestref.synthesize import choose_round, load_data, synthesize
+from nestref.train import resume_checkpoint
 
 TINY = dict(
     train_limit=3000,
@@ -112,6 +113,36 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_run, tiny_data, tmp_pat
     for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers(), strict=True):
         np.testing.assert_array_equal(la.weight, lb.weight)
         np.testing.assert_array_equal(la.mask, lb.mask)
+
+
+@pytest.mark.parametrize("stop_at_epoch", [3, 5])  # inside the dense step; inside settle
+def test_a_run_interrupted_between_epochs_resumes_from_its_last_epoch(
+        tiny_data, tmp_path, mnist_dir, stop_at_epoch):
+    # a dense cell trains dense_epochs - settle_epochs (here 3) in one step: an interrupt
+    # inside it must not throw away the epochs already trained
+    config = SynthesisConfig(data_dir=str(mnist_dir), mode="dense",
+                             **{**TINY, "train_limit": 1000, "dense_epochs": 5,
+                                "settle_epochs": 2})
+    whole = synthesize(config, tmp_path / "whole", data=tiny_data)
+    epochs_started = []
+
+    def interrupt(batch, n_batches, loss):
+        epochs_started.append(batch == 0)
+        if batch == 0 and sum(epochs_started) == stop_at_epoch:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(config, tmp_path / "cut", on_batch=interrupt, data=tiny_data)
+    _, _, saved, _ = resume_checkpoint(tmp_path / "cut" / "checkpoint.npz")
+    assert saved["run"]["phase"] == ("seed" if stop_at_epoch <= 3 else "settle")
+    assert saved["run"]["step_epochs"] == (stop_at_epoch - 1 if stop_at_epoch <= 3 else 1)
+    resumed = synthesize(config, tmp_path / "cut", resume=True, data=tiny_data)
+    assert resumed["test_error"] == whole["test_error"]
+    assert resumed["epochs_total"] == whole["epochs_total"] == 5
+    a = Network.from_arrays(load_arrays(tmp_path / "whole" / "checkpoint.npz"))
+    b = Network.from_arrays(load_arrays(tmp_path / "cut" / "checkpoint.npz"))
+    for (_, la), (_, lb) in zip(a.masked_layers(), b.masked_layers(), strict=True):
+        np.testing.assert_array_equal(la.weight, lb.weight)
 
 
 def test_resume_falls_back_to_the_previous_checkpoint_and_still_reaches_the_same_result(
