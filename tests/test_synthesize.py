@@ -248,6 +248,16 @@ def test_synthesize_command_fails_before_training_without_data(tmp_path, offline
     assert "lr=-3" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, preset", [
+    ([], "preset lenet-300-100"),                 # no --arch: the default arch, and its recipe
+    (["--set", "arch=lenet5"], "preset lenet5"),
+    (["--preset", "lenet5"], "preset lenet5"),
+])
+def test_synthesize_names_the_recipe_it_runs(tmp_path, offline, capsys, args, preset):
+    assert main(["synthesize", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert f", {preset}, output" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_small_lenet5_synthesis_grows_maps_and_prunes_areas(tmp_path, mnist_dir):
     config = SynthesisConfig(
