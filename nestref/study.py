@@ -556,6 +556,11 @@ def format_table(rows):
     if readings:
         lines += ["", "The paper's claims, read from these rows (95% t-intervals over seeds):", ""]
         lines += [f"- {c['claim']}: **{c['reading']}** ({c['evidence']})" for c in readings]
+    settings = sorted({json.dumps(r.get("overrides") or {}, sort_keys=True) for r in rows})
+    if settings != ["{}"]:
+        shown = "; ".join(" ".join(f"--set {k}={v}" for k, v in json.loads(x).items()) or "none"
+                          for x in settings)
+        lines += ["", f"The cells ran with {shown}."]
     commits = sorted({r["commit"] for r in rows})
     n_runs = len({(r["arch"], r["method"], r["seed"]) for r in rows})
     lines += ["", f"From {len(rows)} rows of {n_runs} runs; "
@@ -563,15 +568,26 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def rewrite_readme(path, table):
-    """Put ``table`` between the README's study-table markers; an error naming them if absent."""
+def readme_markers(block=None):
+    """The (begin, end) lines around a table in the README: the study's, or a named block's
+    (another rows file's table, e.g. a variant's)."""
+    if block is None:
+        return README_BEGIN, README_END
+    return (f"<!-- nestref study table {block}: begin -->",
+            f"<!-- nestref study table {block}: end -->")
+
+
+def rewrite_readme(path, table, block=None):
+    """Put ``table`` between the README's markers of ``block`` (``readme_markers``); an error
+    naming them if they are absent."""
     path = Path(path)
     text = path.read_text()
-    start, end = text.find(README_BEGIN), text.find(README_END)
+    begin, finish = readme_markers(block)
+    start, end = text.find(begin), text.find(finish)
     if start < 0 or end < start:
         raise InvalidArgumentError(f"{path} has no study table block; add the two lines\n  "
-                                   f"{README_BEGIN}\n  {README_END}\nwhere the table should go")
-    new = text[:start + len(README_BEGIN)] + "\n" + table + "\n" + text[end:]
+                                   f"{begin}\n  {finish}\nwhere the table should go")
+    new = text[:start + len(begin)] + "\n" + table + "\n" + text[end:]
     atomic_write_bytes(path, lambda f: f.write(new.encode()))
 
 
@@ -620,6 +636,8 @@ def build_parser():
     p = sub.add_parser("table", help="the table (and the frontier figure) from the rows file alone")
     p.add_argument("--rows", default=str(DEFAULT_ROWS))
     p.add_argument("--readme", help="also rewrite the study table block of this README")
+    p.add_argument("--block", help="the README block to rewrite, by name (default: the study's "
+                                   "own; e.g. 'flops' for a variant's rows file)")
     p.add_argument(
         "--figure", default="figures/study/frontier.png", help="where the frontier figure goes"
     )
@@ -644,8 +662,9 @@ def _table_command(args):
     table = format_table(rows)
     print(table)
     if args.readme:
-        rewrite_readme(args.readme, table)
-        print(f"\nrewrote the study table of {args.readme}")
+        rewrite_readme(args.readme, table, args.block)
+        print(f"\nrewrote the study table{' ' + args.block if args.block else ''} of "
+              f"{args.readme}")
     if rows and not args.no_figure:
         from .plots import frontier_figure
         frontier_figure(rows, args.figure)

@@ -226,6 +226,17 @@ def test_the_table_and_figure_come_from_the_rows(tmp_path):
     assert readme.read_text() == text  # rewriting is idempotent
     with pytest.raises(ValueError, match="no study table block"):
         study.rewrite_readme(_plain(tmp_path), table)
+    # a variant's rows go into their own named block and leave the study's alone
+    begin, end = study.readme_markers("flops")
+    readme.write_text(text + f"{begin}\nold variant\n{end}\n")
+    variant = [{**r, "overrides": {"area_rank": "flops"}} for r in rows]
+    variant_table = study.format_table(variant)
+    assert "The cells ran with --set area_rank=flops." in variant_table
+    assert "The cells ran with" not in table
+    study.rewrite_readme(readme, variant_table, "flops")
+    assert readme.read_text() == text + f"{begin}\n{variant_table}\n{end}\n"
+    with pytest.raises(ValueError, match="nestref study table other: begin"):
+        study.rewrite_readme(readme, variant_table, "other")
     frontier_figure(rows, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 10_000
 
