@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nestref import storage
+from nestref.cli import main
 from nestref.models import lenet_300_100
 from nestref.optim import SGD
 from nestref.train import save_checkpoint
@@ -120,6 +122,19 @@ def test_unwritable_out_fails_before_training(tmp_path):
     if os.geteuid() != 0:  # root writes through read-only permissions
         (tmp_path / "ro").mkdir(mode=0o555)
         fails_clearly(nestref("synthesize", "--out", "ro/run", cwd=tmp_path), 2, "cannot write")
+
+
+def test_an_out_that_refuses_writes_is_named_before_training(tmp_path, monkeypatch, capsys):
+    # the permission test above cannot fail as root (CI runs as root): here the directory
+    # refuses the probe file whoever runs the test
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(storage.tempfile, "TemporaryFile", refuse)
+    assert main(["synthesize", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to --out" in err and "Permission denied" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
