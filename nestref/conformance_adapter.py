@@ -247,7 +247,8 @@ def prune_partial_area(inputs, params):
     net = _network(inputs, params)
     position = params["position"]
     contributions = prune.layer_area_contributions(net.layers[position], inputs["x"])
-    prune.prune_partial_area(net, position, params["fraction"], inputs["x"])
+    prune.prune_partial_area(net, position, params["fraction"], inputs["x"],
+                             rank=params.get("rank", "contribution"))
     layer = net.layers[position]
     return {
         "contributions": contributions,

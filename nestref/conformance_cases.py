@@ -567,6 +567,10 @@ def partial_area_cases():
         ("prune_partial_area_guard_f64", "float64", CONV_ONLY, 0.8, None,
          ("a 1x1 conv reads both maps: pruning both maps' area at one position would cut that "
           "output off, so it stops short")),
+        ("prune_partial_area_by_flops_f32", "float32", AREA_NET, 0.3, "flops",
+         "rank 'flops': contribution per active weight of the kernel, 30% of the area's MACs"),
+        ("prune_partial_area_by_flops_f64", "float64", AREA_NET, 0.3, "flops",
+         "rank 'flops': contribution per active weight of the kernel, 30% of the area's MACs"),
     ]:
         rng = _rng(len(cases) + 121)
         a = network_arrays(rng, spec, density=0.8)
@@ -582,8 +586,10 @@ def partial_area_cases():
         x = rng.integers(0, 4, (3, *spec["input_shape"])).astype(np.float64)
         if kind == "existing":
             a["layer0.area_mask"] = _mask(rng, (3, 2, 4, 4), 0.7)
-        cases.append(_case(name, "prune.partial_area", dtype, {**a, "x": x},
-                           {"network": spec, "position": 0, "fraction": fraction}, note))
+        params = {"network": spec, "position": 0, "fraction": fraction}
+        if kind == "flops":
+            params["rank"] = "flops"
+        cases.append(_case(name, "prune.partial_area", dtype, {**a, "x": x}, params, note))
     return cases
 
 

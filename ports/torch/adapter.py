@@ -181,7 +181,8 @@ def prune_dead_units(inputs, params):
 def prune_partial_area(inputs, params):
     spec, layers = _network(inputs, params)
     scores, area, weight, mask = nt.prune_partial_area(
-        spec, layers, params["position"], params["fraction"], _t(inputs["x"])
+        spec, layers, params["position"], params["fraction"], _t(inputs["x"]),
+        params.get("rank", "contribution"),
     )
     return {
         "contributions": _np(scores),

@@ -432,10 +432,11 @@ def area_contributions(weight, mask, x, stride, padding):
     return (total / n).reshape(o, c, ho, wo)
 
 
-def prune_partial_area(spec, params, position, fraction, x):
+def prune_partial_area(spec, params, position, fraction, x, rank="contribution"):
     """Prune floor(fraction * kept) of the (o, i, p) with an active kernel, smallest mean
     |contribution| first, without cutting any reachable output off the input; a kernel whose area is
-    all gone loses its weights."""
+    all gone loses its weights. rank "flops": order by contribution / active weights of the
+    kernel, and prune as many as cost at most floor(fraction * the candidates' cost)."""
     p, cfg = dict(params[position]), spec["layers"][position]
     scores = area_contributions(p["weight"], p["mask"], x, cfg["stride"], cfg["padding"])
     area = (
@@ -445,8 +446,17 @@ def prune_partial_area(spec, params, position, fraction, x):
     )
     kernel_active = (p["mask"] != 0).any(dim=3).any(dim=2)
     candidates = (area != 0) & kernel_active[:, :, None, None]
-    requested = floor_count(fraction, int(candidates.sum()))
-    order = smallest_first(scores, candidates)
+    if rank == "flops":
+        cost = (p["mask"] != 0).sum(dim=(2, 3)).to(scores.dtype)[:, :, None, None]
+        cost = cost.expand(scores.shape)
+        order = smallest_first(torch.where(candidates, scores / cost.clamp(min=1), 0.0),
+                               candidates)
+        spent = torch.cumsum(cost.reshape(-1)[order], 0)
+        goal = floor_count(fraction, int(spent[-1])) if len(order) else 0
+        requested = int((spent <= goal).sum())
+    else:
+        requested = floor_count(fraction, int(candidates.sum()))
+        order = smallest_first(scores, candidates)
     before = reachable_outputs(spec, params)
 
     def safe(k):
