@@ -397,7 +397,8 @@ def cmd_synthesize(args):
     out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
                            f"{'' if config.mode == 'nest' else '-' + config.mode}")
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, "
-          f"preset {preset or 'none (' + str(args.config) + ')'}, output {out}")
+          f"preset {preset or 'none'}{f' (config {args.config})' if args.config else ''}, "
+          f"output {out}")
 
     def on_round(rec):
         line = (f"{rec['phase']:>8} {rec['round']:3d}  params {rec['params']:8d}  "

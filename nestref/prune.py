@@ -45,7 +45,8 @@ from .rounding import floor_count
 
 __all__ = [
     "DEFAULT_PRUNE_FRACTIONS", "smallest_first", "magnitude_prune", "strongest_input_per_unit",
-    "area_contributions", "area_prune", "area_prune_by_flops", "prune_by_magnitude",
+    "area_contributions", "area_prune", "contribution_per_flop", "area_prune_by_flops",
+    "prune_by_magnitude",
     "prune_network", "layer_area_contributions",
     "prune_partial_area", "remove_dead_neurons", "layer_input", "prune_neurons_by_activation",
     "reachable_units", "PruneReport", "AreaPruneReport", "NeuronRemovalReport",
@@ -148,6 +149,16 @@ def area_prune(scores, area, mask, fraction):
     return area_after, float(scores.reshape(-1)[removed].max()) if removed.size else None
 
 
+def contribution_per_flop(scores, mask):
+    """S_oip / n_oi: what a kept position adds per multiply-add it costs, n_oi being the
+    active weights of kernel (o, i) **[ours]** (docs/nest.md#ours-area-by-flops).
+
+    scores: (O, C, Ho, Wo); mask: the kernel mask (O, C, k, k). A kernel with no active
+    weight keeps its S (it is never a candidate). Returns (O, C, Ho, Wo).
+    """
+    return scores / np.maximum((mask != 0).sum(axis=(2, 3))[:, :, None, None], 1)
+
+
 def area_prune_by_flops(scores, area, mask, fraction):
     r"""Partial-area convolution by cost **[ours]** (docs/nest.md#ours-area-by-flops): drop the
     kept (o, i, p) of the smallest contribution per FLOP, up to ``fraction`` of the layer's
@@ -164,7 +175,7 @@ def area_prune_by_flops(scores, area, mask, fraction):
     """
     cost = np.broadcast_to((mask != 0).sum(axis=(2, 3))[:, :, None, None], scores.shape)
     candidates = (area != 0) & (cost > 0)
-    per_flop = np.where(candidates, scores / np.maximum(cost, 1), 0.0)
+    per_flop = contribution_per_flop(scores, mask)
     order = smallest_first(per_flop, candidates)
     spent = np.cumsum(cost.reshape(-1)[order])
     goal = floor_count(fraction, int(spent[-1])) if spent.size else 0
@@ -310,7 +321,8 @@ def prune_partial_area(net, position, fraction, x, batch_size=256, rank="contrib
     output unit the input reaches off, only the longest safe run of the smallest goes.
     A kernel whose whole area is gone has its weights deactivated **[ours]**
     (docs/nest.md#ours-area-candidates).
-    Returns an ``AreaPruneReport`` (threshold: the largest mean |contribution| removed).
+    Returns an ``AreaPruneReport`` (threshold: the largest mean |contribution| removed; per
+    FLOP with rank="flops").
     """
     layer = net.layers[position]
     if not isinstance(layer, Conv2d):
@@ -332,7 +344,9 @@ def prune_partial_area(net, position, fraction, x, batch_size=256, rank="contrib
     kernel_active = (layer.mask != 0).any(axis=(2, 3))
     n_kept = int(((area != 0) & kernel_active[:, :, None, None]).sum())
     area_after, _ = rules[rank](scores, area, layer.mask, fraction)
-    removals = smallest_first(scores, (area != 0) & (area_after == 0))
+    # the guard keeps the longest safe prefix in the rule's own order
+    ranking = scores if rank == "contribution" else contribution_per_flop(scores, layer.mask)
+    removals = smallest_first(ranking, (area != 0) & (area_after == 0))
 
     def reach_after(k):
         trial = area.copy()
@@ -346,7 +360,7 @@ def prune_partial_area(net, position, fraction, x, batch_size=256, rank="contrib
     layer.mask[emptied] = 0
     layer.weight[emptied] = 0
     return AreaPruneReport(layer=position, fraction=fraction, active_before=n_kept, removed=int(k),
-                           threshold=float(scores.reshape(-1)[removals[k - 1]]) if k else None,
+                           threshold=float(ranking.reshape(-1)[removals[k - 1]]) if k else None,
                            stopped_short=k < removals.size, requested=int(removals.size),
                            reason=_disconnect_reason(k, lost),
                            kernels_deactivated=int(emptied.sum()))

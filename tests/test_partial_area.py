@@ -8,7 +8,13 @@ from nestref.accounting import count_flops, count_params
 from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d
 from nestref.losses import softmax_cross_entropy
 from nestref.models import Network, add_units, keep_units, lenet5, loss_and_grads
-from nestref.prune import layer_area_contributions, layer_input, prune_partial_area, reachable_units
+from nestref.prune import (
+    area_prune_by_flops,
+    layer_area_contributions,
+    layer_input,
+    prune_partial_area,
+    reachable_units,
+)
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -282,9 +288,14 @@ def test_prune_partial_area_by_flops_saves_more_flops_than_by_contribution():
         net = lenet5(width_scale=0.3, density=0.3, seed=2, dtype=np.float64)
         x2 = layer_input(net, 2, x, batch_size=8)
         before = count_flops(net)
+        conv2 = net.layers[2]
+        scores, mask = layer_area_contributions(conv2, x2), conv2.mask.copy()
         report = prune_partial_area(net, 2, 0.2, x2, rank=rank)
         saved[rank] = before - count_flops(net)
         assert report.removed == report.requested > 0
+        if rank == "flops":  # the report speaks in the rule's own ranking
+            _, threshold = area_prune_by_flops(scores, np.ones_like(scores), mask, 0.2)
+            assert report.threshold == threshold
     assert saved["flops"] > saved["contribution"]
 
 
