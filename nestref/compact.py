@@ -7,8 +7,8 @@ builds a ``CompactNetwork`` that does not:
        so every weight matrix shrinks to the surviving widths;
     2. each Dense layer whose density is below ``sparse_below`` (0.3 by default)
        becomes a ``SparseDense``: CSR over the input units it uses (an input no
-       weight reads, e.g. a border pixel, is not even gathered), multiplied on
-       feature-major inputs by ``nestref.kernels.sparse_forward``; denser ones stay
+       weight reads, e.g. a border pixel, is not even gathered), multiplied by
+       ``nestref.kernels.csr_chain`` (threads over blocks of examples); denser ones stay
        ``nestref.layers.Dense`` with their pruned weights (BLAS);
     3. conv layers stay ``nestref.layers.Conv2d`` with the masks applied (W*M) and
        their area masks; ReLU, MaxPool2d and Flatten are ``nestref.layers``' own.
@@ -41,9 +41,8 @@ class SparseDense(Layer):
     r"""$u = x W^\top + b$ with W (out, in) stored as CSR over the input units it uses.
 
     x (N, in) -> u (N, out). ``used``: the input units with a nonzero weight, ascending;
-    ``indices`` count among them (0 .. len(used) - 1), so the forward gathers those
-    columns of x once, transposed (used, N), and runs ``kernels.sparse_forward`` on them.
-    Inference only: there is no backward.
+    ``local_indices`` count among them (0 .. len(used) - 1), so ``kernels.csr_chain`` gathers
+    only those columns of x, a block of examples at a time. Inference only: no backward.
     """
 
     def __init__(self, data, indices, indptr, n_in, bias):
@@ -78,10 +77,13 @@ class SparseDense(Layer):
         return len(self.bias)
 
     def forward(self, x):
-        xt = np.ascontiguousarray(x.T[self.used], dtype=np.result_type(x, self.data))
-        out_t = kernels.sparse_forward(xt, self.data, self.local_indices, self.indptr, self.n_out)
-        out_t += self.bias[:, None]
-        return out_t.T  # a transposed view: feature-major for a next SparseDense at no cost
+        return kernels.csr_chain(x, [self.chain_layer(relu=False)], columns=self.used)
+
+    def chain_layer(self, relu, local=True):
+        """(data, indices, indptr, bias, relu): this layer as one link of ``kernels.csr_chain``;
+        local: indices among ``used`` (a first link), else among all n_in inputs."""
+        indices = self.local_indices if local else self.indices
+        return self.data, indices, self.indptr, self.bias, relu
 
     def backward(self, grad_out, input_grad=True, dense_weight_grad=False):
         raise NotImplementedError(
@@ -136,7 +138,38 @@ class CompactNetwork(Network):
     """An inference-only ``Network`` of compact layers.
 
     forward: x (N, *input_shape) -> logits (N, n_classes)
+
+    A run of ``SparseDense`` layers, each maybe followed by a ``ReLU`` (a compact MLP, or a
+    LeNet-5's classifier after its Flatten), is computed in one ``kernels.csr_chain`` call: a
+    block of examples goes through every layer of the run while it is in cache.
     """
+
+    def forward(self, x):
+        self._check_input(x)
+        for run in self._runs():
+            if isinstance(run[0], SparseDense):
+                links = [(layer, i + 1 < len(run) and isinstance(run[i + 1], ReLU))
+                         for i, layer in enumerate(run) if isinstance(layer, SparseDense)]
+                x = kernels.csr_chain(
+                    x, [layer.chain_layer(relu, local=i == 0) for i, (layer, relu) in
+                        enumerate(links)], columns=links[0][0].used)
+            else:
+                x = run[0].forward(x)
+        return x
+
+    def _runs(self):
+        """self.layers cut into runs: [SparseDense, ReLU?, SparseDense, ReLU?, ...], or one
+        other layer."""
+        runs = []
+        for layer in self.layers:
+            joins = runs and isinstance(runs[-1][0], SparseDense) and (
+                isinstance(layer, SparseDense) and isinstance(runs[-1][-1], (SparseDense, ReLU))
+                or isinstance(layer, ReLU) and isinstance(runs[-1][-1], SparseDense))
+            if joins:
+                runs[-1].append(layer)
+            else:
+                runs.append([layer])
+        return runs
 
     def summary(self):
         """One config dict per layer: type, sizes, and ``nnz`` (stored nonzero weights) where

@@ -14,14 +14,18 @@ Thread policy: the Numba kernels are serial (``parallel=False``) and the matrix
 products go to BLAS, which owns all the cores. Running Numba threads and BLAS threads
 at the same time on the same cores makes both spin and wait on each other (measured
 at 2x slower on a 2-core machine), so only one of them is parallel: the GEMMs, which
-carry most of the FLOPs.
+carry most of the FLOPs. One exception: ``csr_chain``, compact inference's product, splits
+the examples over ``numba.get_num_threads()`` Python threads (its kernel releases the GIL);
+no GEMM runs while it does, and its threads sleep, not spin, when it is done.
 
 Layouts (NCHW images; ``P = Ho * Wo`` output positions):
     x:    (N, C, H, W)
     cols: (N * P, C * kh * kw)   row ``n * P + p`` is the receptive field of output p
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from numba import njit
+from numba import get_num_threads, njit
 
 _BACKEND = {"name": "numba"}
 
@@ -409,14 +413,82 @@ def sparse_weight_grad_numba(gt, xt, indices, indptr):
     return grad
 
 
-def csr_matmul_numpy(x, data, indices, indptr, n_out):
-    """x (N, in) @ W.T for W (out, in) as CSR -> (N, out): ``sparse_forward`` in example-major
-    layout."""
-    return sparse_forward_numpy(x.T, data, indices, indptr, n_out).T
+def csr_chain_numpy(x, columns, data, indices, starts, row0, bias, relu):
+    """A chain of CSR layers on example-major x (N, in) -> (N, out of the last layer).
+
+    Layer l has rows row0[l] .. row0[l+1]-1 of the concatenated CSR arrays: row g's weights
+    are data[starts[g]:starts[g+1]] in the columns indices[...], its bias bias[g], and
+    relu[l] says whether a ReLU follows it. Layer 0's indices count among ``columns`` (the
+    input units it reads); a later layer's count the rows of the layer before it. A compact
+    MLP's forward (``nestref.compact``): u = h W^T + b, h <- max(u, 0) where relu[l].
+    """
+    h = x[:, columns]
+    for layer in range(len(row0) - 1):
+        rows = slice(row0[layer], row0[layer + 1])
+        first, last = starts[rows.start], starts[rows.stop]
+        weight = csr_to_dense(data[first:last], indices[first:last],
+                              starts[rows.start:rows.stop + 1] - first,
+                              (rows.stop - rows.start, h.shape[1]))
+        h = h @ weight.T + bias[rows]
+        if relu[layer]:
+            h = np.maximum(h, 0)
+    return h
 
 
-def csr_matmul_numba(x, data, indices, indptr, n_out):
-    return sparse_forward_numba(np.ascontiguousarray(x.T), data, indices, indptr, n_out).T
+# examples per block of a CSR chain: their gathered inputs (in, 64) stay in L2 and each row's
+# 64 sums in L1 (measured on LeNet-300-100's first layer: blocks of 32 and 128 were slower)
+_CHAIN_BLOCK = 64
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _chain_row(h, data, indices, k0, k1, acc):
+    # acc[b] += sum_k data[k] h[indices[k], b], four weights per pass over acc: a pass per
+    # weight would be bound by loading and storing acc
+    nb = acc.size
+    k = k0
+    while k + 4 <= k1:
+        w0, w1, w2, w3 = data[k], data[k + 1], data[k + 2], data[k + 3]
+        j0, j1, j2, j3 = indices[k], indices[k + 1], indices[k + 2], indices[k + 3]
+        for b in range(nb):
+            acc[b] += w0 * h[j0, b] + w1 * h[j1, b] + w2 * h[j2, b] + w3 * h[j3, b]
+        k += 4
+    while k < k1:
+        w, j = data[k], indices[k]
+        for b in range(nb):
+            acc[b] += w * h[j, b]
+        k += 1
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
+    # a block of examples at a time through every layer: the block's used inputs are
+    # gathered feature-major (in, nb), and each layer's output (out, nb) stays in cache as
+    # the next one's input, so x is read once and nothing else goes to memory
+    n, n_layers = x.shape[0], row0.size - 1
+    out = np.empty((n, row0[n_layers] - row0[n_layers - 1]), dtype=x.dtype)
+    for blk in range((n + _CHAIN_BLOCK - 1) // _CHAIN_BLOCK):
+        n0 = blk * _CHAIN_BLOCK
+        nb = min(_CHAIN_BLOCK, n - n0)
+        h = np.empty((columns.size, nb), dtype=x.dtype)
+        for b in range(nb):
+            for i in range(columns.size):
+                h[i, b] = x[n0 + b, columns[i]]
+        for layer in range(n_layers):
+            u = np.empty((row0[layer + 1] - row0[layer], nb), dtype=x.dtype)
+            for r in range(u.shape[0]):
+                g = row0[layer] + r
+                acc = u[r]
+                acc[:] = bias[g]
+                _chain_row(h, data, indices, starts[g], starts[g + 1], acc)
+                if relu[layer]:
+                    for b in range(nb):
+                        if acc[b] < 0:  # max(u, 0), NaN kept as np.maximum keeps it
+                            acc[b] = 0
+            h = u
+        for b in range(nb):
+            for r in range(h.shape[0]):
+                out[n0 + b, r] = h[r, b]
+    return out
 
 
 def same_support_numpy(mask, flat):
@@ -528,7 +600,7 @@ def sgd_dense_numba(weight, velocity, mask, grad, lr, momentum, weight_decay):
 _TWINS["sparse_forward"] = (sparse_forward_numpy, sparse_forward_numba)
 _TWINS["sparse_input_grad"] = (sparse_input_grad_numpy, sparse_input_grad_numba)
 _TWINS["sparse_weight_grad"] = (sparse_weight_grad_numpy, sparse_weight_grad_numba)
-_TWINS["csr_matmul"] = (csr_matmul_numpy, csr_matmul_numba)
+_TWINS["csr_chain"] = (csr_chain_numpy, csr_chain_numba)
 _TWINS["same_support"] = (same_support_numpy, same_support_numba)
 _TWINS["gather_effective"] = (gather_effective_numpy, gather_effective_numba)
 _TWINS["masked_weight"] = (masked_weight_numpy, masked_weight_numba)
@@ -569,15 +641,53 @@ def sparse_weight_grad(gt, xt, indices, indptr):
     )
 
 
-def csr_matmul(x, data, indices, indptr, n_out):
-    """x (N, in) @ W.T for W (out, in) given as CSR (data, indices, indptr) -> (N, out).
+def csr_chain(x, layers, columns=None):
+    """x (N, in) through CSR layers -> (N, out of the last layer); see ``csr_chain_numpy``.
 
-    Computes in the common dtype of x and data, as ``x @ W.T`` would.
+    layers: a list of (data, indices, indptr, bias, relu), one per layer, W (out, in) as CSR
+    and relu whether a ReLU follows. columns: the input units the first layer reads,
+    ascending, its indices counting among them; None: every unit of x. Computes in the common
+    dtype of x and the weights, as ``x @ W.T`` would.
     """
-    dtype = np.result_type(x, data)
-    return _pick("csr_matmul")(
-        np.asarray(x, dtype=dtype), *_csr_args(dtype, data, indices, indptr), int(n_out)
-    )
+    x, *rest = csr_chain_arrays(x, layers, columns)
+    kernel, threads = _pick("csr_chain"), get_num_threads()
+    if kernel is csr_chain_numpy or threads < 2 or len(x) < 2 * threads * _CHAIN_BLOCK:
+        return kernel(x, *rest)
+    # the Numba twin releases the GIL: each thread takes a contiguous share of the examples.
+    # Python threads sleep on a lock when idle, where Numba's OpenMP threads would spin and
+    # slow the BLAS calls around them (measured: dense predict 71 ms instead of 44)
+    bounds = np.linspace(0, len(x), threads + 1).astype(int)
+    parts = _pool(threads).map(lambda lo, hi: kernel(x[lo:hi], *rest), bounds[:-1], bounds[1:])
+    return np.concatenate(list(parts))
+
+
+_POOLS = {}
+
+
+def _pool(threads):
+    """One lasting pool per thread count: starting threads at every call would cost more than
+    a small batch's product."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
+    return _POOLS[threads]
+
+
+def csr_chain_arrays(x, layers, columns=None):
+    """The arguments of ``csr_chain_numpy`` / ``csr_chain_numba`` from ``csr_chain``'s: every
+    layer's CSR arrays concatenated, in one dtype (x's and the weights' common one)."""
+    dtype = np.result_type(x, *(layer[0] for layer in layers))
+    x = np.ascontiguousarray(x, dtype=dtype)
+    columns = np.arange(x.shape[1]) if columns is None else columns
+    offsets = np.cumsum([0] + [len(layer[0]) for layer in layers])
+    starts = np.concatenate([np.asarray(layer[2][:-1], np.int64) + offset
+                             for layer, offset in zip(layers, offsets, strict=False)]
+                            + [offsets[-1:]]).astype(np.int64)
+    return (x, np.ascontiguousarray(columns, dtype=np.int64),
+            np.concatenate([np.asarray(layer[0], dtype) for layer in layers]),
+            np.concatenate([np.asarray(layer[1], np.int64) for layer in layers]),
+            starts, np.cumsum([0] + [len(layer[3]) for layer in layers]).astype(np.int64),
+            np.concatenate([np.asarray(layer[3], dtype) for layer in layers]),
+            np.array([bool(layer[4]) for layer in layers]))
 
 
 def masked_weight(weight, mask):

@@ -22,27 +22,67 @@ def random_csr(rng, n_out, n_in, density, dtype):
     return weight, layer
 
 
+def chain_links(rng, widths, density, dtype):
+    """Random CSR layers of the given widths, a ReLU after all but the last, with the first
+    layer's indices among its used inputs (as a compact network has them): (weights,
+    biases, links, used)."""
+    weights, biases, links = [], [], []
+    for n_in, n_out in zip(widths, widths[1:], strict=False):
+        weight, layer = random_csr(rng, n_out, n_in, density, dtype)
+        layer.bias = rng.standard_normal(n_out).astype(dtype)
+        weights.append(weight)
+        biases.append(layer.bias)
+        links.append(layer)
+    relu = [True] * (len(links) - 1) + [False]
+    return weights, biases, [
+        link.chain_layer(r, local=i == 0) for i, (link, r) in enumerate(zip(links, relu,
+                                                                          strict=True))
+    ], links[0].used
+
+
 @FAST
 @given(
     seed=st.integers(0, 2**31),
     n=st.integers(0, 150),
-    n_in=st.integers(1, 40),
-    n_out=st.integers(1, 30),
+    widths=st.lists(st.integers(1, 40), min_size=2, max_size=4),
     density=st.floats(0.0, 1.0),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
-def test_csr_matmul_twins_agree_with_each_other_and_with_a_dense_product(
-    seed, n, n_in, n_out, density, dtype
+def test_csr_chain_twins_agree_with_each_other_and_with_dense_products(
+    seed, n, widths, density, dtype
 ):
     rng = np.random.default_rng(seed)
-    weight, layer = random_csr(rng, n_out, n_in, density, dtype)
-    x = rng.standard_normal((n, n_in)).astype(dtype)
-    with_numpy = kernels.csr_matmul_numpy(x, layer.data, layer.indices, layer.indptr, n_out)
-    with_numba = kernels.csr_matmul_numba(x, layer.data, layer.indices, layer.indptr, n_out)
+    weights, biases, links, used = chain_links(rng, widths, density, dtype)
+    x = rng.standard_normal((n, widths[0])).astype(dtype)
+    flat = kernels.csr_chain_arrays(x, links, used)
+    with_numpy = kernels.csr_chain_numpy(*flat)
+    with_numba = kernels.csr_chain_numba(*flat)
+    expected = x
+    for i, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        expected = expected @ weight.T + bias
+        if i + 1 < len(weights):
+            expected = np.maximum(expected, 0)
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
-    assert with_numba.shape == with_numpy.shape == (n, n_out) and with_numba.dtype == dtype
+    assert with_numba.shape == with_numpy.shape == (n, widths[-1]) and with_numba.dtype == dtype
     np.testing.assert_allclose(with_numba, with_numpy, rtol=tolerance, atol=tolerance)
-    np.testing.assert_allclose(with_numpy, x @ weight.T, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(with_numpy, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_csr_chain_blocks_and_threads_cover_every_example_and_keep_nan():
+    # several blocks per thread, ragged shares and a ragged last block, and a NaN input in
+    # the second thread's share that ReLU must keep (np.maximum keeps NaN)
+    rng = np.random.default_rng(2)
+    weights, biases, links, used = chain_links(rng, [7, 5, 3], 1.0, np.float32)
+    n = kernels._CHAIN_BLOCK * 5 + 7
+    x = rng.standard_normal((n, 7)).astype(np.float32)
+    x[n - 10, 0] = np.nan
+    with_numpy = kernels.csr_chain_numpy(*kernels.csr_chain_arrays(x, links, used))
+    for with_numba in (kernels.csr_chain_numba(*kernels.csr_chain_arrays(x, links, used)),
+                       kernels.csr_chain(x, links, used)):  # threaded on >= 2 cores
+        np.testing.assert_array_equal(np.isnan(with_numba), np.isnan(with_numpy))
+        assert np.isnan(with_numba[n - 10]).all()
+        finite = ~np.isnan(with_numpy)
+        np.testing.assert_allclose(with_numba[finite], with_numpy[finite], rtol=1e-5, atol=1e-5)
 
 
 def test_csr_from_dense_has_the_row_major_layout():
@@ -53,13 +93,13 @@ def test_csr_from_dense_has_the_row_major_layout():
     assert layer.indptr.tolist() == [0, 1, 1, 3]
 
 
-def test_csr_matmul_uses_the_selected_backend_and_the_common_dtype():
+def test_csr_chain_uses_the_selected_backend_and_the_common_dtype():
     weight, layer = random_csr(np.random.default_rng(0), 4, 6, 0.5, np.float32)
     x = np.random.default_rng(1).standard_normal((3, 6))  # float64 input, float32 weights
     for backend in ("numpy", "numba"):
         kernels.use_backend(backend)
         try:
-            out = kernels.csr_matmul(x, layer.data, layer.indices, layer.indptr, 4)
+            out = kernels.csr_chain(x, [layer.chain_layer(False)], columns=layer.used)
         finally:
             kernels.use_backend("numba")
         assert out.dtype == np.float64
@@ -97,6 +137,22 @@ def test_compact_gives_the_masked_nets_outputs(sparse_below, kinds):
     remove_dead_neurons(survivors)
     stored = sum(row["nnz"] for row in small.summary() if "nnz" in row)
     assert stored == sum(int((layer.weight != 0).sum()) for _, layer in survivors.masked_layers())
+
+
+def test_a_dense_layer_between_sparse_ones_splits_the_chain():
+    # SparseDense, ReLU | Dense | ReLU | SparseDense: the chain stops at the BLAS layer and
+    # starts again after it; the logits stay the masked network's
+    net = pruned_lenet_300_100(rounds=8)
+    net.layers[2].mask[...] = 1.0  # the middle layer dense again
+    net.layers[2].weight[...] = np.random.default_rng(4).standard_normal(net.layers[2].weight.shape)
+    small = compact(net, sparse_below=0.3)
+    kinds = [type(layer).__name__ for layer in small.layers]
+    assert kinds == ["SparseDense", "ReLU", "Dense", "ReLU", "SparseDense"]
+    assert [[type(layer).__name__ for layer in run] for run in small._runs()] == [
+        ["SparseDense", "ReLU"], ["Dense"], ["ReLU"], ["SparseDense"]]
+    x = np.random.default_rng(1).random((300, 784))
+    np.testing.assert_allclose(small.predict(x, batch_size=300), net.forward(x), rtol=0,
+                               atol=1e-10)
 
 
 def test_compact_drops_dead_units():
