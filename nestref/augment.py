@@ -26,12 +26,13 @@ def random_affine_matrices(
     shift = rng.uniform(-max_shift, max_shift, (n, 2))
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     # inverse map (output -> input): rotate/scale/shear around the centre, then shift
-    a = np.stack(
-        [np.stack([cos, -sin + shear * cos], -1), np.stack([sin, cos + shear * sin], -1)], 1
-    )  # (n, 2, 2)
+    linear = np.empty((n, 2, 2))  # filled in place: np.stack costs more than the arithmetic
+    linear[:, 0, 0], linear[:, 0, 1] = cos, -sin + shear * cos
+    linear[:, 1, 0], linear[:, 1, 1] = sin, cos + shear * sin
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
-    offset = centre - a @ centre - shift
-    return np.concatenate([a, offset[:, :, None]], axis=2)
+    maps = np.empty((n, 2, 3))
+    maps[:, :, :2], maps[:, :, 2] = linear, centre - linear @ centre - shift
+    return maps
 
 
 def random_affine(x, rng, **limits):
@@ -51,5 +52,7 @@ def random_affine(x, rng, **limits):
         channels, h, w = 1, side, side
     matrices = random_affine_matrices(n, (h, w), rng, **limits)
     images = x.reshape(n * channels, h, w)
-    warped = kernels.affine_warp(images, np.repeat(matrices, channels, axis=0))
+    if channels > 1:
+        matrices = np.repeat(matrices, channels, axis=0)
+    warped = kernels.affine_warp(images, matrices)
     return warped.reshape(x.shape)

@@ -1008,30 +1008,42 @@ def affine_warp_numpy(images, matrices):
 
 @njit(cache=True)
 def affine_warp_numba(images, matrices):
+    # Row by row in three loops: the source positions, their floors and the flat index of the
+    # top-left tap (-1: all four taps outside), then the taps. A zero border around the image
+    # makes a tap just outside a plain read of 0.0: it adds +0.0 (its weight is >= 0), which
+    # leaves the sum as it is (the sum starts at +0.0, so it is never -0.0). The numbers are
+    # those of tap-by-tap bounds checks, bit for bit, and the loops have no branch per tap
     n, h, w = images.shape
     out = np.zeros_like(images)
+    pad = np.zeros((h + 2, w + 2), dtype=images.dtype)
+    flat, stride = pad.reshape(-1), w + 2
+    sy, sx, fy, fx = np.empty(w), np.empty(w), np.empty(w), np.empty(w)
+    top_left = np.empty(w, dtype=np.int64)
     for b in range(n):
-        m = matrices[b]
+        pad[1:h + 1, 1:w + 1] = images[b]
+        m00, m01, m02 = matrices[b, 0, 0], matrices[b, 0, 1], matrices[b, 0, 2]
+        m10, m11, m12 = matrices[b, 1, 0], matrices[b, 1, 1], matrices[b, 1, 2]
         for y in range(h):
             for x in range(w):
-                sy = m[0, 0] * y + m[0, 1] * x + m[0, 2]
-                sx = m[1, 0] * y + m[1, 1] * x + m[1, 2]
-                y0 = int(np.floor(sy))
-                x0 = int(np.floor(sx))
-                fy = sy - y0
-                fx = sx - x0
+                sy[x] = m00 * y + m01 * x + m02
+                sx[x] = m10 * y + m11 * x + m12
+            for x in range(w):
+                y0, x0 = np.floor(sy[x]), np.floor(sx[x])
+                fy[x], fx[x] = sy[x] - y0, sx[x] - x0
+                inside = (y0 >= -1.0) & (y0 <= h - 1) & (x0 >= -1.0) & (x0 <= w - 1)
+                row = np.int32(min(max(y0, -1.0), h - 1.0)) + 1  # clamped: no int overflow
+                col = np.int32(min(max(x0, -1.0), w - 1.0)) + 1
+                top_left[x] = row * stride + col if inside else -1
+            for x in range(w):
+                p = top_left[x]
+                if p < 0:
+                    continue
+                gy, gx = 1.0 - fy[x], 1.0 - fx[x]
                 acc = 0.0
-                for dy in range(2):
-                    yy = y0 + dy
-                    if yy < 0 or yy >= h:
-                        continue
-                    wy = fy if dy == 1 else 1.0 - fy
-                    for dx in range(2):
-                        xx = x0 + dx
-                        if xx < 0 or xx >= w:
-                            continue
-                        wx = fx if dx == 1 else 1.0 - fx
-                        acc += wy * wx * images[b, yy, xx]
+                acc += gy * gx * flat[p]
+                acc += gy * fx[x] * flat[p + 1]
+                acc += fy[x] * gx * flat[p + stride]
+                acc += fy[x] * fx[x] * flat[p + stride + 1]
                 out[b, y, x] = acc
     return out
 

@@ -117,6 +117,13 @@ def test_affine_warp_twins_agree(n, side, seed):
     matrices = random_affine_matrices(n, (side, side), rng, max_shift=3.0)
     np.testing.assert_allclose(kernels.affine_warp_numpy(images, matrices),
                                kernels.affine_warp_numba(images, matrices), rtol=1e-5, atol=1e-6)
+    # far outside, half outside, turned over: every tap position the border handling meets,
+    # on images with negative values and of another width
+    wide = rng.standard_normal((n, side, side + 3))
+    matrices = random_affine_matrices(n, wide.shape[1:], rng, max_rotation=180.0, max_scale=0.5,
+                                      max_shear=0.5, max_shift=2.0 * side)
+    np.testing.assert_allclose(kernels.affine_warp_numpy(wide, matrices),
+                               kernels.affine_warp_numba(wide, matrices), rtol=1e-9, atol=1e-12)
 
 
 def test_affine_warp_identity_and_shift():
