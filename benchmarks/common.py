@@ -5,6 +5,7 @@ import os
 import statistics
 import time
 
+import numba
 from threadpoolctl import ThreadpoolController
 
 
@@ -29,12 +30,18 @@ def describe_blas():
 
 @contextlib.contextmanager
 def limited_blas(n):
-    """Run the body with n BLAS threads (None: as they are); restored afterwards."""
+    """Run the body with n BLAS threads (None: as they are), and as many Numba threads
+    (compact inference's, ``nestref.kernels.csr_chain``); both restored afterwards."""
     if n is None:
         yield
         return
-    with _blas().limit(limits=n):
-        yield
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with _blas().limit(limits=n):
+            yield
+    finally:
+        numba.set_num_threads(numba_threads)
 
 
 def seconds(fn):

@@ -22,6 +22,7 @@ Layouts (NCHW images; ``P = Ho * Wo`` output positions):
     x:    (N, C, H, W)
     cols: (N * P, C * kh * kw)   row ``n * P + p`` is the receptive field of output p
 """
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -665,11 +666,12 @@ _POOLS = {}
 
 
 def _pool(threads):
-    """One lasting pool per thread count: starting threads at every call would cost more than
-    a small batch's product."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
-    return _POOLS[threads]
+    """One lasting pool per process and thread count: starting threads at every call would cost
+    more than a small batch's product, and a forked child has none of its parent's threads."""
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
+    return _POOLS[key]
 
 
 def csr_chain_arrays(x, layers, columns=None):

@@ -1,4 +1,6 @@
 """Tests for nestref.compact and the CSR kernel twins."""
+import multiprocessing
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -83,6 +85,31 @@ def test_csr_chain_blocks_and_threads_cover_every_example_and_keep_nan():
         assert np.isnan(with_numba[n - 10]).all()
         finite = ~np.isnan(with_numpy)
         np.testing.assert_allclose(with_numba[finite], with_numpy[finite], rtol=1e-5, atol=1e-5)
+
+
+def _chain_in_a_child(x, links, used, queue):
+    queue.put(kernels.csr_chain(x, links, used))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_csr_chain_runs_in_a_forked_child_after_the_parent_used_its_threads():
+    # a forked child inherits the parent's thread pool object but none of its threads: a pool
+    # kept across the fork would take the child's work and never run it
+    rng = np.random.default_rng(5)
+    _, _, links, used = chain_links(rng, [9, 6, 4], 0.5, np.float32)
+    x = rng.standard_normal((kernels._CHAIN_BLOCK * 8, 9)).astype(np.float32)
+    expected = kernels.csr_chain(x, links, used)  # the parent's pool exists from here on
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_chain_in_a_child, args=(x, links, used, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_csr_from_dense_has_the_row_major_layout():
