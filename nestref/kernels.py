@@ -23,6 +23,7 @@ Layouts (NCHW images; ``P = Ho * Wo`` output positions):
     cols: (N * P, C * kh * kw)   row ``n * P + p`` is the receptive field of output p
 """
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -441,7 +442,12 @@ def csr_chain_numpy(x, columns, data, indices, starts, row0, bias, relu):
 _CHAIN_BLOCK = 64
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+# fastmath without "nnan"/"ninf": the chain keeps a NaN input NaN (the ReLU's test below must
+# not be folded away), and the sums still vectorise with reassociation
+_CHAIN_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+
+
+@njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
 def _chain_row(h, data, indices, k0, k1, acc):
     # acc[b] += sum_k data[k] h[indices[k], b], four weights per pass over acc: a pass per
     # weight would be bound by loading and storing acc
@@ -460,7 +466,7 @@ def _chain_row(h, data, indices, k0, k1, acc):
         k += 1
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+@njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
 def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
     # a block of examples at a time through every layer: the block's used inputs are
     # gathered feature-major (in, nb), and each layer's output (out, nb) stays in cache as
@@ -483,7 +489,7 @@ def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
                 _chain_row(h, data, indices, starts[g], starts[g + 1], acc)
                 if relu[layer]:
                     for b in range(nb):
-                        if acc[b] < 0:  # max(u, 0), NaN kept as np.maximum keeps it
+                        if acc[b] < 0:  # False for NaN: a NaN stays NaN, as in np.maximum
                             acc[b] = 0
             h = u
         for b in range(nb):
@@ -648,8 +654,14 @@ def csr_chain(x, layers, columns=None):
     layers: a list of (data, indices, indptr, bias, relu), one per layer, W (out, in) as CSR
     and relu whether a ReLU follows. columns: the input units the first layer reads,
     ascending, its indices counting among them; None: every unit of x. Computes in the common
-    dtype of x and the weights, as ``x @ W.T`` would.
+    dtype of x and the weights, as ``x @ W.T`` would. A NaN input reaches the outputs whose
+    stored weights read it (the NumPy twin's dense product spreads it to every output).
+
+    The examples are split over ``numba.get_num_threads()`` threads (as set in the calling
+    thread: ``numba.set_num_threads`` or NUMBA_NUM_THREADS).
     """
+    if not layers:
+        raise ValueError("csr_chain needs at least one layer, got none")
     x, *rest = csr_chain_arrays(x, layers, columns)
     kernel, threads = _pick("csr_chain"), get_num_threads()
     if kernel is csr_chain_numpy or threads < 2 or len(x) < 2 * threads * _CHAIN_BLOCK:
@@ -662,16 +674,17 @@ def csr_chain(x, layers, columns=None):
     return np.concatenate(list(parts))
 
 
-_POOLS = {}
+_POOLS, _POOLS_LOCK = {}, threading.Lock()
 
 
 def _pool(threads):
     """One lasting pool per process and thread count: starting threads at every call would cost
     more than a small batch's product, and a forked child has none of its parent's threads."""
     key = (os.getpid(), threads)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
-    return _POOLS[key]
+    with _POOLS_LOCK:  # two first calls at once must not make two pools
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
+        return _POOLS[key]
 
 
 def csr_chain_arrays(x, layers, columns=None):
