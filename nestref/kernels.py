@@ -415,21 +415,22 @@ def sparse_weight_grad_numba(gt, xt, indices, indptr):
     return grad
 
 
-def csr_chain_numpy(x, columns, data, indices, starts, row0, bias, relu):
+def csr_chain_numpy(x, columns, data, indices, row_starts, layer_rows, bias, relu):
     """A chain of CSR layers on example-major x (N, in) -> (N, out of the last layer).
 
-    Layer l has rows row0[l] .. row0[l+1]-1 of the concatenated CSR arrays: row g's weights
-    are data[starts[g]:starts[g+1]] in the columns indices[...], its bias bias[g], and
-    relu[l] says whether a ReLU follows it. Layer 0's indices count among ``columns`` (the
-    input units it reads); a later layer's count the rows of the layer before it. A compact
-    MLP's forward (``nestref.compact``): u = h W^T + b, h <- max(u, 0) where relu[l].
+    Layer l has rows layer_rows[l] .. layer_rows[l+1]-1 of the concatenated CSR arrays: row
+    g's weights are data[row_starts[g]:row_starts[g+1]] in the columns indices[...], its bias
+    bias[g], and relu[l] says whether a ReLU follows it. Layer 0's indices count among
+    ``columns`` (the input units it reads); a later layer's count the rows of the layer before
+    it. A compact MLP's forward (``nestref.compact``): u = h W^T + b, h <- max(u, 0) where
+    relu[l].
     """
     h = x[:, columns]
-    for layer in range(len(row0) - 1):
-        rows = slice(row0[layer], row0[layer + 1])
-        first, last = starts[rows.start], starts[rows.stop]
+    for layer in range(len(layer_rows) - 1):
+        rows = slice(layer_rows[layer], layer_rows[layer + 1])
+        first, last = row_starts[rows.start], row_starts[rows.stop]
         weight = csr_to_dense(data[first:last], indices[first:last],
-                              starts[rows.start:rows.stop + 1] - first,
+                              row_starts[rows.start:rows.stop + 1] - first,
                               (rows.stop - rows.start, h.shape[1]))
         h = h @ weight.T + bias[rows]
         if relu[layer]:
@@ -467,12 +468,12 @@ def _chain_row(h, data, indices, k0, k1, acc):
 
 
 @njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
-def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
+def csr_chain_numba(x, columns, data, indices, row_starts, layer_rows, bias, relu):
     # a block of examples at a time through every layer: the block's used inputs are
     # gathered feature-major (in, nb), and each layer's output (out, nb) stays in cache as
     # the next one's input, so x is read once and nothing else goes to memory
-    n, n_layers = x.shape[0], row0.size - 1
-    out = np.empty((n, row0[n_layers] - row0[n_layers - 1]), dtype=x.dtype)
+    n, n_layers = x.shape[0], layer_rows.size - 1
+    out = np.empty((n, layer_rows[n_layers] - layer_rows[n_layers - 1]), dtype=x.dtype)
     for blk in range((n + _CHAIN_BLOCK - 1) // _CHAIN_BLOCK):
         n0 = blk * _CHAIN_BLOCK
         nb = min(_CHAIN_BLOCK, n - n0)
@@ -481,12 +482,12 @@ def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
             for i in range(columns.size):
                 h[i, b] = x[n0 + b, columns[i]]
         for layer in range(n_layers):
-            u = np.empty((row0[layer + 1] - row0[layer], nb), dtype=x.dtype)
+            u = np.empty((layer_rows[layer + 1] - layer_rows[layer], nb), dtype=x.dtype)
             for r in range(u.shape[0]):
-                g = row0[layer] + r
+                g = layer_rows[layer] + r
                 acc = u[r]
                 acc[:] = bias[g]
-                _chain_row(h, data, indices, starts[g], starts[g + 1], acc)
+                _chain_row(h, data, indices, row_starts[g], row_starts[g + 1], acc)
                 if relu[layer]:
                     for b in range(nb):
                         if acc[b] < 0:  # False for NaN: a NaN stays NaN, as in np.maximum
@@ -694,13 +695,13 @@ def csr_chain_arrays(x, layers, columns=None):
     x = np.ascontiguousarray(x, dtype=dtype)
     columns = np.arange(x.shape[1]) if columns is None else columns
     offsets = np.cumsum([0] + [len(layer[0]) for layer in layers])
-    starts = np.concatenate([np.asarray(layer[2][:-1], np.int64) + offset
-                             for layer, offset in zip(layers, offsets, strict=False)]
-                            + [offsets[-1:]]).astype(np.int64)
+    row_starts = np.concatenate([np.asarray(layer[2][:-1], np.int64) + offset
+                                 for layer, offset in zip(layers, offsets, strict=False)]
+                                + [offsets[-1:]]).astype(np.int64)
     return (x, np.ascontiguousarray(columns, dtype=np.int64),
             np.concatenate([np.asarray(layer[0], dtype) for layer in layers]),
             np.concatenate([np.asarray(layer[1], np.int64) for layer in layers]),
-            starts, np.cumsum([0] + [len(layer[3]) for layer in layers]).astype(np.int64),
+            row_starts, np.cumsum([0] + [len(layer[3]) for layer in layers]).astype(np.int64),
             np.concatenate([np.asarray(layer[3], dtype) for layer in layers]),
             np.array([bool(layer[4]) for layer in layers]))
 
