@@ -8,7 +8,8 @@ builds a ``CompactNetwork`` that does not:
     2. each Dense layer whose density is below ``sparse_below`` (0.3 by default)
        becomes a ``SparseDense``: CSR over the input units it uses (an input no
        weight reads, e.g. a border pixel, is not even gathered), multiplied by
-       ``nestref.kernels.csr_chain`` (threads over blocks of examples); denser ones stay
+       ``nestref.kernels.csr_chain`` (blocks of 64 examples through every sparse layer in a
+       row, the examples shared among threads); denser ones stay
        ``nestref.layers.Dense`` with their pruned weights (BLAS);
     3. conv layers stay ``nestref.layers.Conv2d`` with the masks applied (W*M) and
        their area masks; ReLU, MaxPool2d and Flatten are ``nestref.layers``' own.
