@@ -425,7 +425,7 @@ def cmd_synthesize(args):
         f"\ndata: {report['data']['name']} from {report['data']['source']} "
         f"(sha256 {report['data']['checksum']})"
     )
-    print(f"wrote {out}/report.json, history.json, model.npz, figures/")
+    print(f"wrote {out}/report.json, history.json, model.npz, selections/, figures/")
     return EXIT_OK
 
 

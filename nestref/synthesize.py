@@ -82,27 +82,61 @@ FIGURES = (
     "widths_densities.png",
     "first_layer_masks.png",
 )
-_ROUND_FILE = re.compile(r"prune-\d{3,}\.npz")
+_ROUND_FILE = re.compile(r"(prune|finetuned)-\d{3,}\.npz")
+_SELECTION_NAME = re.compile(r"[a-z0-9-]+")  # "target", "budget-3800", "dense"
 _TEMP_FILE = re.compile(r"\..+\.tmp")  # storage.atomic_write_bytes' temporary names
 
 
 # ------------------------------------------------------------ the output directory
+def _is_run_dir(relative):
+    """Is the directory ``relative`` (inside a run's directory) one that a run writes into?"""
+    parts = relative.parts
+    return parts in (("figures",), ("rounds",), ("selections",)) or (
+        len(parts) == 2 and parts[0] == "selections" and bool(_SELECTION_NAME.fullmatch(parts[1]))
+    )
+
+
+def _is_own_file(relative):
+    """Is the file ``relative``, in a directory ``_is_run_dir`` accepts, one that a run writes?"""
+    *dirs, name = relative.parts
+    if _TEMP_FILE.fullmatch(name):  # only run directories are looked into
+        return True
+    if not dirs:
+        return name in RUN_FILES
+    if dirs == ["figures"]:
+        return name in FIGURES
+    if dirs == ["rounds"]:
+        return bool(_ROUND_FILE.fullmatch(name))
+    return len(dirs) == 2 and name == "model.npz"  # selections/<name>/model.npz
+
+
 def _run_entries(out):
-    """(nestref's own files in ``out``, every other entry), as paths."""
+    """(nestref's own files in ``out``, every other entry), as paths.
+
+    A directory a run writes into (figures, rounds, selections and one per selection) is
+    looked into; any other directory counts as one entry of the user's.
+    """
     own, foreign = [], []
     if not out.is_dir():
         return own, foreign
-    for entry in sorted(out.iterdir()):
-        if entry.is_file() and (entry.name in RUN_FILES or _TEMP_FILE.fullmatch(entry.name)):
+    pending = sorted(out.iterdir())
+    while pending:
+        entry = pending.pop(0)
+        relative = entry.relative_to(out)
+        if entry.is_dir() and _is_run_dir(relative):
+            pending[:0] = sorted(entry.iterdir())
+        elif entry.is_file() and _is_own_file(relative):
             own.append(entry)
-        elif entry.is_dir() and entry.name in ("figures", "rounds"):
-            pattern = (lambda n: n in FIGURES) if entry.name == "figures" else _ROUND_FILE.fullmatch
-            for sub in sorted(entry.iterdir()):
-                ours = sub.is_file() and (pattern(sub.name) or _TEMP_FILE.fullmatch(sub.name))
-                (own if ours else foreign).append(sub)
         else:
             foreign.append(entry)
     return own, foreign
+
+
+def _remove_empty_run_dirs(out):
+    selections = sorted((out / "selections").iterdir()) if (out / "selections").is_dir() else []
+    for sub in [*selections, out / "figures", out / "rounds", out / "selections"]:
+        if sub.is_dir() and _is_run_dir(sub.relative_to(out)) and not any(sub.iterdir()):
+            sub.rmdir()
 
 
 def prepare_run_dir(out_dir, resume=False, overwrite=False):
@@ -112,8 +146,8 @@ def prepare_run_dir(out_dir, resume=False, overwrite=False):
     Refuses (OutputExistsError) a directory holding files nestref did not write, unless
     ``overwrite``; and one holding a run's checkpoint, unless ``resume`` (continue it) or
     ``overwrite``. ``overwrite`` removes only nestref's own files (``RUN_FILES``, the
-    figures, the pruning rounds), never anything else. Raises OutputPathError for a path
-    that cannot be written.
+    figures, the pruning and fine-tune rounds, each selection's model), never anything
+    else. Raises OutputPathError for a path that cannot be written.
     """
     out = Path(out_dir)
     if resume and overwrite:
@@ -125,9 +159,7 @@ def prepare_run_dir(out_dir, resume=False, overwrite=False):
     if overwrite:
         for path in own:
             path.unlink()
-        for sub in ("figures", "rounds"):
-            if (out / sub).is_dir() and not any((out / sub).iterdir()):
-                (out / sub).rmdir()
+        _remove_empty_run_dirs(out)
         return False
     if resume and has_checkpoint:
         return True
@@ -845,11 +877,12 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
     """Run NeST (or the prune-only baseline) as ``config`` says; returns report.json's dict.
 
     out_dir receives checkpoint.npz (after every step; the one before it as
-    checkpoint.prev.npz), rounds/prune-NNN.npz, model.npz (the compact network),
-    history.json and report.json. on_round(record) is called after every round;
-    on_batch(b, n, loss) after every training batch; on_warning(message) when resume
-    had to fall back to the previous checkpoint (default: ``warnings.warn``; the
-    messages also go to the report's "warnings").
+    checkpoint.prev.npz), rounds/prune-NNN.npz and rounds/finetuned-NNN.npz,
+    selections/<name>/model.npz (each selection's compact network), model.npz (the
+    headline selection's), history.json, report.json and figures/. on_round(record) is
+    called after every round; on_batch(b, n, loss) after every training batch;
+    on_warning(message) when resume had to fall back to the previous checkpoint (default:
+    ``warnings.warn``; the messages also go to the report's "warnings").
 
     resume: continue the run in out_dir from its checkpoint (a fresh start if there is
     none). overwrite: replace the run in out_dir, removing only nestref's own files.

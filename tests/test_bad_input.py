@@ -443,6 +443,37 @@ def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_f
         prepare_run_dir(out, resume=True, overwrite=True)
 
 
+def test_overwrite_removes_every_file_a_finished_run_wrote_and_nothing_else(tmp_path):
+    out = tmp_path / "run"
+    written = ["model.npz", "report.json", "history.json", "checkpoint.npz",
+               "checkpoint.prev.npz", "figures/grow_prune_curve.png", "rounds/prune-001.npz",
+               "rounds/finetuned-012.npz", "selections/target/model.npz",
+               "selections/budget-3800/model.npz", "selections/dense/.model.npz.abc.tmp"]
+    users = ["selections/target/notes.txt", "selections/My Run/model.npz", "rounds/mine.npz",
+             "data/model.npz"]
+    for name in written + users:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    listed = "did not write .data, rounds/mine.npz, selections/My Run, selections/target/notes.txt."
+    with pytest.raises(OutputExistsError, match=listed):
+        prepare_run_dir(out)
+    for name in users:
+        (out / name).unlink()
+    (out / "data").rmdir()
+    (out / "selections" / "My Run").rmdir()
+    # only the run's own files are left: it is refused as a run to resume or overwrite
+    with pytest.raises(OutputExistsError, match="holds a nestref run.*--resume"):
+        prepare_run_dir(out)
+    (out / "checkpoint.npz").unlink()
+    (out / "checkpoint.prev.npz").unlink()
+    with pytest.raises(OutputExistsError, match="outputs.*no checkpoint"):
+        prepare_run_dir(out)
+    (out / "selections" / "target" / "notes.txt").write_text("mine")
+    assert prepare_run_dir(out, overwrite=True) is False
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "selections", "selections/target", "selections/target/notes.txt"]
+
+
 def test_unwritable_out_dirs_are_refused_before_anything_runs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputPathError, match="regular file"):

@@ -1,5 +1,6 @@
 """A small NeST synthesis on an MNIST subset: growth grows, pruning prunes, resume is exact."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -7,10 +8,10 @@ import pytest
 from nestref.cli import main
 from nestref.compact import load_compact
 from nestref.config import PRESETS, SynthesisConfig, make_config, parse_override
-from nestref.errors import TrainingDiverged
+from nestref.errors import OutputExistsError, TrainingDiverged
 from nestref.models import Network
 from nestref.storage import load_arrays
-from nestref.synthesize import choose_round, load_data, synthesize
+from nestref.synthesize import choose_round, load_data, prepare_run_dir, synthesize
 from nestref.train import resume_checkpoint
 
 TINY = dict(
@@ -86,6 +87,18 @@ def test_result_is_accurate_compact_and_reported(tiny_run, tiny_data):
     cnet = load_compact(out / "model.npz")
     x = tiny_data["test"][0][:200].reshape(200, -1).astype(np.float32) / 255
     assert (cnet.predict(x).argmax(1) != tiny_data["test"][1][:200]).mean() < 0.3
+
+
+def test_every_file_a_finished_run_wrote_is_its_own_so_overwrite_empties_a_copy(tiny_run, tmp_path):
+    out, report = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert (copy / report["selections"]["target"]["model"]).is_file()
+    assert any((copy / "rounds").glob("finetuned-*.npz"))
+    with pytest.raises(OutputExistsError, match="holds a nestref run"):
+        prepare_run_dir(copy)
+    assert prepare_run_dir(copy, overwrite=True) is False
+    assert list(copy.iterdir()) == []
 
 
 def interrupt_in_second_pruning_round(config, out, data):
