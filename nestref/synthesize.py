@@ -48,7 +48,7 @@ from . import accounting, architectures, grow, prune
 from .augment import random_affine
 from .checks import is_int, is_number
 from .compact import compact, save_compact
-from .config import RESUME_SAFE_FIELDS, SynthesisConfig, resume_conflicts
+from .config import MODES, RESUME_SAFE_FIELDS, SynthesisConfig, resume_conflicts
 from .data import load_splits
 from .errors import (
     CheckpointError,
@@ -844,13 +844,12 @@ def read_report(path):
             raise ReportError(f"{path}: field '{name}' is missing or not "
                               f"a{'n' if kind is int else ''} {kind.__name__} (got {value!r}); "
                               f"rewrite it with `nestref synthesize --resume --out {path.parent}`")
-    if report["mode"] not in ("nest", "prune-only"):
-        raise ReportError(
-            f"{path}: field 'mode' must be 'nest' or 'prune-only', got {report['mode']!r}"
-        )
-    if report["arch"] not in accounting.DENSE_BASELINES:
-        raise ReportError(f"{path}: field 'arch' must be one of "
-                          f"{sorted(accounting.DENSE_BASELINES)}, got {report['arch']!r}")
+    if report["mode"] not in MODES:
+        raise ReportError(f"{path}: field 'mode' must be one of {', '.join(MODES)}, got "
+                          f"{report['mode']!r}")
+    if not report["arch"]:
+        raise ReportError(f"{path}: field 'arch' is empty; it names the architecture (a preset "
+                          f"such as lenet5, or a spec)")
     return report
 
 

@@ -310,3 +310,29 @@ def test_load_run_returns_what_the_run_wrote(tiny_run):
     assert sum(p["grown"] for p in report["alive"]["per_layer"]) == report["alive"]["grown"]
     with pytest.raises(FileNotFoundError, match="finished nestref synthesize run"):
         load_run(out / "rounds")
+
+
+def _report(arch, mode, test_error, params, flops, baseline):
+    return {"arch": arch, "mode": mode, "test_error": test_error, "params": params,
+            "flops": flops, "params_compression": baseline[0] / params,
+            "flops_compression": baseline[1] / flops, "selection": "target"}
+
+
+def test_nestref_report_puts_nest_dense_and_spec_runs_beside_the_paper(tmp_path, capsys):
+    runs = {
+        "l3": _report("lenet-300-100", "nest", 0.015, 3800, 7600, (266_610, 532_400)),
+        "l3-dense": _report("lenet-300-100", "dense", 0.007, 266_610, 532_400, (266_610, 532_400)),
+        "mlp": _report("mlp:784-64-10", "prune-only", 0.05, 2000, 4000, (50_890, 101_632)),
+    }
+    for name, report in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    assert main(["report", *(str(tmp_path / n) for n in runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("| lenet-300-100 | paper | NeST") for line in lines)
+    ours = [line for line in lines if "| nestref |" in line]
+    assert [line.split(" | ")[2] for line in ours] == [
+        "NeST (l3) [target]", "dense (l3-dense) [target]", "pruning only (mlp) [target]"]
+    assert "1.50% | 3.8K (70.2x)" in ours[0] and "0.70% | 266.6K (1.0x)" in ours[1]
+    # no paper rows for an architecture the paper did not run
+    assert not any("mlp:784-64-10 | paper" in line for line in lines)
