@@ -110,6 +110,13 @@ def pairs_per_neuron(birth_ratio, n_pairs):
     return max(1, ceil_count(birth_ratio, n_pairs))
 
 
+def neurons_to_add(neuron_fraction, target_width, width):
+    r"""How many neurons (or feature maps) a layer grows in one round:
+    :math:`\min(\max(1, \lfloor f T \rfloor), T - n)`, for the target architecture's width
+    T and the layer's width n; 0 once the layer is at the cap."""
+    return max(0, min(max(1, floor_count(neuron_fraction, target_width)), target_width - width))
+
+
 def neuron_weights(G, count, birth_ratio, signs):
     r"""Neuron growth: in/out weights of up to ``count`` new neurons, before rescaling.
 

@@ -430,7 +430,7 @@ class Run:
         for (i, layer), target in zip(net.masked_layers(), self.target_widths, strict=True):
             if i not in hidden_layers(net):
                 continue
-            count = min(max(1, round(config.neuron_fraction * target)), target - layer.n_out)
+            count = grow.neurons_to_add(config.neuron_fraction, target, layer.n_out)
             if count < 1:
                 unit_reports.append(
                     {"layer": i, "added": 0, "reason": f"at the width cap {target}"}

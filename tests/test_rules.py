@@ -14,6 +14,7 @@ from nestref.grow import (
     match_layer_scale,
     mean_active_magnitude,
     neuron_weights,
+    neurons_to_add,
     pairs_per_neuron,
     random_sparse_kernels,
     rank_pairs,
@@ -50,6 +51,20 @@ def test_counts_are_exact_for_decimal_fractions(percent, n):
 
 
 # ================================================================ growth
+@given(st.integers(1, 100), st.integers(1, 600), st.integers(0, 600))
+def test_neurons_to_add_is_the_floored_fraction_of_the_target_at_least_one_up_to_the_cap(
+        percent, target, width):
+    width = min(width, target)
+    asked = max(1, math.floor(Fraction(percent, 100) * target))
+    assert neurons_to_add(percent / 100, target, width) == min(asked, target - width)
+
+
+def test_neurons_to_add_rounds_down_as_the_spec_says():
+    assert neurons_to_add(0.1, 35, 10) == 3  # 3.5 asked: rounded down, as every count from a fraction
+    assert neurons_to_add(0.1, 300, 290) == 10 and neurons_to_add(0.1, 300, 300) == 0
+    assert neurons_to_add(0.01, 50, 20) == 1  # at least one
+
+
 @FAST
 @given(st.integers(0, 10_000), st.sampled_from([(7, 5), (3, 2, 3, 3)]), st.floats(0.01, 1.0))
 def test_select_growth_matches_a_sorted_list_of_the_dormant(seed, shape, ratio):
