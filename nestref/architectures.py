@@ -33,15 +33,17 @@ Besides the two LeNets, ``--arch`` takes a network of the user's own, written as
 A spec gets what a LeNet has, derived the same way: the seed of its family (an MLP that of
 LeNet-300-100, a CNN that of LeNet-5), the default pruning fractions by the rule below, a
 preset named after the spec (the family's schedule, without the LeNet's parameter budget,
-floor and augmentation, which were tuned on MNIST digits) and the family's training recipe.
+its own floor and augmentation, which were tuned on MNIST digits: pruning stops at the
+config's default ``prune_floor_params = 3000``) and the family's training recipe.
 
 Default pruning fractions per masked layer (one pruning round), the rule both LeNets follow:
 the first convolution 0.02, later convolutions 0.08, the first hidden Dense 0.1, later hidden
 Dense layers 0.08, the output layer 0.04 (a uniform fraction starves a 10-unit output
 layer). For LeNet-300-100 that is (0.1, 0.08, 0.04) [ours, measured]; for LeNet-5 (conv1,
-conv2, fc1, fc2) (0.02, 0.08, 0.1, 0.04) [ours]: Han et al. (2015) end LeNet-5 at densities of
-about 66%, 12%, 8% and 19%; at fc1's 0.1 per round that is ~24 rounds, and 1 - density**(1/24)
-gives ~0.02, ~0.08, 0.1, ~0.07 per round, the output held at 0.04.
+conv2, fc1, fc2) (0.02, 0.08, 0.1, 0.04) [ours] (docs/nest.md#ours-prune-fractions):
+Han et al. (2015) end LeNet-5 at densities of about 66%, 12%, 8% and 19%; at fc1's 0.1 per
+round that is ~24 rounds, and 1 - density**(1/24) gives ~0.02, ~0.08, 0.1, ~0.07 per round,
+the output held at 0.04.
 
 This module stands just above ``layers``: it builds lists of layers, and ``models`` wraps
 them into a ``Network``.

@@ -1,4 +1,5 @@
-"""The ``nestref`` command: train, synthesize, report (benchmarks: ``python -m benchmarks.NAME``).
+"""The ``nestref`` command: train, synthesize, report, export, predict, conformance, study
+(benchmarks: ``python -m benchmarks.NAME``).
 
 Only this module talks to the screen: it turns the callbacks of the loops into a
 progress bar and lines of text.
@@ -528,7 +529,8 @@ def _add_synthesize_parser(sub, common):
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override one config value"
     )
     p.add_argument("--data-dir", help=DATA_HELP)
-    p.add_argument("--out", help="output directory (default runs/<preset>)")
+    p.add_argument("--out", help="output directory (default runs/<preset>, "
+                                  "runs/<preset>-<mode> for another --mode than nest)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (learning rates, "
                         "data_dir and the epochs of phases not yet started may change)")

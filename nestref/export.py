@@ -7,9 +7,10 @@ output ``"logits"`` (N, classes). It is built from the masked ``nestref.models.N
 that the run's checkpoint holds, layer by layer:
 
     Dense      Gemm with the effective weight W*M as a dense matrix (transB=1), and the bias
-    Conv2d     Conv with W*M; with a partial-area mask, each kernel (o, i) whose area is not
-               whole is its own Conv of input map i, multiplied by its 0/1 area and summed
-               with the whole-area kernels' Conv, exactly as ``Conv2d.forward`` computes
+    Conv2d     Conv with W*M; with a partial-area mask, each input map i with restricted
+               kernels (o, i) gets one Conv of map i over those kernels, multiplied by their
+               0/1 areas and summed with the whole-area kernels' Conv, exactly as
+               ``Conv2d.forward`` computes
     MaxPool2d  MaxPool (floor, as nestref's), ReLU Relu, Flatten Flatten(axis=1)
 
 Sparse layers are written as their dense small matrices, zeros where connections were

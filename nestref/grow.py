@@ -599,7 +599,8 @@ def grow_neurons(net, position, count, x, y, birth_ratio=0.05, birth_strength=(0
        docs/nest.md#ours-positive-sign; a random +-1 per pair for sign="random", the
        paper's), then ``match_layer_scale`` to ``weight_scales`` = (mean |W_l|, mean
        |W_l+1|) if given (the driver takes them before the round's connection growth,
-       whose near-zero new weights would shrink them), else the layers' scales now.
+       whose near-zero new weights would shrink them **[ours]**,
+       docs/nest.md#ours-neuron-scale), else the layers' scales now.
     3. Choosing alpha **[ours]** (docs/nest.md#ours-birth-strength-ladder): the first of
        ``birth_strength`` (one alpha or a ladder, tried largest first) whose loss on
        (x, y) is below the loss without new neurons. If none is, nothing is added and

@@ -9,7 +9,8 @@ The two *masked* layers, ``Dense`` and ``Conv2d``, are where NeST lives. Each ho
     mask     a 0/1 array of W's shape: 1 = active connection, 0 = dormant
     bias     one per output unit
     grown    bool per output unit: False for units of the seed, True for grown ones
-             (NeST's provenance: how many grown neurons survive pruning)
+             (provenance **[ours]**, docs/nest.md#ours-provenance: how many grown
+             neurons survive pruning)
 
 and computes with the *effective* weight ``W * M``. Invariant: W is 0 wherever M is
 0, after every operation.
@@ -173,8 +174,9 @@ class MaskedLayer(Layer):
     def _init_params(self, shape, fan_in, density, rng, dtype):
         """Random sparse init: a ``density`` fraction of connections active.
 
-        He-normal scaled by the *active* fan-in (``density * fan_in``) **[ours]**, so
-        that a 10%-dense seed starts with the same activation scale as a dense net.
+        He-normal scaled by the *active* fan-in (``density * fan_in``) **[ours]**
+        (docs/nest.md#ours-seed-init), so that a 10%-dense seed starts with the same
+        activation scale as a dense net.
         """
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density}")

@@ -4,7 +4,8 @@ Masked weights stay exactly zero: the gradient is masked before it enters the
 momentum buffer, and the buffer and the weight are re-masked after every step, so a
 dormant connection cannot drift into life through momentum or weight decay.
 
-A layer that ran its sparse kernels (``nestref.layers.Dense`` below ``SPARSE_BELOW``)
+A layer that ran its sparse kernels (``nestref.layers.Dense`` below ``SPARSE_BELOW``,
+``Conv2d`` below ``CONV_SPARSE_BELOW`` or, with an area mask, ``CONV_AREA_SPARSE_BELOW``)
 hands over its gradient at the active positions only; the step then touches those
 positions only, with the same arithmetic. Dormant positions of the buffer and the
 weight are zero already: the full re-masking runs once whenever the layer's active

@@ -195,7 +195,7 @@ def hidden_layers(net):
 
 
 def survivors(net):
-    """How many hidden units are alive, by provenance:
+    """How many hidden units are alive, by provenance **[ours]** (docs/nest.md#ours-provenance):
     {"seed": n, "grown": n, "per_layer": [...]}."""
     per_layer = [
         {
@@ -418,7 +418,11 @@ class Run:
                 if (net.layers[i].mask != 0).any() and (net.layers[j].mask != 0).any()}
 
     def grow_units(self, scales):
-        """Grow neurons / feature maps in every hidden layer below its width cap; their reports."""
+        """Grow neurons / feature maps in every hidden layer below its width cap; their reports.
+
+        Every bridging gradient is taken on the network before this round adds any neuron
+        **[ours]** (docs/nest.md#ours-neuron-chunks).
+        """
         config, net = self.config, self.net
         x, y = self.growth_batch()
         ladder = grow.birth_strength_ladder(config.birth_strength_max, config.birth_strength_min)

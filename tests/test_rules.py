@@ -60,7 +60,7 @@ def test_neurons_to_add_is_the_floored_fraction_of_the_target_at_least_one_up_to
 
 
 def test_neurons_to_add_rounds_down_as_the_spec_says():
-    assert neurons_to_add(0.1, 35, 10) == 3  # 3.5 asked: rounded down, as every count from a fraction
+    assert neurons_to_add(0.1, 35, 10) == 3  # 3.5 asked: rounded down, as any count of a fraction
     assert neurons_to_add(0.1, 300, 290) == 10 and neurons_to_add(0.1, 300, 300) == 0
     assert neurons_to_add(0.01, 50, 20) == 1  # at least one
 
