@@ -1,8 +1,9 @@
 """The ``nestref`` command: train, synthesize, report, export, predict, conformance, study
 (benchmarks: ``python -m benchmarks.NAME``).
 
-Only this module talks to the screen: it turns the callbacks of the loops into a
-progress bar and lines of text.
+Only the command modules talk to the screen (this one, and ``cli_study`` and
+``cli_conformance``, which it hands ``nestref study`` and ``nestref conformance`` to): they
+turn the callbacks of the loops into a progress bar and lines of text.
 
 A user's mistake (an argument, a config, a file, the data) ends the command with one
 line, ``error: <the problem and the fix>``, and no traceback; ``--debug`` shows the
@@ -571,12 +572,12 @@ def _add_run_parsers(sub, common):
 
 def _add_handed_over_parsers(sub):
     """Listed for --help only: main hands these commands to their modules before parsing."""
-    # `nestref conformance ...` is handed to nestref.conformance (see main)
+    # `nestref conformance ...` is handed to nestref.cli_conformance (see main)
     sub.add_parser(
         "conformance",
         help="write or check the conformance cases for ports (see conformance/README.md)",
     )
-    # `nestref study ...` is handed to nestref.study the same way
+    # `nestref study ...` is handed to nestref.cli_study the same way
     sub.add_parser(
         "study",
         help="NeST vs pruning only vs dense over seeds: run the grid, make the table "
@@ -617,10 +618,10 @@ def _one_line(err):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["conformance"]:
-        from .conformance import main as conformance_main
+        from .cli_conformance import main as conformance_main
         return conformance_main(argv[1:])
     if argv[:1] == ["study"]:
-        from .study import main as study_main
+        from .cli_study import main as study_main
         return study_main(argv[1:])
     args = build_parser().parse_args(argv)  # bad usage: argparse prints it and exits with 2
     try:

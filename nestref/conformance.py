@@ -41,17 +41,6 @@ DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
 TOLERANCES = {"float32": {"rtol": 1e-4, "atol": 1e-5}, "float64": {"rtol": 1e-9, "atol": 1e-12}}
 
 
-# ================================================================ case records
-@dataclass
-class Case:
-    name: str
-    op: str
-    dtype: str                # the precision of the case's floats: "float32" or "float64"
-    inputs: dict
-    params: dict
-    note: str = ""
-
-
 def _compare_rule(name, array, dtype):
     """Masks, indices and counts compare exactly; other floats within the case's tolerance."""
     if array.dtype.kind in "biu" or "mask" in name.split(".")[-1]:
@@ -256,66 +245,6 @@ def check(adapter, case_dir=DEFAULT_DIR, ops=None):
         for entry in manifest["cases"]
         if wanted is None or entry["op"] in wanted
     ]
-
-
-# ======================================================================= CLI
-def main(argv=None):
-    """``nestref conformance generate [--out DIR]``
-    / ``nestref conformance check MODULE [--cases DIR]``."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="nestref conformance",
-                                     description="write or check the language-neutral "
-                                                 "conformance cases")
-    sub = parser.add_subparsers(dest="action", required=True)
-    g = sub.add_parser("generate", help="write the cases from nestref's own operators")
-    g.add_argument("--out", default=str(DEFAULT_DIR),
-                   help=f"output directory (default {DEFAULT_DIR})")
-    c = sub.add_parser("check",
-                       help="run the cases against an adapter module (see conformance/README.md)")
-    c.add_argument("module", help="importable module, or path to a .py file, exposing OPS")
-    c.add_argument("--cases", default=str(DEFAULT_DIR),
-                   help=f"case directory (default {DEFAULT_DIR})")
-    c.add_argument("--op", action="append",
-                   help="only the cases of this op (repeatable), e.g. --op dense.forward")
-    c.add_argument("--quiet", action="store_true", help="print only failures and the summary")
-    args = parser.parse_args(argv)
-
-    if args.action == "generate":
-        try:
-            manifest = generate(args.out)
-        except OSError as err:
-            print(f"error: cannot write the cases to {args.out}: {err}", file=sys.stderr)
-            return 2
-        ops = sorted({c["op"] for c in manifest["cases"]})
-        print(f"wrote {len(manifest['cases'])} cases of {len(ops)} ops to {args.out}")
-        return 0
-    manifest_path = Path(args.cases) / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        names = {entry["op"] for entry in manifest["cases"]}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        print(f"error: cannot read {manifest_path} ({type(err).__name__}: {err}); "
-              f"run `nestref conformance generate` or pass --cases DIR holding the cases",
-              file=sys.stderr)
-        return 2
-    unknown = sorted(set(args.op or ()) - names)
-    if unknown:
-        print(f"error: no cases of op(s) {unknown}; the ops are {sorted(names)}", file=sys.stderr)
-        return 2
-    try:
-        adapter = load_adapter(args.module)
-        results = check(adapter, args.cases, args.op)
-    except Exception as err:  # noqa: BLE001
-        # any exception: an adapter that cannot load is a user mistake, not a crash
-        print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}",
-              file=sys.stderr)
-        return 2
-    for r in results:
-        if not (args.quiet and r.passed):
-            print(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<44} {r.op:<26} {r.worst}")
-    passed = sum(r.passed for r in results)
-    print(f"{passed}/{len(results)} cases passed")
-    return 0 if passed == len(results) else 1
 
 
 def load_adapter(spec):

@@ -8,11 +8,24 @@ ties are then real ties, broken by the rule, and never by rounding.
 To add a case: append it to the list of its op's function, run
 ``nestref conformance generate`` and commit the new folder.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 
+@dataclass
+class Case:
+    """One case: an op, the precision of its floats ("float32" or "float64"), its inputs
+    and params, and a note saying what it is about."""
+    name: str
+    op: str
+    dtype: str
+    inputs: dict
+    params: dict
+    note: str = ""
+
+
 def _case(name, op, dtype, inputs, params=None, note=""):
-    from .conformance import Case
     dt = np.dtype(dtype)
     cast = {
         k: (v.astype(dt) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
