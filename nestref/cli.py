@@ -383,7 +383,8 @@ def cmd_train(args):
 
 def cmd_synthesize(args):
     from .config import SynthesisConfig, make_config, parse_override
-    from .synthesize import CHECKPOINT, synthesize
+    from .run_files import CHECKPOINT
+    from .synthesize import synthesize
     overrides = dict(parse_override(item) for item in args.set)
     # with neither --arch nor --config, the run is the default arch's and so is its recipe
     # (a config file without --arch is the whole recipe)

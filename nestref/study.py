@@ -35,8 +35,9 @@ from .checks import check_int, check_positive_int
 from .config import make_config, with_defaults
 from .errors import InvalidArgumentError, ReportError
 from .plots import seeds_label
+from .run_files import CHECKPOINT
 from .storage import atomic_write_bytes
-from .synthesize import CHECKPOINT, synthesize
+from .synthesize import synthesize
 
 METHODS = ("nest", "prune-only", "dense")
 DEFAULT_ROWS = Path("figures/study/runs.json")

@@ -31,13 +31,12 @@ and history are checkpointed atomically (the checkpoint before it kept as
 ``checkpoint.prev.npz``), so an interrupted run resumes from its last step and reaches
 the same result as an uninterrupted one.
 
-The output directory is checked before any training (``prepare_run_dir``): it must be
-writable, and a directory holding files nestref did not write, or a run's checkpoint,
-is refused unless the caller resumes (``resume=True``) or replaces nestref's own files
-(``overwrite=True``).
+The output directory is checked before any training (``nestref.run_files.check_run_dir``):
+it must be writable, and a directory holding files nestref did not write, or a run's
+checkpoint, is refused unless the caller resumes (``resume=True``) or replaces nestref's own
+files (``overwrite=True``, which removes them only once the data has loaded).
 """
 import json
-import re
 import time
 import warnings
 from pathlib import Path
@@ -54,7 +53,6 @@ from .errors import (
     CheckpointError,
     ConfigError,
     InvalidArgumentError,
-    OutputExistsError,
     ReportError,
     TrainingDiverged,
 )
@@ -62,7 +60,8 @@ from .layers import Conv2d, Dense
 from .models import build
 from .optim import SGD, cosine
 from .plots import save_run_figures
-from .storage import check_writable_dir, previous_path, save_arrays, save_json
+from .run_files import CHECKPOINT, check_run_dir, clear_run_files, mark_run_directory
+from .storage import save_arrays, save_json
 from .train import (
     evaluate,
     fit,
@@ -72,113 +71,6 @@ from .train import (
     resume_checkpoint,
     save_checkpoint,
 )
-
-CHECKPOINT = "checkpoint.npz"
-# what a run writes into its directory, and nothing else ``overwrite`` removes
-RUN_FILES = (CHECKPOINT, previous_path(CHECKPOINT).name, "report.json", "history.json", "model.npz")
-FIGURES = (
-    "grow_prune_curve.png",
-    "validation_error.png",
-    "widths_densities.png",
-    "first_layer_masks.png",
-)
-_ROUND_FILE = re.compile(r"(prune|finetuned)-\d{3,}\.npz")
-_SELECTION_NAME = re.compile(r"[a-z0-9-]+")  # "target", "budget-3800", "dense"
-_TEMP_FILE = re.compile(r"\..+\.tmp")  # storage.atomic_write_bytes' temporary names
-
-
-# ------------------------------------------------------------ the output directory
-def _is_run_dir(relative):
-    """Is the directory ``relative`` (inside a run's directory) one that a run writes into?"""
-    parts = relative.parts
-    return parts in (("figures",), ("rounds",), ("selections",)) or (
-        len(parts) == 2 and parts[0] == "selections" and bool(_SELECTION_NAME.fullmatch(parts[1]))
-    )
-
-
-def _is_own_file(relative):
-    """Is the file ``relative``, in a directory ``_is_run_dir`` accepts, one that a run writes?"""
-    *dirs, name = relative.parts
-    if _TEMP_FILE.fullmatch(name):  # only run directories are looked into
-        return True
-    if not dirs:
-        return name in RUN_FILES
-    if dirs == ["figures"]:
-        return name in FIGURES
-    if dirs == ["rounds"]:
-        return bool(_ROUND_FILE.fullmatch(name))
-    return len(dirs) == 2 and name == "model.npz"  # selections/<name>/model.npz
-
-
-def _run_entries(out):
-    """(nestref's own files in ``out``, every other entry), as paths.
-
-    A directory a run writes into (figures, rounds, selections and one per selection) is
-    looked into; any other directory counts as one entry of the user's.
-    """
-    own, foreign = [], []
-    if not out.is_dir():
-        return own, foreign
-    pending = sorted(out.iterdir())
-    while pending:
-        entry = pending.pop(0)
-        relative = entry.relative_to(out)
-        if entry.is_dir() and _is_run_dir(relative):
-            pending[:0] = sorted(entry.iterdir())
-        elif entry.is_file() and _is_own_file(relative):
-            own.append(entry)
-        else:
-            foreign.append(entry)
-    return own, foreign
-
-
-def _remove_empty_run_dirs(out):
-    selections = sorted((out / "selections").iterdir()) if (out / "selections").is_dir() else []
-    for sub in [*selections, out / "figures", out / "rounds", out / "selections"]:
-        if sub.is_dir() and _is_run_dir(sub.relative_to(out)) and not any(sub.iterdir()):
-            sub.rmdir()
-
-
-def prepare_run_dir(out_dir, resume=False, overwrite=False):
-    """Check (and create) a synthesis output directory before any training; True if there is a
-    checkpoint to resume.
-
-    Refuses (OutputExistsError) a directory holding files nestref did not write, unless
-    ``overwrite``; and one holding a run's checkpoint, unless ``resume`` (continue it) or
-    ``overwrite``. ``overwrite`` removes only nestref's own files (``RUN_FILES``, the
-    figures, the pruning and fine-tune rounds, each selection's model), never anything
-    else. Raises OutputPathError for a path that cannot be written.
-    """
-    out = Path(out_dir)
-    if resume and overwrite:
-        raise InvalidArgumentError("resume and overwrite exclude each other: --resume continues "
-                                   "the run in --out, --overwrite starts it again; pass one")
-    check_writable_dir(out)
-    own, foreign = _run_entries(out)
-    has_checkpoint = (out / CHECKPOINT).exists() or previous_path(out / CHECKPOINT).exists()
-    if overwrite:
-        for path in own:
-            path.unlink()
-        _remove_empty_run_dirs(out)
-        return False
-    if resume and has_checkpoint:
-        return True
-    if foreign:
-        names = ", ".join(str(p.relative_to(out)) for p in foreign[:5]) + (
-            ", ..." if len(foreign) > 5 else ""
-        )
-        raise OutputExistsError(f"--out {out} is not empty and holds files nestref did not write "
-                                f"({names}): choose another directory, or pass --overwrite (it "
-                                f"removes only nestref's own files)")
-    if has_checkpoint:
-        raise OutputExistsError(f"--out {out} holds a nestref run ({CHECKPOINT}): pass --resume to "
-                                f"continue it, or --overwrite to start it again (removes the run's "
-                                f"files)")
-    if own:
-        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({own[0].name}, ...) "
-                                f"but no checkpoint to resume: pass --overwrite to replace them, "
-                                f"or choose another directory")
-    return False
 
 
 # ----------------------------------------------------------------------- data
@@ -889,14 +781,14 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
 
     resume: continue the run in out_dir from its checkpoint (a fresh start if there is
     none). overwrite: replace the run in out_dir, removing only nestref's own files.
-    Without either, a non-empty out_dir is refused (``prepare_run_dir``). The directory
+    Without either, a non-empty out_dir is refused (``check_run_dir``). The directory
     and the config are checked before the data is loaded or anything trains.
     """
     if not isinstance(config, SynthesisConfig):
         raise InvalidArgumentError(f"config must be a SynthesisConfig (see "
                                    f"nestref.config.make_config), got {type(config).__name__}")
     config.validate()  # fields may have been changed after construction
-    has_checkpoint = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    has_checkpoint = check_run_dir(out_dir, resume=resume, overwrite=overwrite)
     splits_given = isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)
     if data is not None and not splits_given:
         raise InvalidArgumentError(
@@ -906,4 +798,7 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
     if has_checkpoint:
         run.restore()  # a bad checkpoint or a refused config change fails before the data is read
     run.use_data(data if data is not None else load_data(config))
+    if overwrite:  # only now: a run that cannot start leaves the old one as it was
+        clear_run_files(out_dir)
+    mark_run_directory(out_dir, {"arch": config.arch, "mode": config.mode, "seed": config.seed})
     return run.run(resume=False)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import study
 from .errors import InvalidArgumentError
-from .synthesize import CHECKPOINT, load_data, read_report, synthesize
+from .run_files import CHECKPOINT
+from .synthesize import load_data, read_report, synthesize
 
 RUNS_ENV = "NESTREF_STUDY_RUNS"
 WALKED_METHODS = ("nest", "prune-only")

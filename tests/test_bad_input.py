@@ -33,8 +33,9 @@ from nestref.errors import (
 from nestref.losses import softmax_cross_entropy
 from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD
+from nestref.run_files import check_run_dir, clear_run_files, is_run_directory, mark_run_directory
 from nestref.storage import atomic_write_bytes, load_arrays, previous_path, save_arrays
-from nestref.synthesize import prepare_run_dir, read_report
+from nestref.synthesize import read_report
 from nestref.train import (
     evaluate,
     fit,
@@ -411,6 +412,14 @@ def test_a_report_that_is_not_json_or_absent_is_named(tmp_path):
 
 
 # ------------------------------------------------------------- output directories
+def prepare_run_dir(out, resume=False, overwrite=False):
+    """What ``synthesize`` does to its directory before training (here with no data to load)."""
+    has_checkpoint = check_run_dir(out, resume=resume, overwrite=overwrite)
+    if overwrite:
+        clear_run_files(out)
+    return has_checkpoint
+
+
 def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_files(tmp_path):
     out = tmp_path / "run"
     assert prepare_run_dir(out) is False and not out.exists()  # nothing created before it is needed
@@ -418,13 +427,10 @@ def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_f
     (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="notes.txt.*--overwrite"):
         prepare_run_dir(out)
+    mark_run_directory(out, {"arch": "lenet5"})
     (out / "figures").mkdir()
-    for name in (
-        "report.json",
-        "checkpoint.npz",
-        "figures/validation_error.png",
-        "figures/mine.png",
-    ):
+    for name in ("report.json", "checkpoint.npz", "figures/validation_error.png",
+                 "figures/mine.png"):
         (out / name).write_text("x")
     (out / "notes.txt").unlink()
     (out / "figures" / "mine.png").unlink()
@@ -443,17 +449,24 @@ def test_out_dirs_of_other_files_or_runs_are_refused_and_overwrite_keeps_other_f
         prepare_run_dir(out, resume=True, overwrite=True)
 
 
-def test_overwrite_removes_every_file_a_finished_run_wrote_and_nothing_else(tmp_path):
-    out = tmp_path / "run"
-    written = ["model.npz", "report.json", "history.json", "checkpoint.npz",
-               "checkpoint.prev.npz", "figures/grow_prune_curve.png", "rounds/prune-001.npz",
-               "rounds/finetuned-012.npz", "selections/target/model.npz",
-               "selections/budget-3800/model.npz", "selections/dense/.model.npz.abc.tmp"]
-    users = ["selections/target/notes.txt", "selections/My Run/model.npz", "rounds/mine.npz",
-             "data/model.npz"]
-    for name in written + users:
+RUN_WRITES = ["model.npz", "report.json", "history.json", "checkpoint.npz", "checkpoint.prev.npz",
+              "figures/grow_prune_curve.png", "rounds/prune-001.npz", "rounds/finetuned-012.npz",
+              "selections/target/model.npz", "selections/budget-3800/model.npz",
+              "selections/dense/.model.npz.abc.tmp"]
+
+
+def write_files(out, names):
+    for name in names:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")
+
+
+def test_overwrite_removes_every_file_a_finished_run_wrote_and_nothing_else(tmp_path):
+    out = tmp_path / "run"
+    users = ["selections/target/notes.txt", "selections/My Run/model.npz", "rounds/mine.npz",
+             "data/model.npz"]
+    write_files(out, RUN_WRITES + users)
+    mark_run_directory(out, {"arch": "lenet-300-100"})
     listed = "did not write .data, rounds/mine.npz, selections/My Run, selections/target/notes.txt."
     with pytest.raises(OutputExistsError, match=listed):
         prepare_run_dir(out)
@@ -472,6 +485,29 @@ def test_overwrite_removes_every_file_a_finished_run_wrote_and_nothing_else(tmp_
     assert prepare_run_dir(out, overwrite=True) is False
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "selections", "selections/target", "selections/target/notes.txt"]
+
+
+def test_files_named_like_a_runs_in_a_directory_no_run_wrote_are_never_removed(tmp_path):
+    out = tmp_path / "mine"
+    write_files(out, ["model.npz", "report.json", "selections/v1/model.npz", "notes.txt"])
+    for flags in ({}, {"overwrite": True}, {"resume": True}):  # resume: there is no checkpoint
+        with pytest.raises(OutputExistsError, match="model.npz, report.json, "
+                                                    "selections/v1/model.npz.*write over them"):
+            prepare_run_dir(out, **flags)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "model.npz", "model.npz", "notes.txt", "report.json"]
+
+
+def test_a_run_from_before_the_marker_is_known_by_its_checkpoint(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    net = lenet_300_100(density=0.1, seed=0)
+    save_checkpoint(out / "checkpoint.npz", net, SGD(net, 0.1), {})
+    write_files(out, ["report.json", "rounds/prune-001.npz"])
+    assert is_run_directory(out)
+    with pytest.raises(OutputExistsError, match="holds a nestref run"):
+        prepare_run_dir(out)
+    assert prepare_run_dir(out, overwrite=True) is False and list(out.iterdir()) == []
 
 
 def test_unwritable_out_dirs_are_refused_before_anything_runs(tmp_path):

@@ -79,13 +79,16 @@ def test_out_into_a_directory_of_other_files_is_refused_and_untouched(tmp_path):
     (tmp_path / "mine" / "report.json").write_text("my own report")
     (tmp_path / "mine" / "notes.txt").write_text("my notes")
     fails_clearly(
-        nestref("synthesize", "--out", "mine", cwd=tmp_path),
-        2,
-        "notes.txt",
-        "another directory",
-        "--overwrite",
+        nestref("synthesize", "--out", "mine", cwd=tmp_path), 2, "(report.json)",
+        "would write over them", "another directory",
     )
-    assert (tmp_path / "mine" / "report.json").read_text() == "my own report"
+    fails_clearly(nestref("synthesize", "--out", "mine", "--overwrite", cwd=tmp_path), 2,
+                  "(report.json)", "would write over them")
+    (tmp_path / "mine" / "report.json").rename(tmp_path / "mine" / "my_report.json")
+    fails_clearly(nestref("synthesize", "--out", "mine", cwd=tmp_path), 2, "my_report.json",
+                  "notes.txt", "another directory", "--overwrite")
+    assert (tmp_path / "mine" / "my_report.json").read_text() == "my own report"
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "my notes"
 
 
 def test_a_run_with_a_checkpoint_needs_resume_or_overwrite(tmp_path):

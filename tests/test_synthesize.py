@@ -8,10 +8,11 @@ import pytest
 from nestref.cli import main
 from nestref.compact import load_compact
 from nestref.config import PRESETS, SynthesisConfig, make_config, parse_override
-from nestref.errors import OutputExistsError, TrainingDiverged
+from nestref.errors import DataError, OutputExistsError, TrainingDiverged
 from nestref.models import Network
+from nestref.run_files import check_run_dir, clear_run_files
 from nestref.storage import load_arrays
-from nestref.synthesize import choose_round, load_data, prepare_run_dir, synthesize
+from nestref.synthesize import choose_round, load_data, synthesize
 from nestref.train import resume_checkpoint
 
 TINY = dict(
@@ -94,11 +95,23 @@ def test_every_file_a_finished_run_wrote_is_its_own_so_overwrite_empties_a_copy(
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     assert (copy / report["selections"]["target"]["model"]).is_file()
-    assert any((copy / "rounds").glob("finetuned-*.npz"))
+    assert any((copy / "rounds").glob("finetuned-*.npz")) and (copy / "nestref-run.json").is_file()
     with pytest.raises(OutputExistsError, match="holds a nestref run"):
-        prepare_run_dir(copy)
-    assert prepare_run_dir(copy, overwrite=True) is False
+        check_run_dir(copy)
+    assert check_run_dir(copy, overwrite=True) is False
+    clear_run_files(copy)
     assert list(copy.iterdir()) == []
+
+
+def test_overwrite_with_data_that_cannot_load_leaves_the_old_run_as_it_was(tiny_run, tmp_path):
+    out, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    config = SynthesisConfig(data_dir=str(tmp_path / "no-mnist-here"), **TINY)
+    with pytest.raises(DataError, match="no-mnist-here: no such file"):
+        synthesize(config, copy, overwrite=True)
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 
 
 def interrupt_in_second_pruning_round(config, out, data):
