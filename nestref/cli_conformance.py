@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .conformance import DEFAULT_DIR, check, generate, load_adapter
+from .errors import OutputExistsError
 
 
 def main(argv=None):
@@ -33,6 +34,9 @@ def main(argv=None):
     if args.action == "generate":
         try:
             manifest = generate(args.out)
+        except OutputExistsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         except OSError as err:
             print(f"error: cannot write the cases to {args.out}: {err}", file=sys.stderr)
             return 2

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .conformance_cases import all_cases
+from .errors import OutputExistsError
 
 FORMAT_VERSION = 1
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
@@ -93,8 +94,32 @@ def write_case(case_dir, case, expected):
     return record
 
 
+def _cases_written_before(out_dir):
+    """The case folders an earlier ``generate`` listed in ``out_dir``'s manifest.
+
+    Raises OutputExistsError for a directory that holds anything but no manifest of
+    nestref's: those files are the user's, and generate neither removes nor mixes with them.
+    """
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return []
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("description", "").startswith("nestref conformance cases"):
+            folders = [entry.get("dir") for entry in manifest["cases"]]
+            return [d for d in folders if isinstance(d, str) and d and Path(d).name == d]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    raise OutputExistsError(f"{out_dir} is not empty and holds no conformance cases of nestref's "
+                            f"(no manifest.json written by `nestref conformance generate`): "
+                            f"choose a new or empty directory for --out")
+
+
 def generate(out_dir=DEFAULT_DIR, adapter=None):
-    """Write every case, with nestref's answers as the expected outputs. Returns the manifest."""
+    """Write every case, with nestref's answers as the expected outputs. Returns the manifest.
+
+    ``out_dir`` is new, empty, or one that ``generate`` wrote before: then only the case
+    folders its manifest lists are replaced or (for a case that is gone) removed.
+    """
     if adapter is None:
         from . import conformance_adapter as adapter
     out_dir = Path(out_dir)
@@ -102,9 +127,10 @@ def generate(out_dir=DEFAULT_DIR, adapter=None):
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise ValueError("two conformance cases share a name")
-    for stale in out_dir.glob("*/case.json"):  # a renamed or removed case leaves no folder behind
-        if stale.parent.name not in names:
-            shutil.rmtree(stale.parent)
+    for stale in set(_cases_written_before(out_dir)) - set(names):
+        # a renamed or removed case leaves no folder behind
+        if (out_dir / stale / "case.json").is_file():
+            shutil.rmtree(out_dir / stale)
     entries = []
     for case in cases:
         expected = adapter.OPS[case.op](

@@ -212,3 +212,27 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     assert cli_main(["conformance", "generate", "--out", str(tmp_path / "a_file")]) == 2
     assert "cannot write the cases" in capsys.readouterr().err
+
+
+def test_generate_leaves_a_directory_of_the_users_alone_and_replaces_only_its_own_cases(
+        tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "my_experiment").mkdir(parents=True)
+    (mine / "my_experiment" / "case.json").write_text("{}")
+    (mine / "manifest.json").write_text('{"cases": []}')
+    assert cli_main(["conformance", "generate", "--out", str(mine)]) == 2
+    assert "holds no conformance cases of nestref's" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.rglob("*")) == ["case.json", "manifest.json",
+                                                       "my_experiment"]
+    # a directory generate wrote: a case that is gone is removed, a folder of the user's stays
+    out = tmp_path / "cases"
+    (out / "gone_case").mkdir(parents=True)
+    (out / "gone_case" / "case.json").write_text("{}")
+    (out / "my_notes").mkdir()
+    (out / "my_notes" / "case.json").write_text("{}")
+    (out / "manifest.json").write_text(json.dumps({
+        "format": 1, "description": "nestref conformance cases; see README.md",
+        "cases": [{"name": "gone_case", "op": "x", "dtype": "float32", "dir": "gone_case"}]}))
+    manifest = conformance.generate(out)
+    assert not (out / "gone_case").exists() and (out / "my_notes" / "case.json").is_file()
+    assert all((out / e["dir"] / "case.json").is_file() for e in manifest["cases"])
