@@ -457,7 +457,7 @@ def cmd_report(args):
 
 def cmd_export(args):
     from .export import export_onnx
-    print(f"wrote {export_onnx(args.run, args.onnx)}")
+    print(f"wrote {export_onnx(args.run, args.onnx, overwrite=args.overwrite)}")
     return 0
 
 
@@ -557,6 +557,7 @@ def _add_run_parsers(sub, common):
     )
     p.add_argument("run", help="a run directory of nestref synthesize")
     p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -30,8 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from .data import scale_pixels
-from .errors import DataError, InvalidArgumentError, ModelFileError
+from .errors import (
+    DataError,
+    InvalidArgumentError,
+    ModelFileError,
+    OutputExistsError,
+    OutputPathError,
+)
 from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from .storage import atomic_write_bytes, check_writable_dir
 from .train import load_checkpoint
 
 ONNX_OPSET = 13
@@ -228,13 +235,21 @@ def network_to_onnx(net):
     return model
 
 
-def export_onnx(run, path):
-    """Write the final network of ``run`` to ``path`` as ONNX; returns the path written."""
-    from .storage import atomic_write_bytes
+def export_onnx(run, path, overwrite=False):
+    """Write the final network of ``run`` to ``path`` as ONNX; returns the path written.
 
+    An existing file at ``path`` is replaced only with ``overwrite``.
+    """
     path = Path(path)
     if path.suffix != ".onnx":
         raise InvalidArgumentError(f"--onnx {path}: the file name should end in .onnx")
+    if path.is_dir():
+        raise OutputPathError(f"--onnx {path} is a directory: give the path of a file, e.g. "
+                              f"{path / 'model.onnx'}")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"--onnx {path} exists: pass --overwrite to replace it, or "
+                                f"choose another name")
+    check_writable_dir(path.parent, "--onnx's directory")
     model = network_to_onnx(load_network(run))
     atomic_write_bytes(path, lambda f: f.write(model.SerializeToString()))
     return path

@@ -96,6 +96,16 @@ def test_synthesized_run_exports_and_predicts_from_the_command_line(tmp_path, mn
     report = synthesize(config, run)
     assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 0
     assert "model.onnx" in capsys.readouterr().out
+    written = (tmp_path / "model.onnx").read_bytes()
+    (tmp_path / "model.onnx").write_bytes(b"the user's own model")
+    assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx")]) == 2
+    assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "model.onnx").read_bytes() == b"the user's own model"
+    assert main(["export", str(run), "--onnx", str(tmp_path / "model.onnx"), "--overwrite"]) == 0
+    assert (tmp_path / "model.onnx").read_bytes() == written
+    (tmp_path / "a.onnx").mkdir()
+    assert main(["export", str(run), "--onnx", str(tmp_path / "a.onnx")]) == 2
+    assert "is a directory: give the path of a file" in capsys.readouterr().err
     from nestref.data import load_mnist
 
     images = np.asarray(load_mnist(mnist_dir, download=False).test_images[:64])
