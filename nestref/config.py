@@ -207,12 +207,13 @@ class SynthesisConfig:
                 "n_val",
                 f"< train_limit={self.train_limit} (some images must be left to train on)",
             )
-        if (isinstance(self.arch, str) and self.arch in MASKED_LAYERS
+        if (isinstance(self.arch, str) and architectures.problem(self.arch) is None
                 and isinstance(self.prune_fractions, (list, tuple)) and self.prune_fractions):
+            masked = masked_layer_count(self.arch)
             need(
-                len(self.prune_fractions) == MASKED_LAYERS[self.arch],
+                len(self.prune_fractions) == masked,
                 "prune_fractions",
-                f"{MASKED_LAYERS[self.arch]} numbers for {self.arch} (one per masked layer), "
+                f"{masked} numbers for {self.arch} (one per masked layer), "
                 f"or [] for the arch's default",
             )
         return problems
@@ -256,7 +257,9 @@ def _is_number(value):
 
 
 # masked (Dense / Conv2d) layers of each architecture: one pruning fraction each
-MASKED_LAYERS = {name: len(entry.prune_fractions) for name, entry in architectures.TABLE.items()}
+def masked_layer_count(arch):
+    """How many masked (Dense and Conv2d) layers ``arch``, a name or a spec, has."""
+    return len(architectures.get(arch).prune_fractions)
 
 # phase of the run -> the epochs field that only that phase reads
 _PHASE_EPOCHS = {"seed": "initial_epochs", "grow": "growth_epochs", "settle": "settle_epochs",

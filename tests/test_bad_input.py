@@ -326,6 +326,8 @@ def test_a_config_path_that_is_a_directory_or_missing_is_named(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"prune_fractions": [0.1]}, "prune_fractions.*3 numbers for lenet-300-100"),
     ({"arch": "lenet5", "prune_fractions": [0.1, 0.1, 0.1]}, "4 numbers for lenet5"),
+    ({"arch": "mlp:784-50-10", "prune_fractions": [0.1]}, "2 numbers for mlp:784-50-10"),
+    ({"arch": "conv:c4k3-p2-d10", "prune_fractions": [0.1, 0.1, 0.1]}, "2 numbers for conv:"),
     ({"train_limit": 500, "n_val": 500}, "n_val.*< train_limit"),
     ({"batch_size": 0}, "batch_size=0"),
     ({"data_dir": 3}, "data_dir=3"),
