@@ -44,4 +44,5 @@ def comparison_table(runs):
 
 def _data_name(report):
     """The data set a report was measured on (reports from before data sets were named: MNIST)."""
-    return report.get("data", {}).get("name", "mnist")
+    data = report.get("data", {})
+    return data.get("name", "mnist") if isinstance(data, dict) else "data given to synthesize()"

@@ -699,7 +699,8 @@ class Run:
             ),
             "wall_seconds": self.state["elapsed"],
             "data_source": self.data["source"],
-            "data": self.data.get("dataset"),
+            "data": self.data.get("dataset") or {"name": "data given to synthesize()",
+                                                 "source": self.data.get("source")},
             "n_train": len(self.data["train"][0]),
             "n_val": len(self.data["val"][0]),
             "config": config.to_dict(),
@@ -734,12 +735,17 @@ def read_report(path):
         )
     for name, kind in REPORT_FIELDS.items():
         value = report.get(name)
-        ok = (isinstance(value, str) if kind is str else is_int(value) and value >= 0 if kind is int
-              else is_number(value))
+        # counts below 10**15: any network's, and a float holds them exactly
+        ok = (isinstance(value, str) if kind is str else
+              is_int(value) and 0 <= value < 10**15 if kind is int else is_number(value))
         if not ok:
             raise ReportError(f"{path}: field '{name}' is missing or not "
                               f"a{'n' if kind is int else ''} {kind.__name__} (got {value!r}); "
                               f"rewrite it with `nestref synthesize --resume --out {path.parent}`")
+    if not isinstance(report.get("data", {}), dict | None):
+        raise ReportError(f"{path}: field 'data' must be an object (name, source, checksum), got "
+                          f"{report['data']!r}; rewrite it with `nestref synthesize --resume --out "
+                          f"{path.parent}`")
     if report["mode"] not in MODES:
         raise ReportError(f"{path}: field 'mode' must be one of {', '.join(MODES)}, got "
                           f"{report['mode']!r}")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nestref.cli import main as cli_main
 from nestref.config import (
     RESUME_SAFE_FIELDS,
     SynthesisConfig,
@@ -379,6 +380,7 @@ GOOD_REPORT = {
     "flops": 8000,
     "params_compression": 66.6,
     "flops_compression": 66.5,
+    "data": {"name": "mnist"},
 }
 
 
@@ -398,6 +400,15 @@ def test_a_tampered_report_is_refused_by_field(tmp_path, data):
         assert key in str(err) and "report.json" in str(err)
         return
     assert loaded == report  # a replacement that is itself valid
+
+
+def test_reports_with_data_given_from_python_or_huge_counts_print_or_are_refused(tmp_path, capsys):
+    (tmp_path / "report.json").write_text(json.dumps({**GOOD_REPORT, "data": None}))
+    assert cli_main(["report", str(tmp_path)]) == 0
+    assert "data given to synthesize()" in capsys.readouterr().out
+    (tmp_path / "report.json").write_text(json.dumps({**GOOD_REPORT, "params": 10**400}))
+    assert cli_main(["report", str(tmp_path)]) == 1
+    assert "field 'params' is missing or not an int" in capsys.readouterr().err
 
 
 def test_a_report_that_is_not_json_or_absent_is_named(tmp_path):
