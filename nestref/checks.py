@@ -20,9 +20,14 @@ def is_int(value):
 
 
 def is_number(value):
-    """True for a finite int or float (``bool`` is not a number here)."""
-    return (isinstance(value, _NUMBER) and not isinstance(value, (bool, np.bool_))
-            and math.isfinite(float(value)))
+    """True for a finite int or float (``bool`` is not a number here; nor is an int too large
+    for a float)."""
+    if not isinstance(value, _NUMBER) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def check_int(name, value, minimum=1):

@@ -4,10 +4,11 @@
 """
 import argparse
 import sys
+from pathlib import Path
 
 from . import architectures
 from .config import parse_override
-from .errors import InvalidArgumentError, NestrefError
+from .errors import InvalidArgumentError, NestrefError, ReportError
 from .plots import frontier_figure
 from .study import (
     DEFAULT_ROWS,
@@ -85,6 +86,9 @@ def _print_cell(arch, method, seed, status, rows):
 
 def _table_command(args):
     """`nestref study table`: print the table, optionally into a README and a figure."""
+    if not Path(args.rows).exists():
+        raise ReportError(f"--rows {args.rows}: no such file; give the rows file that `nestref "
+                          f"study run` writes (default {DEFAULT_ROWS})")
     rows = read_rows(args.rows)
     table = format_table(rows)
     print(table)
@@ -140,4 +144,4 @@ def main(argv=None):
         return 130
     except (ValueError, NestrefError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)  # 1: a file failed; 2: the command must change

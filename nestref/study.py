@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import architectures
-from .checks import check_int, check_positive_int
+from .checks import check_int, check_positive_int, is_int, is_number
 from .config import make_config, with_defaults
 from .errors import InvalidArgumentError, ReportError
 from .plots import seeds_label
@@ -202,19 +202,66 @@ def run_cell(arch, method, seed, runs_dir, rows_path, overrides, threads):
 
 
 def read_rows(path):
-    """The rows of a rows file (a JSON list), [] if there is none yet."""
+    """The rows of a rows file (a JSON list), [] if there is none yet; ReportError for a file
+    that is not one, names the row and the field of a malformed row, and refuses two rows of
+    one (arch, method, seed, selection)."""
     path = Path(path)
     if not path.exists():
         return []
     try:
-        rows = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ReportError(
-            f"{path} is not valid JSON ({err}); restore it from git or delete it"
+            f"{path} is not a readable JSON rows file ({err}); restore it from git or delete it"
         ) from err
     if not isinstance(rows, list):
         raise ReportError(f"{path} must hold a JSON list of rows, got {type(rows).__name__}")
+    seen = {}
+    for i, row in enumerate(rows):
+        problem = row_problem(row)
+        if problem:
+            raise ReportError(f"{path}: row {i} {problem}; restore the file from git, or delete "
+                              f"the row and run its cell again (`nestref study run`)")
+        if _row_key(row) in seen:
+            raise ReportError(f"{path}: rows {seen[_row_key(row)]} and {i} are both "
+                              f"{'/'.join(map(str, _row_key(row)))}; keep one")
+        seen[_row_key(row)] = i
     return rows
+
+
+def _is_count(value):
+    return is_int(value) and 0 <= value < 10**15
+
+
+def _is_fraction(value):
+    return is_number(value) and 0 <= value <= 1
+
+
+ROW_CHECKS = {
+    "arch": (lambda v: isinstance(v, str) and v != "", "a name"),
+    "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
+    "seed": (_is_count, "an int >= 0"),
+    "selection": (lambda v: isinstance(v, str) and v != "", "a selection name"),
+    "test_error": (_is_fraction, "a number in [0, 1]"),
+    "val_error": (_is_fraction, "a number in [0, 1]"),
+    "params": (_is_count, "an int >= 0"),
+    "flops": (_is_count, "an int >= 0"),
+    "epochs_total": (_is_count, "an int >= 0"),
+    "epochs_before_pruning": (lambda v: v is None or _is_count(v), "an int >= 0 or null"),
+    "wall_seconds": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+}
+
+
+def row_problem(row):
+    """None if ``row`` has what the table reads, else what is wrong with it."""
+    if not isinstance(row, dict):
+        return f"is a {type(row).__name__}, not an object"
+    for name, (ok, expected) in ROW_CHECKS.items():
+        if name not in row:
+            return f"has no field '{name}'"
+        if not ok(row[name]):
+            return f"field '{name}' must be {expected}, got {row[name]!r}"
+    return None
 
 
 def _row_key(row):

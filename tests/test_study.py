@@ -2,12 +2,14 @@
 table (means, paired differences, t-intervals) comes from the rows alone."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nestref import architectures, study
 from nestref.cli import main
+from nestref.errors import ReportError
 from nestref.plots import frontier_figure
 from nestref.train import load_checkpoint
 
@@ -256,8 +258,10 @@ def test_study_table_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "NeST minus pruning only" in out and (tmp_path / "f.png").exists()
     rows_path.write_text("{not json")
-    assert main(["study", "table", "--rows", str(rows_path), "--no-figure"]) == 2
-    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["study", "table", "--rows", str(rows_path), "--no-figure"]) == 1
+    assert "not a readable JSON rows file" in capsys.readouterr().err
+    assert main(["study", "table", "--rows", str(tmp_path / "typo.json"), "--no-figure"]) == 1
+    assert "typo.json: no such file" in capsys.readouterr().err
     assert (
         main(
             ["study", "run", "--arch", "lenet-300-100", "--jobs", "0", "--runs-dir", str(tmp_path)]
@@ -265,6 +269,33 @@ def test_study_table_command(tmp_path, capsys):
         == 2
     )
     assert "jobs must be an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows.append(dict(rows[0])), "rows 0 and .* are both"),
+    (lambda rows: rows[1].pop("params"), "row 1 has no field 'params'"),
+    (lambda rows: rows[2].update(test_error=None), "row 2 field 'test_error' must be a number"),
+    (lambda rows: rows[2].update(test_error="0.01"), "row 2 field 'test_error' must be a number"),
+    (lambda rows: rows[0].update(params=-5), "row 0 field 'params' must be an int >= 0"),
+    (lambda rows: rows[0].update(seed="1"), "row 0 field 'seed'"),
+    (lambda rows: rows[0].update(arch=None), "row 0 field 'arch' must be a name"),
+    (lambda rows: rows[0].update(selection=3), "row 0 field 'selection'"),
+    (lambda rows: rows[0].update(method="grow-only"), "row 0 field 'method' must be one of"),
+    (lambda rows: rows.__setitem__(0, 7), "row 0 is a int"),
+])
+def test_a_malformed_rows_file_is_refused_by_row_and_field(tmp_path, capsys, change, message):
+    rows = synthetic_rows()
+    change(rows)
+    (tmp_path / "runs.json").write_text(json.dumps(rows))
+    with pytest.raises(ReportError, match=message):
+        study.read_rows(tmp_path / "runs.json")
+    assert main(["study", "table", "--rows", str(tmp_path / "runs.json"), "--no-figure"]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_the_committed_rows_files_pass_the_row_checks():
+    for path in sorted((Path(__file__).resolve().parents[1] / "figures" / "study").glob("*.json")):
+        assert study.read_rows(path), path
 
 
 def test_rows_are_added_atomically_and_replaced_by_key(tmp_path):
