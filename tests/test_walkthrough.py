@@ -137,7 +137,11 @@ def test_the_layer_table_text_holds_every_row_and_the_totals():
 def test_arch_rows_keeps_one_arch_and_needs_no_file(tmp_path):
     path = tmp_path / "runs.json"
     assert walkthrough.arch_rows(path, ARCH) == []
-    rows = [{"arch": ARCH, "seed": 0}, {"arch": "lenet5", "seed": 0}, {"arch": ARCH, "seed": 1}]
+    row = {"method": "nest", "selection": "target", "test_error": 0.01, "val_error": 0.01,
+           "params": 4000, "flops": 8000, "epochs_total": 200, "epochs_before_pruning": 40,
+           "wall_seconds": 100.0}
+    rows = [{**row, "arch": ARCH, "seed": 0}, {**row, "arch": "lenet5", "seed": 0},
+            {**row, "arch": ARCH, "seed": 1}]
     path.write_text(json.dumps(rows))
     assert walkthrough.arch_rows(path, ARCH) == [rows[0], rows[2]]
 
