@@ -223,7 +223,8 @@ class Architecture:
 def parse_mlp(text):
     """'784-300-100-10' -> (input size, stages)."""
     parts = text.split("-")
-    if len(parts) < 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+    # ASCII digits only: "²".isdigit() is True, but int("²") fails
+    if len(parts) < 2 or not all(re.fullmatch("[0-9]+", p) and int(p) >= 1 for p in parts):
         raise InvalidArgumentError(
             f"bad MLP spec 'mlp:{text}': expected integers >= 1 separated by '-', the input size "
             f"first and the class count last, e.g. mlp:784-300-100-10"
@@ -232,7 +233,7 @@ def parse_mlp(text):
     return sizes[0], tuple(("dense", n) for n in sizes[1:])
 
 
-_CONV_TOKEN = re.compile(r"c(\d+)k(\d+)|p(\d+)|r|d(\d+)")
+_CONV_TOKEN = re.compile(r"c([0-9]+)k([0-9]+)|p([0-9]+)|r|d([0-9]+)")  # \d takes any script's
 
 
 def parse_conv(text):

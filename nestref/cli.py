@@ -631,6 +631,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: out of memory ({err or 'MemoryError'}): the network or the data is larger "
+              f"than this machine holds; choose smaller layer sizes (--arch) or fewer images "
+              f"(--set train_limit=N)", file=sys.stderr)
+        return EXIT_FAILED
     except (NestrefError, data.IDXError, data.MNISTNotFoundError, OSError, ValueError) as err:
         if args.debug:
             traceback.print_exc()

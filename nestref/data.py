@@ -694,6 +694,19 @@ def _validated(arrays: dict[str, np.ndarray], where: dict[str, str]) -> tuple[di
         raise DataError(
             f"{where['train_labels']}: all labels are 0; a classifier needs at least 2 classes"
         )
+    # the largest label sets the output width: a stray or 1-based label must not widen it
+    # silently (bincount is safe to size now: classes <= len(labels) is checked first)
+    if classes > len(out["train_labels"]):
+        raise DataError(f"{where['train_labels']}: label {classes - 1} with only "
+                        f"{len(out['train_labels'])} training images; labels must be "
+                        f"0..classes-1 with every class among the training images")
+    missing = np.flatnonzero(np.bincount(out["train_labels"], minlength=classes) == 0)
+    if missing.size:
+        shown = ", ".join(str(c) for c in missing[:10]) + (", ..." if missing.size > 10 else "")
+        hint = " (labels 1..K? subtract 1)" if missing.tolist() == [0] else ""
+        raise DataError(f"{where['train_labels']}: labels must be 0..classes-1 with every class "
+                        f"among the training images; class(es) {shown} of 0..{classes - 1} "
+                        f"have none{hint}")
     if out["test_labels"].max() >= classes:
         raise DataError(
             f"{where['test_labels']}: label {int(out['test_labels'].max())} "

@@ -150,6 +150,16 @@ def choose_round(rounds, smoothing, param_budget=None, target_error=None):
     return int(ok[np.argmin(params[ok])]), smoothed.tolist()
 
 
+def over_budget_warnings(selections):
+    """A warning for each budget selection larger than its budget: no pruning round was within
+    it, so ``choose_round`` took the smallest network there is. selections: report.json's."""
+    return [f"selection {name}: pruning stopped at {entry['params']:,} params, above the budget "
+            f"of {entry['param_budget']:,} (prune_floor_params, max_prune_rounds or "
+            f"max_error_increase ended it first); the selection is the run's smallest network"
+            for name, entry in selections.items()
+            if entry["param_budget"] is not None and entry["params"] > entry["param_budget"]]
+
+
 # ---------------------------------------------------------------------- steps
 class Run:
     """The state of one synthesis: network, optimizer, random generator, history.
@@ -652,6 +662,8 @@ class Run:
         small = selections[headline].pop("small")
         for entry in selections.values():
             entry.pop("small", None)
+        for message in over_budget_warnings(selections):
+            self.warn(message)
         save_compact(self.out / "model.npz", small)
         report = self.report(headline, selections)
         save_json(self.out / "history.json", self.history)

@@ -198,3 +198,9 @@ def test_debug_shows_the_traceback_and_usage_errors_exit_2(tmp_path):
     assert rc == 1 and "Traceback" in err and "ReportError" in err
     rc, _, err = nestref("train", "--epochs", "many", cwd=tmp_path)
     assert rc == 2 and "invalid int value" in err and "Traceback" not in err
+
+
+def test_a_network_too_large_for_memory_is_one_line(tmp_path, mnist_dir):
+    fails_clearly(nestref("train", "--arch", "mlp:784-999999999-10", "--epochs", "1",
+                          "--data-dir", str(mnist_dir), cwd=tmp_path),
+                  1, "out of memory", "smaller layer sizes")

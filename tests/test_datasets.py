@@ -167,6 +167,20 @@ BAD = {
         },
         "label 7 is outside 0..2",
     ),
+    "1-based labels": (
+        lambda a: {**a, "train_labels": a["train_labels"] + 1, "test_labels": a["test_labels"] + 1},
+        r"class\(es\) 0 of 0..3 have none \(labels 1..K\? subtract 1\)",
+    ),
+    "a stray label": (
+        lambda a: {**a, "train_labels": np.where(np.arange(len(a["train_labels"])) == 0, 9,
+                                                 a["train_labels"]).astype(np.uint8)},
+        r"class\(es\) 3, 4, 5, 6, 7, 8 of 0..9 have none",
+    ),
+    "a label no image count could reach": (
+        lambda a: {**a, "train_labels": np.where(np.arange(len(a["train_labels"])) == 0, 10**9,
+                                                 a["train_labels"].astype(np.int32))},
+        "label 1000000000 with only 300 training images",
+    ),
     "train and test image shapes differ": (
         lambda a: {**a, "test_images": a["test_images"][:, :10, :10].copy()},
         "differ in shape",

@@ -12,7 +12,7 @@ from nestref.errors import DataError, OutputExistsError, TrainingDiverged
 from nestref.models import Network
 from nestref.run_files import check_run_dir, clear_run_files
 from nestref.storage import load_arrays
-from nestref.synthesize import choose_round, load_data, synthesize
+from nestref.synthesize import choose_round, load_data, over_budget_warnings, synthesize
 from nestref.train import resume_checkpoint
 
 TINY = dict(
@@ -349,3 +349,20 @@ def test_nestref_report_puts_nest_dense_and_spec_runs_beside_the_paper(tmp_path,
     assert "1.50% | 3.8K (70.2x)" in ours[0] and "0.70% | 266.6K (1.0x)" in ours[1]
     # no paper rows for an architecture the paper did not run
     assert not any("mlp:784-64-10 | paper" in line for line in lines)
+
+
+
+def test_a_budget_selection_above_its_budget_is_warned_of():
+    selections = {"target": {"param_budget": None, "params": 9000},
+                  "budget-3800": {"param_budget": 3800, "params": 4100},
+                  "budget-7800": {"param_budget": 7800, "params": 7100}}
+    assert over_budget_warnings(selections) == [
+        "selection budget-3800: pruning stopped at 4,100 params, above the budget of 3,800 "
+        "(prune_floor_params, max_prune_rounds or max_error_increase ended it first); the "
+        "selection is the run's smallest network"]
+
+
+def test_the_report_carries_the_over_budget_warnings(tiny_run):
+    _, report = tiny_run
+    expected = over_budget_warnings(report["selections"])
+    assert [w for w in report["warnings"] if w.startswith("selection ")] == expected
