@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checks import is_int
 from .errors import InvalidArgumentError
 from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 
@@ -134,6 +135,9 @@ class Architecture:
     def output_width(self, classes=None):
         if classes is None:
             return self.classes
+        if not is_int(classes) or classes < 2:
+            raise InvalidArgumentError(f"classes must be an integer >= 2 (the data's class count), "
+                                       f"got {classes!r}")
         if self.fixed_io and classes != self.classes:
             raise InvalidArgumentError(
                 f"{self.name} ends in {self.classes} outputs, but the data has {classes} classes; "

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels
-from .errors import ModelFileError
+from .errors import InvalidArgumentError, ModelFileError
 from .layers import Conv2d, Dense, Flatten, Layer, MaxPool2d, ReLU
 from .models import Network
 from .prune import remove_dead_neurons
@@ -243,6 +243,9 @@ def compact(net, sparse_below=0.3):
     sparse_below: Dense layers with density (after dead units are gone) below it are
     stored as CSR, the others densely.
     """
+    if not isinstance(net, Network):
+        raise InvalidArgumentError(f"compact needs a nestref.models.Network, got "
+                                   f"{type(net).__name__}")
     if (
         isinstance(sparse_below, bool)
         or not isinstance(sparse_below, (int, float))

@@ -38,6 +38,8 @@ gradient at every position.
 import numpy as np
 
 from . import kernels
+from .checks import is_int
+from .errors import InvalidArgumentError
 
 # Density below which a Dense layer trains with the CSR kernels: where the sparse training
 # step (forward + input gradient + weight gradient + SGD) of LeNet-300-100 stops being
@@ -208,8 +210,9 @@ class Dense(MaskedLayer):
     sparse_below = SPARSE_BELOW
 
     def __init__(self, n_in, n_out, density=1.0, rng=None, dtype=np.float32):
-        if n_in < 1 or n_out < 1:
-            raise ValueError(f"Dense needs n_in, n_out >= 1, got {n_in}, {n_out}")
+        if not (is_int(n_in) and is_int(n_out)) or n_in < 1 or n_out < 1:
+            raise InvalidArgumentError(f"Dense needs integers n_in, n_out >= 1, got {n_in!r}, "
+                                       f"{n_out!r}")
         self._init_params((n_out, n_in), n_in, density, rng, dtype)
 
     def forward(self, x):
@@ -337,10 +340,11 @@ class Conv2d(MaskedLayer):
     def __init__(
         self, in_c, out_c, kernel_size, stride=1, padding=0, density=1.0, rng=None, dtype=np.float32
     ):
-        if min(in_c, out_c, kernel_size, stride) < 1 or padding < 0:
-            raise ValueError(
-                f"Conv2d needs in_c, out_c, kernel_size, stride >= 1 and padding >= 0, "
-                f"got {in_c}, {out_c}, {kernel_size}, {stride}, {padding}")
+        sizes = (in_c, out_c, kernel_size, stride, padding)
+        if not all(map(is_int, sizes)) or min(sizes[:4]) < 1 or padding < 0:
+            raise InvalidArgumentError(
+                f"Conv2d needs integers in_c, out_c, kernel_size, stride >= 1 and padding >= 0, "
+                f"got {in_c!r}, {out_c!r}, {kernel_size!r}, {stride!r}, {padding!r}")
         self.stride, self.padding = stride, padding
         shape = (out_c, in_c, kernel_size, kernel_size)
         self._init_params(shape, in_c * kernel_size * kernel_size, density, rng, dtype)
@@ -578,10 +582,12 @@ class MaxPool2d(Layer):
 
     def __init__(self, kernel_size=2, stride=None):
         self.kernel_size = kernel_size
-        self.stride = stride or kernel_size
-        if self.kernel_size < 1 or self.stride < 1:
-            raise ValueError(
-                f"MaxPool2d needs kernel_size, stride >= 1, got {kernel_size}, {stride}"
+        self.stride = kernel_size if stride is None else stride
+        if not (is_int(self.kernel_size) and is_int(self.stride)) or min(self.kernel_size,
+                                                                          self.stride) < 1:
+            raise InvalidArgumentError(
+                f"MaxPool2d needs integers kernel_size, stride >= 1, got {kernel_size!r}, "
+                f"{stride!r}"
             )
 
     def forward(self, x):

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nestref.cli import main as cli_main
+from nestref.compact import compact
 from nestref.config import (
     RESUME_SAFE_FIELDS,
     SynthesisConfig,
@@ -31,6 +32,7 @@ from nestref.errors import (
     ReportError,
     TrainingDiverged,
 )
+from nestref.layers import Conv2d, Dense, MaxPool2d
 from nestref.losses import softmax_cross_entropy
 from nestref.models import lenet5, lenet_300_100
 from nestref.optim import SGD
@@ -622,3 +624,27 @@ def test_the_error_types_are_what_callers_expect():
         ConfigError.exit_code == InvalidArgumentError.exit_code == OutputExistsError.exit_code == 2
     )
     assert CheckpointError.exit_code == TrainingDiverged.exit_code == 1
+
+
+# ------------------------------------------------------------ the Python API's doors
+@pytest.mark.parametrize("build, message", [
+    (lambda: Dense(2.5, 3), "Dense needs integers n_in, n_out >= 1, got 2.5, 3"),
+    (lambda: Dense("3", 5), "got '3', 5"),
+    (lambda: Dense(True, 5), "got True, 5"),
+    (lambda: Conv2d(1, 5, 2.5), "Conv2d needs integers"),
+    (lambda: Conv2d(1, 5, 3, 1.5), r"got 1, 5, 3, 1.5, 0"),
+    (lambda: Conv2d(1, 5, 3, padding=-1), "padding >= 0"),
+    (lambda: MaxPool2d(2.5), "MaxPool2d needs integers"),
+    (lambda: MaxPool2d(2, 0), "got 2, 0"),
+    (lambda: lenet_300_100(classes=2.5), "classes must be an integer >= 2"),
+    (lambda: lenet5(classes=True), "classes must be an integer >= 2"),
+    (lambda: compact("x"), "compact needs a nestref.models.Network, got str"),
+])
+def test_the_api_refuses_sizes_that_are_not_integers_by_name(build, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        build()
+
+
+def test_the_api_takes_numpy_integers_as_sizes():
+    assert Dense(np.int64(3), np.int32(4)).weight.shape == (4, 3)
+    assert MaxPool2d(np.int64(2)).stride == 2
