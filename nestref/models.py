@@ -214,6 +214,14 @@ def build(
     layers, input_shape, name = entry.build_layers(
         width_scale, density, rng, dtype, image_shape, classes
     )
+    for i, layer in enumerate(layers):
+        # a layer with no connection passes nothing on: training would run, and learn nothing
+        if isinstance(layer, MaskedLayer) and not layer.mask.any():
+            raise InvalidArgumentError(
+                f"density {density:g} leaves layer {i} ({type(layer).__name__}, "
+                f"{layer.mask.size:,} possible connections) with none active; use a density of "
+                f"at least {min(1.0, 3 / layer.mask.size):.2g}"
+            )
     return Network(layers, input_shape, name=name)
 
 

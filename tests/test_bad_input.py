@@ -648,3 +648,9 @@ def test_the_api_refuses_sizes_that_are_not_integers_by_name(build, message):
 def test_the_api_takes_numpy_integers_as_sizes():
     assert Dense(np.int64(3), np.int32(4)).weight.shape == (4, 3)
     assert MaxPool2d(np.int64(2)).stride == 2
+
+
+def test_a_density_that_leaves_a_layer_without_connections_is_refused():
+    with pytest.raises(InvalidArgumentError, match="density 1e-06 leaves layer .* with none active"):
+        lenet_300_100(density=1e-6, seed=0)
+    assert lenet_300_100(density=0.001, seed=0).masked_layers()[-1][1].mask.any()
