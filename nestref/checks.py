@@ -50,9 +50,10 @@ def check_number(name, value, minimum=None, maximum=None):
         and (maximum is None or value <= maximum)
     )
     if not ok:
-        low = "-inf" if minimum is None else f"{minimum:g}"
-        high = "inf" if maximum is None else f"{maximum:g}"
-        raise InvalidArgumentError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        bounds = ([] if minimum is None else [f">= {minimum:g}"]) + (
+            [] if maximum is None else [f"<= {maximum:g}"])
+        where = f" {' and '.join(bounds)}" if bounds else ""
+        raise InvalidArgumentError(f"{name} must be a finite number{where}, got {value!r}")
     return float(value)
 
 

@@ -654,3 +654,13 @@ def test_a_density_that_leaves_a_layer_without_connections_is_refused():
     with pytest.raises(InvalidArgumentError, match="density 1e-06 leaves layer .* with none active"):
         lenet_300_100(density=1e-6, seed=0)
     assert lenet_300_100(density=0.001, seed=0).masked_layers()[-1][1].mask.any()
+
+
+def test_number_checks_state_their_bounds_in_words():
+    from nestref.checks import check_number
+    with pytest.raises(InvalidArgumentError, match=r"^--weight-decay must be a finite number >= 0, "
+                                                   r"got inf$"):
+        check_number("--weight-decay", float("inf"), minimum=0)
+    with pytest.raises(InvalidArgumentError, match=r"must be a finite number >= 0 and <= 1, got 2"):
+        check_number("x", 2, minimum=0, maximum=1)
+    assert check_number("x", 0.5, minimum=0, maximum=1) == 0.5
