@@ -651,7 +651,7 @@ def test_the_api_takes_numpy_integers_as_sizes():
 
 
 def test_a_density_that_leaves_a_layer_without_connections_is_refused():
-    with pytest.raises(InvalidArgumentError, match="density 1e-06 leaves layer .* with none active"):
+    with pytest.raises(InvalidArgumentError, match="density 1e-06 leaves layer .* none active"):
         lenet_300_100(density=1e-6, seed=0)
     assert lenet_300_100(density=0.001, seed=0).masked_layers()[-1][1].mask.any()
 
