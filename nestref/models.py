@@ -86,7 +86,13 @@ class Network:
                 f"with N >= 1, got {x.shape}")
 
     def predict(self, x, batch_size=1000):
-        """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
+        """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes).
+
+        x is checked for its shape, not its values: pixels are floats in [0, 1]
+        (``nestref.data.scale_pixels``), and a NaN gives NaN logits. A pass over x to check
+        them would cost as much as a compact network's whole predict; ``nestref predict``
+        checks its images before it calls this.
+        """
         if isinstance(x, np.ndarray) and len(x) == 0 and tuple(x.shape[1:]) == self.input_shape:
             # the last layer with a bias says the dtype (a compact network has no masked layers)
             dtype = next((layer.bias.dtype for layer in reversed(self.layers)
