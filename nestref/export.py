@@ -38,11 +38,11 @@ from .errors import (
     OutputPathError,
 )
 from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from .run_files import CHECKPOINT
 from .storage import atomic_write_bytes, check_writable_dir
 from .train import load_checkpoint
 
 ONNX_OPSET = 13
-CHECKPOINT = "checkpoint.npz"
 
 
 class MissingDependencyError(InvalidArgumentError):
@@ -64,7 +64,9 @@ def load_network(run):
     try:
         net, _, _ = load_checkpoint(path)
     except (KeyError, ValueError) as err:
-        raise ModelFileError(f"{path}: not a readable nestref checkpoint ({err})") from err
+        run_dir = path.parent if (path.parent / CHECKPOINT).is_file() else None
+        hint = f"; pass the run directory {run_dir} instead" if run_dir else ""
+        raise ModelFileError(f"{path}: not a readable nestref checkpoint ({err}){hint}") from err
     return net
 
 

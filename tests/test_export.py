@@ -161,6 +161,9 @@ def test_bad_run_or_missing_onnx_is_a_clear_error(tmp_path, monkeypatch, capsys)
     assert main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "m.onnx")]) == 1
     assert "no such run directory" in capsys.readouterr().err
     run, _ = masked_run(tmp_path, "mlp:784-10")
+    (run / "model.npz").write_bytes(b"a compact model, not a checkpoint")
+    with pytest.raises(ModelFileError, match=f"pass the run directory {run} instead"):
+        export.load_network(run / "model.npz")
 
     def no_onnx():
         raise ImportError("No module named 'onnx'")
