@@ -390,13 +390,11 @@ def cmd_synthesize(args):
     # (a config file without --arch is the whole recipe)
     arch = args.arch or overrides.get("arch") or (None if args.config else SynthesisConfig.arch)
     preset = args.preset or (architectures.default_preset(arch) if arch else None)
-    if args.arch:
-        overrides["arch"] = args.arch
-    if args.mode:
-        overrides["mode"] = args.mode
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    config = make_config(preset, args.config, overrides)
+    flags = {"arch": args.arch, "mode": args.mode, "data_dir": args.data_dir}
+    flags = {key: value for key, value in flags.items() if value}
+    overrides.update(flags)
+    config = make_config(preset, args.config, overrides,
+                         {key: "--" + key.replace("_", "-") for key in flags})
     out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
                            f"{'' if config.mode == 'nest' else '-' + config.mode}")
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, "

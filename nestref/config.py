@@ -305,10 +305,11 @@ def config_field_names():
     return [f.name for f in fields(SynthesisConfig)]
 
 
-def make_config(preset=None, file=None, overrides=None):
+def make_config(preset=None, file=None, overrides=None, override_origins=None):
     """Build a config: the preset's values, then a TOML/JSON file's, then ``overrides`` (a dict).
 
-    A bad value's message says where it came from (the preset, the file, or an override).
+    A bad value's message says where it came from (the preset, the file, or an override:
+    ``override_origins[key]``, e.g. "--data-dir", else "--set").
     """
     values, origin = {}, {}
     if preset is not None:
@@ -323,7 +324,7 @@ def make_config(preset=None, file=None, overrides=None):
         values.update(from_file)
         origin.update(dict.fromkeys(from_file, f"config file {file}"))
     values.update(overrides or {})
-    origin.update(dict.fromkeys(overrides or {}, "--set"))
+    origin.update({k: (override_origins or {}).get(k, "--set") for k in overrides or {}})
     if "param_budget" in values:  # the one-budget key of earlier configs
         budget = values.pop("param_budget")
         if budget is not None and budget not in values.get("param_budgets", []):
