@@ -111,7 +111,13 @@ def _load_images(path):
     if path.suffix != ".npy":
         raise DataError(f"{path}: expected a .npy file of images (np.save)")
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # else np.load reads it as a pickle, and says so
+                raise DataError(f"{path}: not a .npy file (it does not start as np.save writes "
+                                f"one); save the images with np.save")
         return np.load(path, allow_pickle=False)
+    except DataError:
+        raise
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such file") from err
     except (OSError, ValueError) as err:

@@ -149,8 +149,11 @@ def test_predict_validates_the_images(tmp_path, capsys):
         # exit code 1: a file or the data failed
         assert main(["predict", str(run), str(tmp_path / f"{name}.npy")]) == 1
         assert "error:" in capsys.readouterr().err
-    (tmp_path / "objects.npy").write_bytes(b"junk")
-    with pytest.raises(DataError, match="not a readable .npy"):
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(DataError, match="junk.npy: not a .npy file .*save the images with np.save"):
+        export.predict_logits(run, tmp_path / "junk.npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="not a readable .npy array .*pickled"):
         export.predict_logits(run, tmp_path / "objects.npy")
 
 
