@@ -153,7 +153,7 @@ def test_predict_validates_the_images(tmp_path, capsys):
     with pytest.raises(DataError, match="junk.npy: not a .npy file .*save the images with np.save"):
         export.predict_logits(run, tmp_path / "junk.npy")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="not a readable .npy array .*pickled"):
+    with pytest.raises(DataError, match="not a readable .npy array .Object arrays"):
         export.predict_logits(run, tmp_path / "objects.npy")
 
 
