@@ -59,8 +59,8 @@ def main(argv=None):
     try:
         adapter = load_adapter(args.module)
         results = check(adapter, args.cases, args.op)
-    except Exception as err:  # noqa: BLE001
-        # any exception: an adapter that cannot load is a user mistake, not a crash
+    except (Exception, SystemExit) as err:  # noqa: BLE001
+        # any exception (sys.exit too): an adapter that cannot load is a user mistake, not a crash
         print(f"error: cannot use adapter {args.module!r}: {type(err).__name__}: {err}",
               file=sys.stderr)
         return 2

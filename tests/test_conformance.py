@@ -2,6 +2,7 @@
 ports."""
 import json
 import shutil
+import sys
 import types
 from collections import Counter
 from pathlib import Path
@@ -181,6 +182,7 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     ops["softmax_cross_entropy"] = raises
     ops["sgd.step"] = lambda inputs, params: {"weight": np.zeros(3)}
     ops["accounting.count"] = lambda inputs, params: None
+    ops["growth.bridging_gradient"] = lambda inputs, params: sys.exit(3)
     by_name = {r.name: r for r in conformance.check(types.SimpleNamespace(OPS=ops), root)}
     assert "missing file inputs/x.npy" in by_name["dense_forward_basic_f32"].worst
     assert "holds float32 [2, 2]" in by_name["dense_backward_basic_f32"].worst
@@ -193,7 +195,13 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     assert "bias: missing" in by_name["sgd_step_momentum_decay_f32"].worst
     assert "returned NoneType" in by_name["accounting_count_lenet5_dense"].worst
     assert by_name["dense_forward_basic_f64"].passed
+    bridging = [r for r in by_name.values() if r.op == "growth.bridging_gradient"]
+    assert bridging and all("raised SystemExit: 3" in r.worst for r in bridging)
 
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit(3)\n")
+    assert cli_main(["conformance", "check", str(exits), "--cases", str(root)]) == 2
+    assert "SystemExit: 3" in capsys.readouterr().err
     module = tmp_path / "no_ops.py"
     module.write_text("x = 1\n")
     assert cli_main(["conformance", "check", str(module), "--cases", str(root)]) == 2
