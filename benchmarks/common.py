@@ -19,6 +19,11 @@ def blas_threads():
     return int(found[0].num_threads) if found else None
 
 
+def thread_counts():
+    """{"blas_threads", "numba_threads"} as they are now (call it inside ``limited_blas``)."""
+    return {"blas_threads": blas_threads(), "numba_threads": numba.get_num_threads()}
+
+
 def describe_blas():
     """e.g. 'openblas 0.3.31 (Haswell kernel)'."""
     found = _blas().lib_controllers

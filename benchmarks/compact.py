@@ -31,6 +31,7 @@ from .common import (
     limited_blas,
     load_average,
     median,
+    thread_counts,
     timed_in_turns,
 )
 from .training import torch_available, torch_twin
@@ -117,6 +118,7 @@ def measure(
         times = timed_in_turns(
             {name: (lambda p=p: p(x, batch_size)) for name, p in predictors.items()}, repeats
         )
+        threads_used = thread_counts()
     ms = {name: 1e3 * median(t) for name, t in times.items()}
     return {
         "data": source,
@@ -130,7 +132,7 @@ def measure(
         "layers": small.summary(),
         "batch_size": batch_size,
         "repeats": repeats,
-        "blas_threads": blas_threads(),
+        **threads_used,
         "load_average": [load_before, load_average()],
         "ms": ms,
         "errors": {name: float((out.argmax(axis=1) != y).mean()) for name, out in logits.items()},
@@ -149,7 +151,7 @@ def format_results(r):
         f"{r['dense_flops_per_image']} dense)",
         f"compact layers: {r['layers']}",
         f"predict on {r['images']} {r['data']}, batch {r['batch_size']}, median of {r['repeats']}, "
-        f"{r['blas_threads']} BLAS thread(s), "
+        f"{r['blas_threads']} BLAS thread(s), {r['numba_threads']} compact-inference thread(s), "
         f"load average {r['load_average'][0]} -> {r['load_average'][1]}:",
     ]
     for name, ms in r["ms"].items():
@@ -180,7 +182,8 @@ def main(argv=None):
         "--batch-size", type=int, default=1000, help="predict batch size (the same for all)"
     )
     parser.add_argument(
-        "--threads", type=int, help="BLAS and PyTorch threads (default: as they are)"
+        "--threads", type=int,
+        help="BLAS, PyTorch and compact-inference (Numba) threads (default: as they are)"
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--data-dir", default=os.environ.get("NESTREF_DATA_DIR"))

@@ -23,7 +23,7 @@ from pathlib import Path
 from nestref.config import make_config
 from nestref.synthesize import synthesize
 
-from .common import blas_threads, limited_blas, load_average
+from .common import limited_blas, load_average, thread_counts
 
 TARGET_MINUTES = {"lenet-300-100": 3.0, "lenet5": 10.0}
 QUICK = dict(
@@ -56,6 +56,7 @@ def run(arch="lenet-300-100", out=None, threads=None, quick=False, data_dir=None
         report = synthesize(config, out_dir)
         seconds = time.perf_counter() - start
         history = json.loads((out_dir / "history.json").read_text())
+        threads_used = thread_counts()
     phases = {}
     for record in history:
         phase = record.get("phase", "?")
@@ -65,7 +66,7 @@ def run(arch="lenet-300-100", out=None, threads=None, quick=False, data_dir=None
         "quick": quick,
         "seconds": seconds,
         "phases": phases,
-        "blas_threads": blas_threads(),
+        **threads_used,
         "load_average": [load_before, load_average()],
         "test_error": report.get("test_error"),
         "params": report.get("params"),
@@ -100,7 +101,8 @@ def main(argv=None):
     )
     parser.add_argument("--arch", default="lenet-300-100", choices=sorted(TARGET_MINUTES))
     parser.add_argument("--out", help="keep the run here (default: a temporary directory)")
-    parser.add_argument("--threads", type=int, help="BLAS threads (default: as they are)")
+    parser.add_argument("--threads", type=int,
+                        help="BLAS and Numba threads (default: as they are)")
     parser.add_argument(
         "--data-dir", help="MNIST directory (default: $NESTREF_DATA_DIR or the cache)"
     )

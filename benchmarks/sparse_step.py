@@ -187,7 +187,8 @@ def main(argv=None):
                              "CONV_SPARSE_BELOW, 'dense' SPARSE_BELOW)")
     parser.add_argument("--area", action="store_true",
                         help="conv layers with a partial-area mask (CONV_AREA_SPARSE_BELOW)")
-    parser.add_argument("--threads", type=int, help="BLAS threads (default: as they are)")
+    parser.add_argument("--threads", type=int,
+                        help="BLAS and Numba threads (default: as they are)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     densities = args.densities or (REPORTED if args.quick else SCAN)

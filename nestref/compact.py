@@ -148,11 +148,13 @@ class CompactNetwork(Network):
         self._check_input(x)
         for run in self._runs():
             if isinstance(run[0], SparseDense):
-                links = [(layer, i + 1 < len(run) and isinstance(run[i + 1], ReLU))
-                         for i, layer in enumerate(run) if isinstance(layer, SparseDense)]
-                x = kernels.csr_chain(
-                    x, [layer.chain_layer(relu, local=i == 0) for i, (layer, relu) in
-                        enumerate(links)], columns=links[0][0].used)
+                sparse = [(layer, position + 1 < len(run) and isinstance(run[position + 1], ReLU))
+                          for position, layer in enumerate(run) if isinstance(layer, SparseDense)]
+                # the first link reads only its used inputs; the others read every output of
+                # the link before them
+                links = [layer.chain_layer(relu, local=link == 0)
+                         for link, (layer, relu) in enumerate(sparse)]
+                x = kernels.csr_chain(x, links, columns=sparse[0][0].used)
             else:
                 x = run[0].forward(x)
         return x

@@ -23,6 +23,7 @@ Layouts (NCHW images; ``P = Ho * Wo`` output positions):
     cols: (N * P, C * kh * kw)   row ``n * P + p`` is the receptive field of output p
 """
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -414,21 +415,22 @@ def sparse_weight_grad_numba(gt, xt, indices, indptr):
     return grad
 
 
-def csr_chain_numpy(x, columns, data, indices, starts, row0, bias, relu):
+def csr_chain_numpy(x, columns, data, indices, row_starts, layer_rows, bias, relu):
     """A chain of CSR layers on example-major x (N, in) -> (N, out of the last layer).
 
-    Layer l has rows row0[l] .. row0[l+1]-1 of the concatenated CSR arrays: row g's weights
-    are data[starts[g]:starts[g+1]] in the columns indices[...], its bias bias[g], and
-    relu[l] says whether a ReLU follows it. Layer 0's indices count among ``columns`` (the
-    input units it reads); a later layer's count the rows of the layer before it. A compact
-    MLP's forward (``nestref.compact``): u = h W^T + b, h <- max(u, 0) where relu[l].
+    Layer l has rows layer_rows[l] .. layer_rows[l+1]-1 of the concatenated CSR arrays: row
+    g's weights are data[row_starts[g]:row_starts[g+1]] in the columns indices[...], its bias
+    bias[g], and relu[l] says whether a ReLU follows it. Layer 0's indices count among
+    ``columns`` (the input units it reads); a later layer's count the rows of the layer before
+    it. A compact MLP's forward (``nestref.compact``): u = h W^T + b, h <- max(u, 0) where
+    relu[l].
     """
     h = x[:, columns]
-    for layer in range(len(row0) - 1):
-        rows = slice(row0[layer], row0[layer + 1])
-        first, last = starts[rows.start], starts[rows.stop]
+    for layer in range(len(layer_rows) - 1):
+        rows = slice(layer_rows[layer], layer_rows[layer + 1])
+        first, last = row_starts[rows.start], row_starts[rows.stop]
         weight = csr_to_dense(data[first:last], indices[first:last],
-                              starts[rows.start:rows.stop + 1] - first,
+                              row_starts[rows.start:rows.stop + 1] - first,
                               (rows.stop - rows.start, h.shape[1]))
         h = h @ weight.T + bias[rows]
         if relu[layer]:
@@ -441,7 +443,12 @@ def csr_chain_numpy(x, columns, data, indices, starts, row0, bias, relu):
 _CHAIN_BLOCK = 64
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+# fastmath without "nnan"/"ninf": the chain keeps a NaN input NaN (the ReLU's test below must
+# not be folded away), and the sums still vectorise with reassociation
+_CHAIN_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+
+
+@njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
 def _chain_row(h, data, indices, k0, k1, acc):
     # acc[b] += sum_k data[k] h[indices[k], b], four weights per pass over acc: a pass per
     # weight would be bound by loading and storing acc
@@ -460,13 +467,13 @@ def _chain_row(h, data, indices, k0, k1, acc):
         k += 1
 
 
-@njit(cache=True, fastmath=True, nogil=True)
-def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
+@njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
+def csr_chain_numba(x, columns, data, indices, row_starts, layer_rows, bias, relu):
     # a block of examples at a time through every layer: the block's used inputs are
     # gathered feature-major (in, nb), and each layer's output (out, nb) stays in cache as
     # the next one's input, so x is read once and nothing else goes to memory
-    n, n_layers = x.shape[0], row0.size - 1
-    out = np.empty((n, row0[n_layers] - row0[n_layers - 1]), dtype=x.dtype)
+    n, n_layers = x.shape[0], layer_rows.size - 1
+    out = np.empty((n, layer_rows[n_layers] - layer_rows[n_layers - 1]), dtype=x.dtype)
     for blk in range((n + _CHAIN_BLOCK - 1) // _CHAIN_BLOCK):
         n0 = blk * _CHAIN_BLOCK
         nb = min(_CHAIN_BLOCK, n - n0)
@@ -475,15 +482,15 @@ def csr_chain_numba(x, columns, data, indices, starts, row0, bias, relu):
             for i in range(columns.size):
                 h[i, b] = x[n0 + b, columns[i]]
         for layer in range(n_layers):
-            u = np.empty((row0[layer + 1] - row0[layer], nb), dtype=x.dtype)
+            u = np.empty((layer_rows[layer + 1] - layer_rows[layer], nb), dtype=x.dtype)
             for r in range(u.shape[0]):
-                g = row0[layer] + r
+                g = layer_rows[layer] + r
                 acc = u[r]
                 acc[:] = bias[g]
-                _chain_row(h, data, indices, starts[g], starts[g + 1], acc)
+                _chain_row(h, data, indices, row_starts[g], row_starts[g + 1], acc)
                 if relu[layer]:
                     for b in range(nb):
-                        if acc[b] < 0:  # max(u, 0), NaN kept as np.maximum keeps it
+                        if acc[b] < 0:  # False for NaN: a NaN stays NaN, as in np.maximum
                             acc[b] = 0
             h = u
         for b in range(nb):
@@ -648,8 +655,14 @@ def csr_chain(x, layers, columns=None):
     layers: a list of (data, indices, indptr, bias, relu), one per layer, W (out, in) as CSR
     and relu whether a ReLU follows. columns: the input units the first layer reads,
     ascending, its indices counting among them; None: every unit of x. Computes in the common
-    dtype of x and the weights, as ``x @ W.T`` would.
+    dtype of x and the weights, as ``x @ W.T`` would. A NaN input reaches the outputs whose
+    stored weights read it (the NumPy twin's dense product spreads it to every output).
+
+    The examples are split over ``numba.get_num_threads()`` threads (as set in the calling
+    thread: ``numba.set_num_threads`` or NUMBA_NUM_THREADS).
     """
+    if not layers:
+        raise ValueError("csr_chain needs at least one layer, got none")
     x, *rest = csr_chain_arrays(x, layers, columns)
     kernel, threads = _pick("csr_chain"), get_num_threads()
     if kernel is csr_chain_numpy or threads < 2 or len(x) < 2 * threads * _CHAIN_BLOCK:
@@ -662,16 +675,17 @@ def csr_chain(x, layers, columns=None):
     return np.concatenate(list(parts))
 
 
-_POOLS = {}
+_POOLS, _POOLS_LOCK = {}, threading.Lock()
 
 
 def _pool(threads):
     """One lasting pool per process and thread count: starting threads at every call would cost
     more than a small batch's product, and a forked child has none of its parent's threads."""
     key = (os.getpid(), threads)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
-    return _POOLS[key]
+    with _POOLS_LOCK:  # two first calls at once must not make two pools
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="nestref-csr")
+        return _POOLS[key]
 
 
 def csr_chain_arrays(x, layers, columns=None):
@@ -681,13 +695,13 @@ def csr_chain_arrays(x, layers, columns=None):
     x = np.ascontiguousarray(x, dtype=dtype)
     columns = np.arange(x.shape[1]) if columns is None else columns
     offsets = np.cumsum([0] + [len(layer[0]) for layer in layers])
-    starts = np.concatenate([np.asarray(layer[2][:-1], np.int64) + offset
-                             for layer, offset in zip(layers, offsets, strict=False)]
-                            + [offsets[-1:]]).astype(np.int64)
+    row_starts = np.concatenate([np.asarray(layer[2][:-1], np.int64) + offset
+                                 for layer, offset in zip(layers, offsets, strict=False)]
+                                + [offsets[-1:]]).astype(np.int64)
     return (x, np.ascontiguousarray(columns, dtype=np.int64),
             np.concatenate([np.asarray(layer[0], dtype) for layer in layers]),
             np.concatenate([np.asarray(layer[1], np.int64) for layer in layers]),
-            starts, np.cumsum([0] + [len(layer[3]) for layer in layers]).astype(np.int64),
+            row_starts, np.cumsum([0] + [len(layer[3]) for layer in layers]).astype(np.int64),
             np.concatenate([np.asarray(layer[3], dtype) for layer in layers]),
             np.array([bool(layer[4]) for layer in layers]))
 

@@ -88,7 +88,10 @@ class Network:
     def predict(self, x, batch_size=1000):
         """Logits for x, computed in batches. x: (N, *input_shape) -> (N, n_classes)."""
         if isinstance(x, np.ndarray) and len(x) == 0 and tuple(x.shape[1:]) == self.input_shape:
-            return np.zeros((0, self.widths()[-1]), dtype=self.masked_layers()[0][1].weight.dtype)
+            # the last layer with a bias says the dtype (a compact network has no masked layers)
+            dtype = next((layer.bias.dtype for layer in reversed(self.layers)
+                          if hasattr(layer, "bias")), np.float32)
+            return np.zeros((0,) + tuple(self.shapes()[-1][1]), dtype=dtype)
         self._check_input(x)
         check_positive_int("batch_size", batch_size)
         return np.concatenate(

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from nestref import kernels
 from nestref.compact import CompactNetwork, SparseDense, compact, load_compact, save_compact
-from nestref.layers import Dense
+from nestref.layers import Dense, ReLU
 from nestref.models import lenet5, lenet_300_100
 from nestref.prune import layer_input, prune_network, prune_partial_area, remove_dead_neurons
 from nestref.storage import save_arrays
@@ -24,10 +24,10 @@ def random_csr(rng, n_out, n_in, density, dtype):
     return weight, layer
 
 
-def chain_links(rng, widths, density, dtype):
-    """Random CSR layers of the given widths, a ReLU after all but the last, with the first
-    layer's indices among its used inputs (as a compact network has them): (weights,
-    biases, links, used)."""
+def chain_links(rng, widths, density, dtype, relu=None):
+    """Random CSR layers of the given widths, a ReLU after those ``relu`` says (default: all
+    but the last), with the first layer's indices among its used inputs (as a compact network
+    has them): (weights, biases, links, used, relu)."""
     weights, biases, links = [], [], []
     for n_in, n_out in zip(widths, widths[1:], strict=False):
         weight, layer = random_csr(rng, n_out, n_in, density, dtype)
@@ -35,11 +35,11 @@ def chain_links(rng, widths, density, dtype):
         weights.append(weight)
         biases.append(layer.bias)
         links.append(layer)
-    relu = [True] * (len(links) - 1) + [False]
+    relu = [True] * (len(links) - 1) + [False] if relu is None else relu[: len(links)]
     return weights, biases, [
         link.chain_layer(r, local=i == 0) for i, (link, r) in enumerate(zip(links, relu,
                                                                           strict=True))
-    ], links[0].used
+    ], links[0].used, relu
 
 
 @FAST
@@ -49,20 +49,21 @@ def chain_links(rng, widths, density, dtype):
     widths=st.lists(st.integers(1, 40), min_size=2, max_size=4),
     density=st.floats(0.0, 1.0),
     dtype=st.sampled_from([np.float32, np.float64]),
+    relu=st.lists(st.booleans(), min_size=3, max_size=3),
 )
 def test_csr_chain_twins_agree_with_each_other_and_with_dense_products(
-    seed, n, widths, density, dtype
+    seed, n, widths, density, dtype, relu
 ):
     rng = np.random.default_rng(seed)
-    weights, biases, links, used = chain_links(rng, widths, density, dtype)
+    weights, biases, links, used, relu = chain_links(rng, widths, density, dtype, relu)
     x = rng.standard_normal((n, widths[0])).astype(dtype)
     flat = kernels.csr_chain_arrays(x, links, used)
     with_numpy = kernels.csr_chain_numpy(*flat)
     with_numba = kernels.csr_chain_numba(*flat)
     expected = x
-    for i, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+    for weight, bias, then_relu in zip(weights, biases, relu, strict=True):
         expected = expected @ weight.T + bias
-        if i + 1 < len(weights):
+        if then_relu:
             expected = np.maximum(expected, 0)
     tolerance = 1e-4 if dtype == np.float32 else 1e-12
     assert with_numba.shape == with_numpy.shape == (n, widths[-1]) and with_numba.dtype == dtype
@@ -70,17 +71,19 @@ def test_csr_chain_twins_agree_with_each_other_and_with_dense_products(
     np.testing.assert_allclose(with_numpy, expected, rtol=tolerance, atol=tolerance)
 
 
-def test_csr_chain_blocks_and_threads_cover_every_example_and_keep_nan():
+def test_csr_chain_blocks_and_threads_cover_every_example_and_keep_nan(monkeypatch):
     # several blocks per thread, ragged shares and a ragged last block, and a NaN input in
-    # the second thread's share that ReLU must keep (np.maximum keeps NaN)
+    # the last thread's share that ReLU must keep (np.maximum keeps NaN); three threads
+    # whatever the machine has, so the pool's path runs here too
+    monkeypatch.setattr(kernels, "get_num_threads", lambda: 3)
     rng = np.random.default_rng(2)
-    weights, biases, links, used = chain_links(rng, [7, 5, 3], 1.0, np.float32)
+    weights, biases, links, used, _ = chain_links(rng, [7, 5, 3], 1.0, np.float32)
     n = kernels._CHAIN_BLOCK * 5 + 7
     x = rng.standard_normal((n, 7)).astype(np.float32)
     x[n - 10, 0] = np.nan
     with_numpy = kernels.csr_chain_numpy(*kernels.csr_chain_arrays(x, links, used))
     for with_numba in (kernels.csr_chain_numba(*kernels.csr_chain_arrays(x, links, used)),
-                       kernels.csr_chain(x, links, used)):  # threaded on >= 2 cores
+                       kernels.csr_chain(x, links, used)):  # in three threads
         np.testing.assert_array_equal(np.isnan(with_numba), np.isnan(with_numpy))
         assert np.isnan(with_numba[n - 10]).all()
         finite = ~np.isnan(with_numpy)
@@ -92,11 +95,12 @@ def _chain_in_a_child(x, links, used, queue):
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
-def test_csr_chain_runs_in_a_forked_child_after_the_parent_used_its_threads():
+def test_csr_chain_runs_in_a_forked_child_after_the_parent_used_its_threads(monkeypatch):
     # a forked child inherits the parent's thread pool object but none of its threads: a pool
     # kept across the fork would take the child's work and never run it
+    monkeypatch.setattr(kernels, "get_num_threads", lambda: 2)  # the pool, on any machine
     rng = np.random.default_rng(5)
-    _, _, links, used = chain_links(rng, [9, 6, 4], 0.5, np.float32)
+    _, _, links, used, _ = chain_links(rng, [9, 6, 4], 0.5, np.float32)
     x = rng.standard_normal((kernels._CHAIN_BLOCK * 8, 9)).astype(np.float32)
     expected = kernels.csr_chain(x, links, used)  # the parent's pool exists from here on
     context = multiprocessing.get_context("fork")
@@ -180,6 +184,27 @@ def test_a_dense_layer_between_sparse_ones_splits_the_chain():
     x = np.random.default_rng(1).random((300, 784))
     np.testing.assert_allclose(small.predict(x, batch_size=300), net.forward(x), rtol=0,
                                atol=1e-10)
+
+
+def test_runs_join_sparse_layers_and_their_relus_only():
+    layers = [SparseDense.from_dense(np.eye(4), np.zeros(4)) for _ in range(3)]
+    small = CompactNetwork([layers[0], ReLU(), ReLU(), layers[1], layers[2], ReLU()], (4,))
+    assert [[type(layer).__name__ for layer in run] for run in small._runs()] == [
+        ["SparseDense", "ReLU"], ["ReLU"], ["SparseDense", "SparseDense", "ReLU"]]
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    np.testing.assert_allclose(small.forward(x), np.maximum(x, 0))
+
+
+def test_a_compact_network_predicts_no_examples():
+    small = compact(pruned_lenet_300_100(rounds=8, dtype=np.float32), sparse_below=1.0)
+    assert all(not isinstance(layer, Dense) for layer in small.layers)
+    out = small.predict(np.zeros((0, 784), np.float32))
+    assert out.shape == (0, 10) and out.dtype == np.float32
+
+
+def test_csr_chain_names_a_missing_layer():
+    with pytest.raises(ValueError, match="at least one layer"):
+        kernels.csr_chain(np.zeros((2, 3)), [])
 
 
 def test_compact_drops_dead_units():
