@@ -57,18 +57,20 @@ from .errors import InvalidArgumentError
 SPARSE_BELOW = 0.1
 # The same for a Conv2d layer (its active weights straight on the input, against im2col and
 # BLAS), from the LeNet-5 training step with only the conv layers switched (same machine,
-# idle, 2 BLAS threads, 2026-12-01); with a partial-area mask the dense path is one product
-# per output position, far slower, so the sparse one pays up to a higher density:
-#     python -m benchmarks.sparse_step --arch lenet5 --layers conv [--area]
-#     density          0.05   0.10   0.20   0.30   0.40   0.50   crossover
-#     no area mask     1.45x  1.08x  0.78x  0.77x  0.55x  0.43x   0.128
-#     area mask        3.27x  2.16x  1.57x  1.07x  1.09x  0.77x   0.43
-# (with --threads 1, as in a study with --jobs 2: crossovers 0.27 without, 0.44 with an area mask)
-# These runs used a first version of the kernels with slower layout changes (batch-first <->
-# batch-last): the sparse path is faster now, so the thresholds err on the dense side.
-CONV_SPARSE_BELOW = 0.13
-CONV_AREA_SPARSE_BELOW = 0.4
-
+# idle, 2 BLAS threads, 2026-12-01, the kernels of commit 1ea3adb); with a partial-area mask
+# the dense path is one product per output position, far slower, so the sparse one pays up
+# to a higher density:
+#     python -m benchmarks.sparse_step --arch lenet5 --layers conv --densities 0.1 0.15 0.2 0.25 0.3
+#     density          0.10   0.15   0.20   0.25   0.30   crossover
+#     no area mask     1.50x  1.14x  0.98x  0.90x  0.74x  0.194   (0.197 on commit 16597c1)
+#     ... --area --densities 0.35 0.4 0.45 0.5 0.55
+#     density          0.35   0.40   0.45   0.50   0.55   crossover
+#     area mask        1.05x  1.23x  0.88x  0.83x  0.78x  0.433   (0.463 on commit 16597c1)
+# Each threshold is at or below the crossovers of both runs. (A first version of the kernels,
+# with slower layout changes, put them at 0.128 and 0.43; with --threads 1, as in a study with
+# --jobs 2, at 0.27 and 0.44: one thread per run favours the sparse path.)
+CONV_SPARSE_BELOW = 0.19
+CONV_AREA_SPARSE_BELOW = 0.43
 
 class Layer:
     """A step of the network. Parameter-free layers need only forward/backward."""
