@@ -72,6 +72,7 @@ SPARSE_BELOW = 0.1
 CONV_SPARSE_BELOW = 0.19
 CONV_AREA_SPARSE_BELOW = 0.43
 
+
 class Layer:
     """A step of the network. Parameter-free layers need only forward/backward."""
 
