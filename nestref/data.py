@@ -644,10 +644,14 @@ def _check_images(images: np.ndarray, where: str) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
     if images.dtype.kind == "f":
-        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        finite = np.isfinite(images)
+        if not finite.all():
+            raise DataError(f"{where}: float images must be finite; {int((~finite).sum()):,} "
+                            f"values are NaN or infinite")
+        if images.min() < 0 or images.max() > 1:
             raise DataError(
-                f"{where}: float images must be finite and within [0, 1] "
-                f"(found {float(np.nanmin(images)):g}..{float(np.nanmax(images)):g}); "
+                f"{where}: float images must be within [0, 1] "
+                f"(found {float(images.min()):g}..{float(images.max()):g}); "
                 "store uint8 pixels 0..255 or scale them to [0, 1]"
             )
         return images.astype(np.float32)

@@ -167,6 +167,14 @@ BAD = {
         },
         "label 7 is outside 0..2",
     ),
+    "float images outside [0, 1]": (
+        lambda a: {**a, "train_images": a["train_images"].astype(np.float32)},
+        r"float images must be within \[0, 1\] \(found 0..2[0-9][0-9]\); store uint8",
+    ),
+    "NaN images": (
+        lambda a: {**a, "train_images": np.full(a["train_images"].shape, np.nan, np.float32)},
+        r"float images must be finite; 43,200 values are NaN or infinite",
+    ),
     "1-based labels": (
         lambda a: {**a, "train_labels": a["train_labels"] + 1, "test_labels": a["test_labels"] + 1},
         r"class\(es\) 0 of 0..3 have none \(labels 1..K\? subtract 1\)",
