@@ -30,6 +30,12 @@ def is_number(value):
         return False
 
 
+def is_count(value):
+    """True for an integer in [0, 10**15): any network's params or FLOPs, exact as a float too
+    (a count read from a file larger than that is damage, not a network)."""
+    return is_int(value) and 0 <= value < 10**15
+
+
 def check_int(name, value, minimum=1):
     """``value`` as an ``int`` >= ``minimum``, or InvalidArgumentError."""
     if not is_int(value) or value < minimum:

@@ -256,9 +256,9 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# masked (Dense / Conv2d) layers of each architecture: one pruning fraction each
 def masked_layer_count(arch):
-    """How many masked (Dense and Conv2d) layers ``arch``, a name or a spec, has."""
+    """How many masked (Dense and Conv2d) layers ``arch``, a name or a spec, has: one pruning
+    fraction each."""
     return len(architectures.get(arch).prune_fractions)
 
 # phase of the run -> the epochs field that only that phase reads

@@ -230,8 +230,8 @@ def check_case(ops, case_dir, name="?", op="?"):
         return CaseResult(name, op, False, f"the adapter has no op {op!r}", math.inf)
     try:
         outputs = ops[op]({k: v.copy() for k, v in inputs.items()}, record["params"])
-    except (Exception, SystemExit) as err:  # noqa: BLE001  (whatever the adapter raises, sys.exit
-        # included, fails only this case)
+    # whatever the adapter raises, sys.exit included, fails only this case
+    except (Exception, SystemExit) as err:  # noqa: BLE001
         return CaseResult(
             name, op, False, f"the adapter raised {type(err).__name__}: {err}", math.inf
         )

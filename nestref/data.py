@@ -327,6 +327,10 @@ _FIX_HINT = (
 )
 
 
+# report.json's data name for splits handed to synthesize() without a description
+GIVEN_DATA = "data given to synthesize()"
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A data set's four arrays and what it is, as returned by `load_dataset`.

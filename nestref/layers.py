@@ -586,8 +586,8 @@ class MaxPool2d(Layer):
     def __init__(self, kernel_size=2, stride=None):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
-        if not (is_int(self.kernel_size) and is_int(self.stride)) or min(self.kernel_size,
-                                                                          self.stride) < 1:
+        sizes = (self.kernel_size, self.stride)
+        if not all(map(is_int, sizes)) or min(sizes) < 1:
             raise InvalidArgumentError(
                 f"MaxPool2d needs integers kernel_size, stride >= 1, got {kernel_size!r}, "
                 f"{stride!r}"

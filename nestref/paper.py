@@ -4,6 +4,7 @@ The paper's rows (its claims, kept only to print beside what a run measured) liv
 each architecture in ``nestref.architectures``; ``PAPER_ROWS`` lists them.
 """
 from .architectures import PAPER_ROWS
+from .data import GIVEN_DATA
 
 
 def _k(n):
@@ -45,4 +46,4 @@ def comparison_table(runs):
 def _data_name(report):
     """The data set a report was measured on (reports from before data sets were named: MNIST)."""
     data = report.get("data", {})
-    return data.get("name", "mnist") if isinstance(data, dict) else "data given to synthesize()"
+    return data.get("name", "mnist") if isinstance(data, dict) else GIVEN_DATA

@@ -20,12 +20,12 @@ import zipfile
 from pathlib import Path
 
 from .errors import InvalidArgumentError, OutputExistsError
-from .storage import check_writable_dir, previous_path, save_json
+from .storage import check_writable_dir, checkpoint_exists, previous_path, save_json
 
 CHECKPOINT = "checkpoint.npz"
+CHECKPOINTS = (CHECKPOINT, previous_path(CHECKPOINT).name)  # the latest, and the one before
 RUN_MARKER = "nestref-run.json"
-RUN_FILES = (RUN_MARKER, CHECKPOINT, previous_path(CHECKPOINT).name, "report.json",
-             "history.json", "model.npz")
+RUN_FILES = (RUN_MARKER, *CHECKPOINTS, "report.json", "history.json", "model.npz")
 FIGURES = (
     "grow_prune_curve.png",
     "validation_error.png",
@@ -72,9 +72,7 @@ def _is_nestref_checkpoint(path):
 def is_run_directory(out):
     """Has a nestref run written into ``out``?"""
     out = Path(out)
-    return (out / RUN_MARKER).is_file() or any(
-        _is_nestref_checkpoint(out / name) for name in (CHECKPOINT, previous_path(CHECKPOINT).name)
-    )
+    return (out / RUN_MARKER).is_file() or any(_is_nestref_checkpoint(out / n) for n in CHECKPOINTS)
 
 
 def run_entries(out):
@@ -122,7 +120,7 @@ def check_run_dir(out_dir, resume=False, overwrite=False):
                                    "the run in --out, --overwrite starts it again; pass one")
     check_writable_dir(out)
     own, clashing, foreign = run_entries(out)
-    has_checkpoint = (out / CHECKPOINT).exists() or previous_path(out / CHECKPOINT).exists()
+    has_checkpoint = checkpoint_exists(out / CHECKPOINT)
     if resume and has_checkpoint:  # restoring it tells a run's checkpoint from anything else
         return True
     if clashing:

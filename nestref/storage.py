@@ -27,6 +27,11 @@ def previous_path(path):
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
+def checkpoint_exists(path):
+    """True if ``path`` or the version kept before it (``previous_path``) is on disk."""
+    return Path(path).exists() or previous_path(path).exists()
+
+
 def _umask_mode():
     mask = os.umask(0)  # the only way to read the umask is to set it; put it back at once
     os.umask(mask)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import architectures
-from .checks import check_int, check_positive_int, is_int, is_number
+from .checks import check_int, check_positive_int, is_count, is_number
 from .config import make_config, with_defaults
 from .errors import InvalidArgumentError, ReportError
 from .plots import seeds_label
@@ -229,10 +229,6 @@ def read_rows(path):
     return rows
 
 
-def _is_count(value):
-    return is_int(value) and 0 <= value < 10**15
-
-
 def _is_fraction(value):
     return is_number(value) and 0 <= value <= 1
 
@@ -240,14 +236,14 @@ def _is_fraction(value):
 ROW_CHECKS = {
     "arch": (lambda v: isinstance(v, str) and v != "", "a name"),
     "method": (lambda v: v in METHODS, f"one of {', '.join(METHODS)}"),
-    "seed": (_is_count, "an int >= 0"),
+    "seed": (is_count, "an int >= 0"),
     "selection": (lambda v: isinstance(v, str) and v != "", "a selection name"),
     "test_error": (_is_fraction, "a number in [0, 1]"),
     "val_error": (_is_fraction, "a number in [0, 1]"),
-    "params": (_is_count, "an int >= 0"),
-    "flops": (_is_count, "an int >= 0"),
-    "epochs_total": (_is_count, "an int >= 0"),
-    "epochs_before_pruning": (lambda v: v is None or _is_count(v), "an int >= 0 or null"),
+    "params": (is_count, "an int >= 0"),
+    "flops": (is_count, "an int >= 0"),
+    "epochs_total": (is_count, "an int >= 0"),
+    "epochs_before_pruning": (lambda v: v is None or is_count(v), "an int >= 0 or null"),
     "wall_seconds": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
 }
 

@@ -45,10 +45,10 @@ import numpy as np
 
 from . import accounting, architectures, grow, prune
 from .augment import random_affine
-from .checks import is_int, is_number
+from .checks import is_count, is_int, is_number
 from .compact import compact, save_compact
 from .config import MODES, RESUME_SAFE_FIELDS, SynthesisConfig, resume_conflicts
-from .data import load_splits
+from .data import GIVEN_DATA, load_splits
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -711,7 +711,7 @@ class Run:
             ),
             "wall_seconds": self.state["elapsed"],
             "data_source": self.data["source"],
-            "data": self.data.get("dataset") or {"name": "data given to synthesize()",
+            "data": self.data.get("dataset") or {"name": GIVEN_DATA,
                                                  "source": self.data.get("source")},
             "n_train": len(self.data["train"][0]),
             "n_val": len(self.data["val"][0]),
@@ -747,9 +747,8 @@ def read_report(path):
         )
     for name, kind in REPORT_FIELDS.items():
         value = report.get(name)
-        # counts below 10**15: any network's, and a float holds them exactly
         ok = (isinstance(value, str) if kind is str else
-              is_int(value) and 0 <= value < 10**15 if kind is int else is_number(value))
+              is_count(value) if kind is int else is_number(value))
         if not ok:
             raise ReportError(f"{path}: field '{name}' is missing or not "
                               f"a{'n' if kind is int else ''} {kind.__name__} (got {value!r}); "

@@ -24,7 +24,7 @@ from .errors import CheckpointError, InvalidArgumentError, TrainingDiverged
 from .losses import check_labels, softmax_cross_entropy
 from .models import Network, loss_and_grads
 from .optim import SGD
-from .storage import load_arrays, previous_path, save_arrays, to_array
+from .storage import checkpoint_exists, load_arrays, previous_path, save_arrays, to_array
 
 __all__ = [
     "TrainingDiverged",
@@ -194,11 +194,6 @@ def _digest(array):
     h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:32]
-
-
-def checkpoint_exists(path):
-    """True if ``path`` or the version kept before it (``previous_path``) is on disk."""
-    return Path(path).exists() or previous_path(path).exists()
 
 
 _FLOAT_DTYPES = ("float32", "float64")
