@@ -349,7 +349,7 @@ def sparse_forward_numpy(xt, data, indices, indptr, n_out):
     return csr_to_dense(data, indices, indptr, (n_out, xt.shape[0])) @ xt
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def sparse_forward_numba(xt, data, indices, indptr, n_out):
     # out[r] += w[r, j] * xt[j] for each of row r's nonzeros, a block of examples at a time
     n = xt.shape[1]
@@ -371,7 +371,7 @@ def sparse_input_grad_numpy(gt, data, indices, indptr, n_in):
     return csr_to_dense(data, indices, indptr, (gt.shape[0], n_in)).T @ gt
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def sparse_input_grad_numba(gt, data, indices, indptr, n_in):
     # each nonzero w[r, j] adds w * gt[r] to out[j]: a scatter of axpys
     n_out, n = gt.shape
@@ -398,20 +398,39 @@ def sparse_weight_grad_numpy(gt, xt, indices, indptr):
     return np.einsum("kn,kn->k", gt[rows], xt[indices])
 
 
-@njit(cache=True, fastmath=True)
+# Sums over examples keep one order on every CPU: eight running sums, lane l taking the
+# examples l, l + 8, l + 16, ..., are added as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)) and
+# then the tail in turn. The lanes are independent, so the compiler may put them in one SIMD
+# register without reordering a single addition (no fastmath, which would let it pick the
+# order by the CPU's vector width).
+_LANES = 8
+
+
+@njit(cache=True)
+def _dot_in_lanes(a, b, lanes):
+    # sum_n a[n] b[n] in the fixed order above; lanes: a scratch array of _LANES floats
+    n = a.shape[0]
+    full = n - n % _LANES
+    lanes[:] = 0
+    for n0 in range(0, full, _LANES):
+        for lane in range(_LANES):
+            lanes[lane] += a[n0 + lane] * b[n0 + lane]
+    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    for i in range(full, n):
+        total += a[i] * b[i]
+    return total
+
+
+@njit(cache=True)
 def sparse_weight_grad_numba(gt, xt, indices, indptr):
-    n_out, n = gt.shape
+    n_out = gt.shape[0]
     grad = np.empty(len(indices), dtype=gt.dtype)
-    # an accumulator of the data's dtype, so the dot vectorises
-    zero = np.zeros(1, dtype=gt.dtype)[0]
+    lanes = np.empty(_LANES, dtype=gt.dtype)  # sums in the data's dtype, as the product would
     for r in range(n_out):
         g = gt[r]
         for k in range(indptr[r], indptr[r + 1]):
-            row = xt[indices[k]]
-            s = zero
-            for b in range(n):
-                s += g[b] * row[b]
-            grad[k] = s
+            grad[k] = _dot_in_lanes(g, xt[indices[k]], lanes)
     return grad
 
 
@@ -443,12 +462,7 @@ def csr_chain_numpy(x, columns, data, indices, row_starts, layer_rows, bias, rel
 _CHAIN_BLOCK = 64
 
 
-# fastmath without "nnan"/"ninf": the chain keeps a NaN input NaN (the ReLU's test below must
-# not be folded away), and the sums still vectorise with reassociation
-_CHAIN_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
-
-
-@njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
+@njit(cache=True, nogil=True)
 def _chain_row(h, data, indices, k0, k1, acc):
     # acc[b] += sum_k data[k] h[indices[k], b], four weights per pass over acc: a pass per
     # weight would be bound by loading and storing acc
@@ -467,7 +481,7 @@ def _chain_row(h, data, indices, k0, k1, acc):
         k += 1
 
 
-@njit(cache=True, fastmath=_CHAIN_FASTMATH, nogil=True)
+@njit(cache=True, nogil=True)
 def csr_chain_numba(x, columns, data, indices, row_starts, layer_rows, bias, relu):
     # a block of examples at a time through every layer: the block's used inputs are
     # gathered feature-major (in, nb), and each layer's output (out, nb) stays in cache as
@@ -857,7 +871,7 @@ def sparse_conv_weight_grad_numpy(gt, xt, indices, indptr, area, has_area, kh, k
 
 # The Numba twins index the batch-last arrays as rows, xt (C*H*W, N), ut (O*Ho*Wo, N), and
 # skip a position whose area bit is 0 outright.
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def _sparse_conv_forward_rows(xt, x_hw, data, indices, indptr, area, has_area, kh, kw, stride,
                               ho, wo):
     (h, w), n_out, n_img = x_hw, indptr.shape[0] - 1, xt.shape[1]
@@ -876,7 +890,7 @@ def _sparse_conv_forward_rows(xt, x_hw, data, indices, indptr, area, has_area, k
     return ut
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def _sparse_conv_input_grad_rows(gt, x_chw, data, indices, indptr, area, has_area, kh, kw,
                                  stride, ho, wo):
     (c_in, h, w), n_img = x_chw, gt.shape[1]
@@ -895,25 +909,29 @@ def _sparse_conv_input_grad_rows(gt, x_chw, data, indices, indptr, area, has_are
     return dxt
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def _sparse_conv_weight_grad_rows(gt, xt, x_hw, indices, indptr, area, has_area, kh, kw,
                                   stride, ho, wo):
+    # per weight, one float64 sum per example over the positions (SIMD across the examples,
+    # each lane adding its positions in order), then the examples' sums added in order
     (h, w), n_img = x_hw, gt.shape[1]
     values = np.zeros(indices.shape[0], dtype=np.float64)
+    per_example = np.empty(n_img, dtype=np.float64)
     for o in range(indptr.shape[0] - 1):
         for e in range(indptr[o], indptr[o + 1]):
             c, a, b = indices[e] // (kh * kw), (indices[e] % (kh * kw)) // kw, indices[e] % kw
-            total = 0.0
+            per_example[:] = 0.0
             for i in range(ho):
                 for j in range(wo):
                     gate = area[o, c, i, j] if has_area else 1.0
                     if gate != 0:
                         src = (c * h + i * stride + a) * w + j * stride + b
                         row = (o * ho + i) * wo + j
-                        dot = 0.0
                         for n in range(n_img):
-                            dot += gt[row, n] * xt[src, n]
-                        total += gate * dot
+                            per_example[n] += gate * (gt[row, n] * xt[src, n])
+            total = 0.0
+            for n in range(n_img):
+                total += per_example[n]
             values[e] = total
     return values.astype(gt.dtype)
 

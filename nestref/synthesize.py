@@ -60,6 +60,7 @@ from .layers import Conv2d, Dense
 from .models import build
 from .optim import SGD, cosine
 from .plots import save_run_figures
+from .reproducible import numerics_record, one_blas_thread
 from .run_files import CHECKPOINT, check_run_dir, clear_run_files, mark_run_directory
 from .storage import save_arrays, save_json
 from .train import (
@@ -565,6 +566,7 @@ class Run:
         self.warnings.append(message)
         self.on_warning(message)
 
+    @one_blas_thread()  # one answer per seed, whatever the core count: nestref.reproducible
     def run(self, resume=False):
         """Run the remaining steps (from the checkpoint when ``resume``); returns report.json's
         dict."""
@@ -710,6 +712,7 @@ class Run:
                 r.get("params_after_growth", r["params"]) for r in self.history
             ),
             "wall_seconds": self.state["elapsed"],
+            "numerics": numerics_record(),
             "data_source": self.data["source"],
             "data": self.data.get("dataset") or {"name": GIVEN_DATA,
                                                  "source": self.data.get("source")},

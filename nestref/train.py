@@ -24,6 +24,7 @@ from .errors import CheckpointError, InvalidArgumentError, TrainingDiverged
 from .losses import check_labels, softmax_cross_entropy
 from .models import Network, loss_and_grads
 from .optim import SGD
+from .reproducible import one_blas_thread
 from .storage import checkpoint_exists, load_arrays, previous_path, save_arrays, to_array
 
 __all__ = [
@@ -116,6 +117,7 @@ def train_epoch(net, optimizer, x, y, batch_size, rng, on_batch=None, epoch=0, a
     return {"loss": total_loss / len(x), "error": total_wrong / len(x)}
 
 
+@one_blas_thread()
 def evaluate(net, x, y, batch_size=1000):
     """Mean loss and error rate of ``net`` on (x, y). Returns {"loss", "error"}.
 
@@ -129,6 +131,7 @@ def evaluate(net, x, y, batch_size=1000):
     return {"loss": loss, "error": float((logits.argmax(axis=1) != y).mean())}
 
 
+@one_blas_thread()
 def fit(net, optimizer, train, val, epochs, schedule=None, batch_size=64, rng=0, start_epoch=0,
         on_epoch=None, on_batch=None, augment=None):
     """Train for epochs ``start_epoch .. epochs-1``; returns one record per epoch.
@@ -138,6 +141,8 @@ def fit(net, optimizer, train, val, epochs, schedule=None, batch_size=64, rng=0,
     rng: a seed or a np.random.Generator (pass the same Generator to resume exactly).
     on_epoch(record) is called after each epoch (e.g. to write a checkpoint).
     augment(x_batch, rng): optional distortion of every training batch.
+    BLAS computes on one thread meanwhile, so the result is the same on any core count
+    (``nestref.reproducible``).
     """
     epochs = check_int("epochs", epochs, minimum=0)
     batch_size = check_positive_int("batch_size", batch_size)

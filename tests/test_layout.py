@@ -9,7 +9,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "nestref"
 
 # the ground floor: anyone may import these, and they import only each other
-GROUND = {"data", "losses", "plots", "storage", "errors", "checks", "rounding", "run_files"}
+GROUND = {"data", "losses", "plots", "storage", "errors", "checks", "rounding", "run_files",
+          "reproducible"}
 # every other module's floor; a module imports only the ground and lower floors
 FLOORS = {
     "kernels": 1, "conformance_cases": 1,
