@@ -35,6 +35,7 @@ from .errors import (
     NestrefError,
     OutputExistsError,
     OutputPathError,
+    ReportError,
 )
 from .models import build
 from .optim import SCHEDULES, SGD
@@ -431,8 +432,25 @@ def cmd_synthesize(args):
 
 
 def _format_report(report):
+    """The paper's table beside this run and the study's mean of the same recipe, with a line
+    that says the run is one seed."""
     from .paper import comparison_table
-    return comparison_table([(f"{_method_label(report)} [{report.get('selection')}]", report)])
+    from .study import committed_rows_file, read_rows, study_mean_for
+    label = f"{_method_label(report)} [{report.get('selection')}]"
+    rows_file, mean, note = committed_rows_file(), None, ""
+    try:
+        mean = study_mean_for(report, read_rows(rows_file)) if rows_file else None
+    except ReportError as err:
+        note = f"\n(the study's rows could not be read: {err})"
+    means = [] if mean is None else [(f"{label}, mean of {len(mean['seeds'])} seeds", mean,
+                                      report)]
+    table = comparison_table([(f"{label}, seed {report['seed']}", report)], means)
+    if mean is not None:
+        seeds = ", ".join(map(str, mean["seeds"]))
+        note = (f"\nThe run above is one seed, one draw. The study row is the mean +- std over "
+                f"seeds {seeds} of the same recipe ({rows_file}); see the README's study "
+                f"section for which commit made its rows.")
+    return table + note
 
 
 def _method_label(report):

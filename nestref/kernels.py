@@ -10,13 +10,13 @@ The layers call the plain names (``im2col``, ``col2im``, ``maxpool_forward``,
 ``maxpool_backward``); ``use_backend("numpy")`` switches them to the NumPy twins,
 which is handy for teaching and for ruling out a kernel bug.
 
-Thread policy: the Numba kernels are serial (``parallel=False``) and the matrix
-products go to BLAS, which owns all the cores. Running Numba threads and BLAS threads
-at the same time on the same cores makes both spin and wait on each other (measured
-at 2x slower on a 2-core machine), so only one of them is parallel: the GEMMs, which
-carry most of the FLOPs. One exception: ``csr_chain``, compact inference's product, splits
-the examples over ``numba.get_num_threads()`` Python threads (its kernel releases the GIL);
-no GEMM runs while it does, and its threads sleep, not spin, when it is done.
+Thread policy: the Numba kernels are serial (``parallel=False``) and compiled without
+fastmath: a sum keeps the order the source gives it on every CPU (``nestref.reproducible``).
+During a run BLAS computes on one thread too, for the same reason. One exception:
+``csr_chain``, compact inference's product, splits the examples over
+``numba.get_num_threads()`` Python threads (its kernel releases the GIL); each example's
+numbers are computed by one thread in one order, so the split changes no bit, and its
+threads sleep, not spin, when it is done.
 
 Layouts (NCHW images; ``P = Ho * Wo`` output positions):
     x:    (N, C, H, W)

@@ -11,10 +11,12 @@ def _k(n):
     return f"{n / 1000:.1f}K" if n < 1_000_000 else f"{n / 1e6:.2f}M"
 
 
-def comparison_table(runs):
-    """A Markdown table: the paper's rows for the runs' architectures, then each run.
+def comparison_table(runs, study_means=()):
+    """A Markdown table: the paper's rows for the runs' architectures, then each run, then the
+    study's mean over seeds of the same recipe.
 
-    runs: list of (label, report dict as written to report.json).
+    runs: list of (label, report dict as written to report.json). study_means: list of
+    (label, a ``nestref.study.summary_rows`` entry, the report of a run of that arch).
     """
     archs = sorted({r["arch"] for _, r in runs})
     lines = [
@@ -40,6 +42,13 @@ def comparison_table(runs):
                              f"{100 * r['test_error']:.2f}% | {_k(r['params'])} "
                              f"({r['params_compression']:.1f}x) | "
                              f"{_k(r['flops'])} ({r['flops_compression']:.1f}x) |")
+        for label, mean, r in study_means:
+            if r["arch"] == arch:
+                dense = r["dense_baseline"]
+                lines.append(f"| {arch} | nestref study | {label} | {100 * mean['test_error']:.2f}%"
+                             f" +- {100 * mean['test_error_std']:.2f} | {_k(mean['params'])} "
+                             f"({dense['params'] / mean['params']:.1f}x) | {_k(mean['flops'])} "
+                             f"({dense['flops'] / mean['flops']:.1f}x) |")
     return "\n".join(lines)
 
 

@@ -633,3 +633,28 @@ def rewrite_readme(path, table, block=None):
                                    f"{begin}\n  {finish}\nwhere the table should go")
     new = text[:start + len(begin)] + "\n" + table + "\n" + text[end:]
     atomic_write_bytes(path, lambda f: f.write(new.encode()))
+
+
+def committed_rows_file():
+    """The study's rows file of a source checkout (figures/study/runs.json), else None."""
+    path = Path(__file__).resolve().parent.parent / DEFAULT_ROWS
+    return path if path.is_file() else None
+
+
+def study_mean_for(report, rows):
+    """The study's mean over seeds (a ``summary_rows`` entry) for the recipe a NeST run's
+    report ran: the same arch, selection and data, the preset's settings but the seed; None
+    when the run changed a setting or the rows hold no such cell."""
+    if report.get("mode") != "nest":
+        return None
+    preset = cell_config(report["arch"], "nest", report["config"].get("seed", 0)).to_dict()
+    ran = {**preset, **report["config"]}
+    if {k: v for k, v in ran.items() if k != "data_dir"} != {
+            k: v for k, v in preset.items() if k != "data_dir"}:
+        return None
+    checksum = (report.get("data") or {}).get("checksum")
+    same = [row for row in rows
+            if (row["arch"], row["method"], row["selection"]) == (
+                report["arch"], "nest", report.get("selection"))
+            and not row.get("overrides") and row.get("data_checksum") == checksum]
+    return summary_rows(same)[0] if same else None
