@@ -116,7 +116,7 @@ def _trajectory(history):
 
 def report_rows(report, history, command, commit):
     """One row per selection of a finished run (ROW_FIELDS, plus round, rule, the path's epochs,
-    the data and the pruning trajectory on validation)."""
+    the data, the numerics it ran under and the pruning trajectory on validation)."""
     rows = []
     for name, sel in report["selections"].items():
         rows.append(
@@ -141,6 +141,8 @@ def report_rows(report, history, command, commit):
                 "n_train": report["n_train"],
                 "n_val": report["n_val"],
                 "data_checksum": (report.get("data") or {}).get("checksum"),
+                # what else the numbers depend on: the BLAS kernel (nestref.reproducible)
+                "numerics": report.get("numerics"),
                 "trajectory": _trajectory(history),
             }
         )
