@@ -25,13 +25,45 @@ class Case:
     note: str = ""
 
 
+# The rule a case tests when its note says nothing more particular: what a failure message quotes
+# to a student (conformance/README.md, "Ops", has the full statements).
+OP_RULES = {
+    "dense.forward": "y = x (W*M)^T + b",
+    "dense.backward": "grad_x = grad_y (W*M); grad_weight = grad_y^T x at every position, "
+                      "dormant ones included; grad_bias = grad_y summed over the batch",
+    "conv2d.forward": "cross-correlation of x with W*M, plus the bias at every output position",
+    "conv2d.backward": "gradients w.r.t. x, W*M (every position) and the bias (grad_y summed "
+                       "over N, Ho, Wo)",
+    "maxpool2d": "the max of each window (floor output size, no partial windows); argmax the "
+                 "first maximum in row-major order; grad_x routed to the argmax",
+    "softmax_cross_entropy": "loss = mean over the batch of -log softmax(logits)[label]; "
+                             "grad_logits = (softmax - onehot) / N",
+    "growth.gradient": "G = dL/d(W*M) of the mean loss over all examples seen, at every "
+                       "position",
+    "growth.connections": "grow min(floor(ratio * dormant), dormant with |G| > 0) by |G| "
+                          "descending, ties by ascending flat index; new weights -lr * G",
+    "growth.bridging_gradient": "G = delta_next^T x_prev (delta_next already carries the 1/N)",
+    "growth.feature_map": "each candidate rescaled to its layer's mean |active weight| and tried; "
+                          "the lowest loss is added if below loss_before",
+    "prune.magnitude": "the floor(fraction * active) active weights of smallest |w| go, ties by "
+                       "ascending flat index; threshold = the largest |w| pruned",
+    "prune.dead_units": "units with no active output go; units with no active input fold their "
+                        "constant into the next bias and go; the logits do not change",
+    "prune.partial_area": "contributions = mean |x_i * K_oi| at each (o, i, p); the "
+                          "floor(fraction * candidates) smallest kept (o, i, p) are pruned, ties "
+                          "by ascending flat index",
+    "accounting.count": "params = active weights (of kernels kept somewhere) + biases; FLOPs = "
+                        "2 x active weights x kept positions",
+}
+
+
 def _case(name, op, dtype, inputs, params=None, note=""):
     dt = np.dtype(dtype)
     cast = {
         k: (v.astype(dt) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
         for k, v in inputs.items()
     }
-    return Case(name, op, dt.name, cast, params or {}, note)
+    return Case(name, op, dt.name, cast, params or {}, note or OP_RULES[op])
 
 
 def _rng(seed):
