@@ -13,8 +13,10 @@ nestref's operators) on them and writes
 ``check(adapter, case_dir)`` runs any adapter (a module or object with ``OPS``, see
 ``conformance/README.md``) on the committed cases and returns one ``CaseResult`` per
 case; a missing file, a wrong shape, a missing op or an adapter that raises is that
-case's failure, never the run's. The format and every op are specified in
-``conformance/README.md``.
+case's failure, never the run's. A failure names, per wrong output, the worst entry's N-d
+index with the expected and actual values (or an exact compare's first differing entries),
+and carries the case's note, the rule it tests; ``describe_case`` shows one case in full.
+The format and every op are specified in ``conformance/README.md``.
 
 Floor: the adapter calls operators from every floor (layers, models, optim, grow,
 prune, accounting), so these modules sit beside ``synthesize``, under ``cli``.
