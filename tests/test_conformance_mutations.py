@@ -203,9 +203,12 @@ def _mutated_port(mutant, folder):
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[f"{m.op}: {m.reading}" for m in MUTANTS])
 def test_each_wrong_reading_fails_the_cases_that_decide_it(mutant, tmp_path, monkeypatch):
-    # adapter.py reuses a loaded nestref_torch: take it out so the mutated copy is the one used
-    monkeypatch.delitem(sys.modules, "nestref_torch", raising=False)
-    adapter = conformance.load_adapter(str(_mutated_port(mutant, tmp_path)))
+    adapter_file = _mutated_port(mutant, tmp_path)
+    # adapter.py uses the nestref_torch it finds loaded: the mutated one, until the test ends
+    monkeypatch.setitem(sys.modules, "nestref_torch",
+                        conformance.load_adapter(str(tmp_path / PORT_FILE)))
+    adapter = conformance.load_adapter(str(adapter_file))
+    assert adapter.nt is sys.modules["nestref_torch"]
     results = conformance.check(adapter, CASES, {mutant.op})
     failed = {r.name for r in results if not r.passed}
     assert mutant.caught_by <= failed, (
