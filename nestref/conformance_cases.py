@@ -510,7 +510,7 @@ def feature_map_cases():
         cand_in.reshape(k, -1)[:, 0] = 1.0  # at least one nonzero per candidate
         cand_out.reshape(k, -1)[:, 0] = 1.0
         if note is FEATURE_MAP_SCALE_NOTE:
-            for i in (0, 1):   # a third of the active weights are 0, their masks still 1
+            for i in (0, 1):   # about 30% of the active weights are 0, their masks still 1
                 mask = inputs[f"layer{i}.mask"]
                 inputs[f"layer{i}.weight"] *= ~((mask != 0) & (rng.random(mask.shape) < 0.3))
             conv0, conv1 = shapes(spec)[0][1], shapes(spec)[1][1]
