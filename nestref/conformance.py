@@ -13,24 +13,27 @@ nestref's operators) on them and writes
 ``check(adapter, case_dir)`` runs any adapter (a module or object with ``OPS``, see
 ``conformance/README.md``) on the committed cases and returns one ``CaseResult`` per
 case; a missing file, a wrong shape, a missing op or an adapter that raises is that
-case's failure, never the run's. The format and every op are specified in
-``conformance/README.md``.
+case's failure, never the run's. A failure names, per wrong output, the worst entry's N-d
+index with the expected and actual values (or an exact compare's first differing entries),
+and carries the case's note, the rule it tests; ``describe_case`` shows one case in full.
+The format and every op are specified in ``conformance/README.md``.
 
 Floor: the adapter calls operators from every floor (layers, models, optim, grow,
 prune, accounting), so these modules sit beside ``synthesize``, under ``cli``.
 """
+import difflib
 import importlib
 import json
 import math
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .conformance_cases import all_cases
-from .errors import OutputExistsError
+from .errors import InvalidArgumentError, OutputExistsError
 
 FORMAT_VERSION = 1
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "conformance"
@@ -145,14 +148,31 @@ def generate(out_dir=DEFAULT_DIR, adapter=None):
 
 
 # ===================================================================== checking
+SHOWN_DIFFERENCES = 5   # the differing entries an exact compare lists (a student reads them all)
+
+
+@dataclass
+class OutputResult:
+    """One output of a case: passed or not, the margin it used and what to tell the reader."""
+    name: str
+    passed: bool
+    # |a - e| / (atol + rtol |e|) at the worst entry; 0.0 for an exact compare that holds, inf on
+    # a failure
+    ratio: float
+    message: str
+    exact: bool = False
+
+
 @dataclass
 class CaseResult:
     name: str
     op: str
     passed: bool
-    worst: str       # the worst error over the outputs, or what went wrong
+    worst: str       # the wrong outputs, or what went wrong; on a pass, each output's margin
     # worst |a - e| / (atol + rtol |e|) over the toleranced outputs; inf on a failure
     ratio: float = 0.0
+    note: str = ""   # the case's note: the rule it tests
+    outputs: list = field(default_factory=list)   # one OutputResult per expected output
 
 
 def load_case(case_dir):
@@ -160,6 +180,11 @@ def load_case(case_dir):
     record = json.loads((case_dir / "case.json").read_text())
     inputs = {name: _load_array(case_dir, name, entry) for name, entry in record["inputs"].items()}
     return record, inputs
+
+
+def load_expected(case_dir, record):
+    """{output name: expected array} of a case."""
+    return {name: _load_array(case_dir, name, entry) for name, entry in record["expected"].items()}
 
 
 def _load_array(case_dir, name, entry):
@@ -173,8 +198,28 @@ def _load_array(case_dir, name, entry):
     return array
 
 
+def _index(flat, shape):
+    """A flat C-order index as the N-d index a reader finds the entry by: ``[1, 0, 2]``."""
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
+
+
+def _value(x):
+    """One entry, as many digits as a float32 or float64 needs to be told from its neighbours."""
+    x = x.item() if hasattr(x, "item") else x
+    return f"{x:.9g}" if isinstance(x, float) else str(x)
+
+
+def _entries(flat_indices, actual, expected):
+    return ", ".join(f"{_index(j, expected.shape)} expected {_value(expected.flat[j])} got "
+                     f"{_value(actual.flat[j])}" for j in flat_indices[:SHOWN_DIFFERENCES])
+
+
 def compare(name, actual, expected, rule):
-    """(ok, worst ratio, message) for one output."""
+    """(ok, worst ratio, message) for one output.
+
+    A failure's message names the worst entry by its N-d index with the expected and actual
+    values (tolerance), or the first differing entries (exact); a pass's message the margin.
+    """
     try:
         actual = np.asarray(actual)
     except Exception as err:  # noqa: BLE001  (a port may hand back anything)
@@ -188,72 +233,138 @@ def compare(name, actual, expected, rule):
     if actual.dtype.kind not in "biuf":
         return False, math.inf, f"{name}: dtype {actual.dtype} is not numeric"
     if rule == "exact":
-        wrong = int(np.count_nonzero(actual != expected))
-        return (
-            wrong == 0,
-            (0.0 if wrong == 0 else math.inf),
-            (
-                f"{name}: exact"
-                if wrong == 0
-                else f"{name}: {wrong} of {expected.size} entries differ"
-            ),
-        )
+        differ = np.flatnonzero(actual != expected)
+        if differ.size == 0:
+            return True, 0.0, f"{name} exact"
+        listed = "first " if differ.size > SHOWN_DIFFERENCES else ""
+        return False, math.inf, (f"{name}: {differ.size} of {expected.size} entries differ "
+                                 f"(exact compare); {listed}{_entries(differ, actual, expected)}")
     a, e = actual.astype(np.float64), expected.astype(np.float64)
     nan_a, nan_e = np.isnan(a), np.isnan(e)
     if np.any(nan_a != nan_e):
-        return (
-            False,
-            math.inf,
-            f"{name}: NaN where the expected value is {'not ' if nan_a.any() else ''}NaN",
-        )
+        where = np.flatnonzero(nan_a != nan_e)
+        return False, math.inf, (f"{name}: NaN where the expected value is not, or the other way "
+                                 f"round, at {where.size} entries; {_entries(where, a, e)}")
     err = np.abs(np.where(nan_e, 0.0, a - e))
     bound = rule["atol"] + rule["rtol"] * np.abs(np.where(nan_e, 0.0, e))
-    ratio = float((err / bound).max()) if err.size else 0.0
+    if err.size == 0:
+        return True, 0.0, f"{name} empty"
+    used = err / bound
+    worst = int(np.argmax(used))
+    ratio = float(used.flat[worst])
     if not math.isfinite(ratio):
-        return False, math.inf, f"{name}: inf where the expected value is finite"
-    where = int(np.argmax(err / bound)) if err.size else 0
-    return ratio <= 1.0, ratio, (f"{name}: max |a-e| {float(err.max()) if err.size else 0.0:.3g} "
-                                 f"({ratio:.2g} of the tolerance, at flat index {where})")
+        worst = int(np.flatnonzero(~np.isfinite(used))[0])
+        return False, math.inf, (f"{name}: inf where the expected value is finite; "
+                                 f"{_entries([worst], a, e)}")
+    if ratio <= 1.0:
+        return True, ratio, f"{name} {100 * ratio:.2g}%"
+    outside = int(np.count_nonzero(used > 1.0))
+    at = f" at {_index(worst, e.shape)}" if e.ndim else ""
+    return False, ratio, (f"{name}: max |a-e| {float(err.flat[worst]):.3g}{at}: "
+                          f"expected {_value(expected.flat[worst])}, "
+                          f"got {_value(actual.flat[worst])} ({ratio:.2g} x the tolerance "
+                          f"atol + rtol |e| = {float(bound.flat[worst]):.3g}); {outside} of "
+                          f"{e.size} entries outside it")
+
+
+def _failed(name, op, message, note=""):
+    return CaseResult(name, op, False, message, math.inf, note)
+
+
+def run_case(ops, record, inputs):
+    """The adapter's outputs for a loaded case (``load_case``); the adapter gets copies of the
+    inputs, since it may modify them."""
+    return ops[record["op"]]({k: v.copy() for k, v in inputs.items()}, record["params"])
 
 
 def check_case(ops, case_dir, name="?", op="?"):
     """Run one case; every failure becomes a failed CaseResult."""
     try:
         record, inputs = load_case(case_dir)
-        name, op = record["name"], record["op"]
-        expected = {k: _load_array(case_dir, k, entry) for k, entry in record["expected"].items()}
+        name, op, note = record["name"], record["op"], record.get("note", "")
+        expected = load_expected(case_dir, record)
     except Exception as err:  # noqa: BLE001  (any broken case is that case's failure)
-        return CaseResult(
-            name, op, False, f"unreadable case: {type(err).__name__}: {err}", math.inf
-        )
+        return _failed(name, op, f"unreadable case: {type(err).__name__}: {err}")
     if op not in ops:
-        return CaseResult(name, op, False, f"the adapter has no op {op!r}", math.inf)
+        return _failed(name, op, f"the adapter has no op {op!r}", note)
     try:
-        outputs = ops[op]({k: v.copy() for k, v in inputs.items()}, record["params"])
+        outputs = run_case(ops, record, inputs)
     # whatever the adapter raises, sys.exit included, fails only this case
     except (Exception, SystemExit) as err:  # noqa: BLE001
-        return CaseResult(
-            name, op, False, f"the adapter raised {type(err).__name__}: {err}", math.inf
-        )
+        return _failed(name, op, f"the adapter raised {type(err).__name__}: {err}", note)
     if not isinstance(outputs, dict):
-        return CaseResult(
-            name, op, False, f"the adapter returned {type(outputs).__name__}, not a dict", math.inf
-        )
-    worst_ratio, worst_message, failures = 0.0, "no outputs", []
+        return _failed(name, op, f"the adapter returned {type(outputs).__name__}, not a dict", note)
+    results = []
     for key, entry in record["expected"].items():
         if key not in outputs:
-            failures.append(f"{key}: missing from the adapter's outputs")
+            results.append(OutputResult(key, False, math.inf,
+                                        f"{key}: missing from the adapter's outputs"))
             continue
         ok, ratio, message = compare(key, outputs[key], expected[key], entry["compare"])
-        if not ok:
-            failures.append(message)
-        elif entry["compare"] != "exact" and ratio >= worst_ratio:
-            worst_ratio, worst_message = ratio, message
-        elif worst_message == "no outputs":
-            worst_message = message
-    if failures:
-        return CaseResult(name, op, False, "; ".join(failures), math.inf)
-    return CaseResult(name, op, True, worst_message, worst_ratio)
+        results.append(OutputResult(key, ok, ratio, message, entry["compare"] == "exact"))
+    wrong = [r.message for r in results if not r.passed]
+    if wrong:
+        return CaseResult(name, op, False, "; ".join(wrong), math.inf, note, results)
+    toleranced = [r for r in results if not r.exact]
+    margins = ", ".join(r.message for r in toleranced)
+    exact = ", ".join(r.name for r in results if r.exact)
+    summary = "; ".join(part for part in (margins and f"tolerance used: {margins}",
+                                          exact and f"exact: {exact}") if part) or "no outputs"
+    return CaseResult(name, op, True, summary, max((r.ratio for r in toleranced), default=0.0),
+                      note, results)
+
+
+def find_case(case_dir, name):
+    """The folder of case ``name`` in case_dir's manifest; InvalidArgumentError naming the
+    nearest names if there is none."""
+    manifest = json.loads((Path(case_dir) / "manifest.json").read_text())
+    folders = {entry["name"]: entry["dir"] for entry in manifest["cases"]}
+    if name not in folders:
+        near = difflib.get_close_matches(name, folders, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; see manifest.json"
+        raise InvalidArgumentError(f"no case {name!r} in {case_dir}{hint}")
+    return Path(case_dir) / folders[name]
+
+
+def _array_text(array, indent="    "):
+    text = np.array2string(np.asarray(array), threshold=400, max_line_width=96, separator=", ")
+    return [indent + line for line in text.splitlines()]
+
+
+def _rule_text(rule):
+    return "exact" if rule == "exact" else f"rtol {rule['rtol']:g}, atol {rule['atol']:g}"
+
+
+def describe_case(case_dir, ops=None):
+    """The lines that show a case: its op, note, params, inputs and expected outputs; with
+    ``ops`` (an adapter's OPS) also the adapter's output under each expected one, and whether it
+    passes. For ``nestref conformance check --show``."""
+    record, inputs = load_case(case_dir)
+    expected = load_expected(case_dir, record)
+    lines = [f"case {record['name']}: op {record['op']}, {record['dtype']}",
+             f"rule: {record.get('note') or '(no note)'}",
+             "params: " + json.dumps(record["params"], sort_keys=True), "inputs:"]
+    for name, array in sorted(inputs.items()):
+        lines += [f"  {name}: {array.dtype} {list(array.shape)}", *_array_text(array)]
+    actual = None
+    if ops is not None:
+        try:
+            actual = run_case(ops, record, inputs)
+        except (Exception, SystemExit) as err:  # noqa: BLE001  (shown, like check_case's failure)
+            lines.append(f"the adapter raised {type(err).__name__}: {err}")
+    lines.append("expected outputs:")
+    for name, array in sorted(expected.items()):
+        rule = record["expected"][name]["compare"]
+        lines += [f"  {name}: {array.dtype} {list(array.shape)}, compare {_rule_text(rule)}",
+                  *_array_text(array)]
+        if isinstance(actual, dict):
+            if name not in actual:
+                lines.append("    the adapter's: missing")
+                continue
+            ok, _, message = compare(name, actual[name], array, rule)
+            lines += ["    the adapter's:", *_array_text(actual[name], "      "),
+                      f"    -> {'PASS' if ok else 'FAIL'}: {message}"]
+    return lines
 
 
 def check(adapter, case_dir=DEFAULT_DIR, ops=None):

@@ -25,13 +25,45 @@ class Case:
     note: str = ""
 
 
+# The rule a case tests when its note says nothing more particular: what a failure message quotes
+# to a student (conformance/README.md, "Ops", has the full statements).
+OP_RULES = {
+    "dense.forward": "y = x (W*M)^T + b",
+    "dense.backward": "grad_x = grad_y (W*M); grad_weight = grad_y^T x at every position, "
+                      "dormant ones included; grad_bias = grad_y summed over the batch",
+    "conv2d.forward": "cross-correlation of x with W*M, plus the bias at every output position",
+    "conv2d.backward": "gradients w.r.t. x, W*M (every position) and the bias (grad_y summed "
+                       "over N, Ho, Wo)",
+    "maxpool2d": "the max of each window (floor output size, no partial windows); argmax the "
+                 "first maximum in row-major order; grad_x routed to the argmax",
+    "softmax_cross_entropy": "loss = mean over the batch of -log softmax(logits)[label]; "
+                             "grad_logits = (softmax - onehot) / N",
+    "growth.gradient": "G = dL/d(W*M) of the mean loss over all examples seen, at every "
+                       "position",
+    "growth.connections": "grow min(floor(ratio * dormant), dormant with |G| > 0) by |G| "
+                          "descending, ties by ascending flat index; new weights -lr * G",
+    "growth.bridging_gradient": "G = delta_next^T x_prev (delta_next already carries the 1/N)",
+    "growth.feature_map": "each candidate rescaled to its layer's mean |active weight| and tried; "
+                          "the lowest loss is added if below loss_before",
+    "prune.magnitude": "the floor(fraction * active) active weights of smallest |w| go, ties by "
+                       "ascending flat index; threshold = the largest |w| pruned",
+    "prune.dead_units": "units with no active output go; units with no active input fold their "
+                        "constant into the next bias and go; the logits do not change",
+    "prune.partial_area": "contributions = mean |x_i * K_oi| at each (o, i, p); the "
+                          "floor(fraction * candidates) smallest kept (o, i, p) are pruned, ties "
+                          "by ascending flat index",
+    "accounting.count": "params = active weights (of kernels kept somewhere) + biases; FLOPs = "
+                        "2 x active weights x kept positions",
+}
+
+
 def _case(name, op, dtype, inputs, params=None, note=""):
     dt = np.dtype(dtype)
     cast = {
         k: (v.astype(dt) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
         for k, v in inputs.items()
     }
-    return Case(name, op, dt.name, cast, params or {}, note)
+    return Case(name, op, dt.name, cast, params or {}, note or OP_RULES[op])
 
 
 def _rng(seed):
@@ -306,13 +338,17 @@ def growth_gradient_cases():
          "dormant positions get a gradient too"),
         ("growth_gradient_mlp_f64", "float64", MLP, 8, 8, None, False, ""),
         ("growth_gradient_mlp_uneven_batches_f64", "float64", MLP, 8, 3, None, False,
-         "batches of 3, 3, 2: each batch's mean gradient weighs by its size"),
+         "batches of 3, 3, 2: G = (sum over batches of size * batch mean) / 8, the gradient "
+         "of the mean loss over all 8 examples (not the mean of the 3 batch means)"),
         ("growth_gradient_mlp_n_batches_f32", "float32", MLP, 9, 4, 2, False,
          "only the first 2 batches (8 examples)"),
         ("growth_gradient_convnet_f32", "float32", CONVNET, 4, 4, None, False,
          "conv -> max-pool -> flatten -> dense: the flatten wiring is channel-major"),
         ("growth_gradient_convnet_area_f64", "float64", CONVNET, 4, 2, None, True,
          "the conv layer has a partial-area mask"),
+        ("growth_gradient_mlp_uneven_batches_f32", "float32", MLP, 10, 4, None, False,
+         "batches of 4, 4, 2: G = (sum over batches of size * batch mean) / 10, the gradient "
+         "of the mean loss over all 10 examples (not the mean of the 3 batch means)"),
     ]:
         rng = _rng(len(cases) + 51)
         inputs = network_arrays(rng, spec)
@@ -382,6 +418,12 @@ def bridging_cases():
     return cases
 
 
+DROPPED_NOTE = (
+    "decides that a dropped neuron still uses up one of count: chunk = ceil(0.15 * 12) = 2; "
+    "the first chunk's w_out cancels, so of count = 2 neurons only the second chunk's is "
+    "returned (k = 1); the third chunk does not take the dropped one's place")
+
+
 def neuron_weight_cases():
     cases = []
     for name, dtype, shape, count, ratio, signs, kind, note in [
@@ -397,6 +439,10 @@ def neuron_weight_cases():
          "the first neuron's pairs cancel (w_out = 0): it is dropped, the second is kept"),
         ("growth_neuron_weights_chunk_rounding_f64", "float64", (6, 10), 2, 0.05, "random", None,
          "ceil(0.05 * 60) = 3 pairs per neuron (0.05 * 60 = 3.0000000000000004)"),
+        ("growth_neuron_weights_dropped_counts_f64", "float64", (3, 4), 2, 0.15, "random",
+         "dropped", DROPPED_NOTE),
+        ("growth_neuron_weights_dropped_counts_f32", "float32", (3, 4), 2, 0.15, "random",
+         "dropped", DROPPED_NOTE),
     ]:
         rng = _rng(len(cases) + 81)
         G = _grid(rng, shape, -8, 8, 0.0625)
@@ -405,16 +451,27 @@ def neuron_weight_cases():
         if kind == "sparse":
             G = np.zeros(shape)
             G.flat[[1, 4, 6, 8]] = [0.5, -0.25, 0.125, 1.0]
+        if kind == "dropped":
+            # ranks: (0, 0), (0, 1) | (1, 2), (2, 3) | (2, 0), (1, 1): three chunks of 2
+            G = np.array([[0.5, -0.5, 0.0, 0.0], [0.0, 0.0625, 0.25, 0.0],
+                          [0.125, 0.0, 0.0, -0.25]])
         if kind == "cancel":
             # pairs (0, 0) and (0, 1) have equal |G| and signs +1, +1 but G of opposite sign:
             # w_out[0] cancels
             G = np.array([[0.5, -0.5, 0.0], [0.0, 0.0, 0.25]])
         draws = np.ones(G.size) if signs == "positive" else rng.choice([-1.0, 1.0], size=G.size)
-        if kind == "cancel":
+        if kind in ("cancel", "dropped"):
             draws[:2] = 1.0  # w_out[0] = -s0 * sign(0.5) * d - s1 * sign(-0.5) * d = 0
         cases.append(_case(name, "growth.neuron_weights", dtype, {"G": G, "signs": draws},
                            {"count": count, "birth_ratio": ratio}, note))
     return cases
+
+
+FEATURE_MAP_SCALE_NOTE = (
+    "decides the weight scale and the new map's areas: some active weights are exactly 0 "
+    "(mask 1, weight 0) and count in the mean |active weight| (mask == 1, not weight != 0); "
+    "both convs have area masks, and the new map's area rows (its own, in conv 0, and its "
+    "input channel's, in conv 1) are all ones")
 
 
 def feature_map_cases():
@@ -427,6 +484,10 @@ def feature_map_cases():
          "conv -> conv: the new map is input channel 3 of the next conv"),
         ("growth_feature_map_none_better_f32", "float32", CONVNET, 91, 3,
          "every candidate raises the loss: nothing is added, the network is unchanged"),
+        ("growth_feature_map_zero_weights_area_f64", "float64", CONVCONV, 97, 3,
+         FEATURE_MAP_SCALE_NOTE),
+        ("growth_feature_map_zero_weights_area_f32", "float32", CONVCONV, 98, 3,
+         FEATURE_MAP_SCALE_NOTE),
     ]:
         rng = _rng(seed)
         inputs = network_arrays(rng, spec)
@@ -448,6 +509,13 @@ def feature_map_cases():
         cand_out = rng.standard_normal((k, *out_shape)) * (rng.random((k, *out_shape)) < 0.7)
         cand_in.reshape(k, -1)[:, 0] = 1.0  # at least one nonzero per candidate
         cand_out.reshape(k, -1)[:, 0] = 1.0
+        if note is FEATURE_MAP_SCALE_NOTE:
+            for i in (0, 1):   # about 30% of the active weights are 0, their masks still 1
+                mask = inputs[f"layer{i}.mask"]
+                inputs[f"layer{i}.weight"] *= ~((mask != 0) & (rng.random(mask.shape) < 0.3))
+            conv0, conv1 = shapes(spec)[0][1], shapes(spec)[1][1]
+            inputs["layer0.area_mask"] = _mask(rng, (3, 2, *conv0[1:]), 0.6)
+            inputs["layer1.area_mask"] = _mask(rng, (2, 3, *conv1[1:]), 0.6)
         cases.append(_case(name, "growth.feature_map", dtype,
                            {**inputs, "x": x, "y": y, "candidates_in": cand_in,
                             "candidates_out": cand_out},
@@ -456,6 +524,12 @@ def feature_map_cases():
 
 
 # ======================================================================== prune
+GUARD_NOTE = (
+    "decides the guard: the n = floor(fraction * active) smallest unprotected weights go, "
+    "exactly n of them (a protected weight is skipped and the next smallest taken), not the "
+    "n smallest of all minus the protected ones")
+
+
 def magnitude_cases():
     cases = []
     for name, dtype, shape, fraction, guard, kind, note in [
@@ -467,13 +541,17 @@ def magnitude_cases():
         ("prune_magnitude_floor_f64", "float64", (10, 20), 0.29, False, "hundred",
          "exactly 100 active: floor(0.29 * 100) = 29"),
         ("prune_magnitude_output_guard_f32", "float32", (3, 4), 0.9, True, None,
-         "output-unit guard: each row keeps its largest-|w| active weight, so fewer than "
-         "requested go"),
+         "output-unit guard where n = floor(0.9 * active) exceeds the unprotected weights: "
+         "every unprotected one goes and each row's protected weight stays"),
         ("prune_magnitude_conv_f64", "float64", (2, 3, 3, 3), 0.5, False, None, "conv weight"),
         ("prune_magnitude_guard_ties_f64", "float64", (3, 4), 0.75, True, "ties",
          "guard with ties: the protected weight of a row is its first largest |w|"),
         ("prune_magnitude_all_dormant_f32", "float32", (2, 3), 0.5, True, "empty",
          "no active connection: nothing to prune, threshold NaN"),
+        ("prune_magnitude_guard_skips_f32", "float32", (4, 5), 0.5, True, "weak_row",
+         GUARD_NOTE),
+        ("prune_magnitude_guard_skips_f64", "float64", (5, 4), 0.4, True, "weak_row",
+         GUARD_NOTE),
     ]:
         rng = _rng(len(cases) + 101)
         mask = _mask(rng, shape, 0.7)
@@ -486,6 +564,11 @@ def magnitude_cases():
         weight[weight == 0] = 0.5
         if kind == "ties":
             weight = rng.choice([-2, -1, 1, 2], size=shape) / 4
+        if kind == "weak_row":
+            # row 0 is all active and smaller than every other weight: its protected largest
+            # weight is among the n smallest of the layer
+            mask[0] = 1
+            weight[0] = rng.choice([-3, -2, -1, 1, 2, 3], size=shape[1]) / 128
         cases.append(_case(name, "prune.magnitude", dtype, {"weight": weight * mask, "mask": mask},
                            {"fraction": fraction, "output_unit_guard": guard}, note))
     return cases
@@ -561,11 +644,92 @@ def dead_unit_cases():
                        {**a, "x": rng.random((2, 1, 6, 6))}, {"network": spec},
                        "a no-input map before a padded conv adds a position-dependent shift: "
                        "it stays"))
+    for dtype, seed in (("float64", 115), ("float32", 116)):
+        cases.append(_negative_bias_case(dtype, seed))
+    cases.append(_area_mask_dead_case())
+    cases.append(_kept_unit_case())
     return cases
+
+
+def _negative_bias_case(dtype, seed):
+    rng = _rng(seed)
+    spec = {"input_shape": [4], "layers": [dense_cfg(4, 4), RELU, dense_cfg(4, 3)]}
+    a = network_arrays(rng, spec, density=1.0)
+    for unit, bias in ((1, -0.5), (2, 0.375)):   # no input: a constant relu(bias) goes on
+        a["layer0.mask"][unit] = 0
+        a["layer0.weight"][unit] = 0
+        a["layer0.bias"][unit] = bias
+    suffix = "f64" if dtype == "float64" else "f32"
+    return _case(f"prune_dead_units_negative_bias_{suffix}", "prune.dead_units", dtype,
+                 {**a, "x": rng.random((3, 4))}, {"network": spec},
+                 "decides relu(bias) against the raw bias: units 1 (bias -0.5) and 2 (bias "
+                 "0.375) of layer 0 have no input and a ReLU follows, so they fold relu(-0.5) = 0 "
+                 "and 0.375 times their outgoing weights into layer 2's bias")
+
+
+def _area_mask_dead_case():
+    rng = _rng(117)
+    spec = {"input_shape": [2, 6, 6],
+            "layers": [conv_cfg(2, 4, 3), conv_cfg(4, 2, 3), FLATTEN, dense_cfg(8, 3)]}
+    a = network_arrays(rng, spec, density=1.0)
+    area0 = np.ones((4, 2, 4, 4))
+    area1 = np.ones((2, 4, 2, 2))
+    # map 0 of conv 0: active weights but its area pruned everywhere, so no input; its outgoing
+    # kernels are kept everywhere (o = 0) or nowhere (o = 1): it folds into o = 0 only
+    area0[0] = 0
+    area1[1, 0] = 0
+    # map 1: no active weight; kernel (0, 1) of conv 1 is kept at some positions only, so the
+    # shift would depend on the position: it stays
+    a["layer0.mask"][1] = 0
+    a["layer0.weight"][1] = 0
+    a["layer0.bias"][1] = 0.4
+    area1[0, 1, 0, 1] = 0
+    # map 2: active weights in conv 1 that read it, but their areas are pruned everywhere: no
+    # output, it is dropped
+    area1[:, 2] = 0
+    a["layer0.area_mask"], a["layer1.area_mask"] = area0, area1
+    return _case("prune_dead_units_area_mask_f64", "prune.dead_units", "float64",
+                 {**a, "x": rng.random((2, 2, 6, 6))}, {"network": spec},
+                 "decides that dead-unit tests read the area masks: a kernel counts as an "
+                 "input or output only if it has an active weight and keeps some area. Map 0 "
+                 "(area pruned everywhere) has no input and folds its bias through conv 1's "
+                 "kernel (0, 0) alone (kernel (1, 0) is kept nowhere); map 1 (no input) stays, "
+                 "its outgoing kernel (0, 1) being kept at some positions only; map 2 (outgoing "
+                 "areas pruned everywhere) has no output and is dropped")
+
+
+def _kept_unit_case():
+    rng = _rng(118)
+    spec = {"input_shape": [3], "layers": [dense_cfg(3, 3), RELU, dense_cfg(3, 2)]}
+    a = network_arrays(rng, spec, density=1.0)
+    a["layer0.mask"][:] = 0
+    a["layer0.weight"][:] = 0
+    a["layer0.bias"][:] = [0.5, 0.25, 0.75]
+    return _case("prune_dead_units_kept_unit_f64", "prune.dead_units", "float64",
+                 {**a, "x": rng.random((3, 3))}, {"network": spec},
+                 "decides the kept unit's folding: no unit of layer 0 has an input, so all "
+                 "would go; unit 0 stays and keeps emitting relu(0.5) itself (not folded), "
+                 "units 1 and 2 fold into layer 2's bias")
 
 
 AREA_NET = {"input_shape": [2, 6, 6], "layers": [conv_cfg(2, 3, 3), FLATTEN, dense_cfg(48, 3)]}
 CONV_ONLY = {"input_shape": [1, 5, 5], "layers": [conv_cfg(1, 2, 3), conv_cfg(2, 1, 1)]}
+
+
+# a 3x3 conv, then one that sums both maps over 3x3 windows: the last layer's single output
+# stays reachable while many positions of the hidden maps lose every input
+CONV_DEEP = {"input_shape": [1, 6, 6], "layers": [conv_cfg(1, 2, 3), conv_cfg(2, 1, 3)]}
+# fractions at which the first position past the cut costs more than the budget left, and a
+# later one less
+FLOPS_F32, FLOPS_F64 = 0.45, 0.2
+AREA_GUARD_NOTE = (
+    "decides the guard: only the last layer's units (each output map position of a conv) must "
+    "stay reachable, hidden positions may be cut off; the cut is the longest safe prefix of the "
+    "removal order (removals after the first unsafe one are not taken, even if safe)")
+FLOPS_PREFIX_NOTE = (
+    "decides the 'flops' cut: the longest prefix of the order whose summed n_oi is at most "
+    "floor(fraction * sum over the candidates of n_oi); the first position that does not fit "
+    "ends the cut (later, cheaper ones are not taken)")
 
 
 def partial_area_cases():
@@ -584,9 +748,19 @@ def partial_area_cases():
          "rank 'flops': contribution per active weight of the kernel, 30% of the area's MACs"),
         ("prune_partial_area_by_flops_f64", "float64", AREA_NET, 0.3, "flops",
          "rank 'flops': contribution per active weight of the kernel, 30% of the area's MACs"),
+        ("prune_partial_area_guard_f32", "float32", CONV_ONLY, 0.7, None, AREA_GUARD_NOTE),
+        ("prune_partial_area_guard_deep_f64", "float64", CONV_DEEP, 0.6, None,
+         AREA_GUARD_NOTE),
+        ("prune_partial_area_by_flops_prefix_f32", "float32", AREA_NET, FLOPS_F32, "flops",
+         FLOPS_PREFIX_NOTE),
+        ("prune_partial_area_by_flops_prefix_f64", "float64", AREA_NET, FLOPS_F64, "flops",
+         FLOPS_PREFIX_NOTE),
     ]:
         rng = _rng(len(cases) + 121)
         a = network_arrays(rng, spec, density=0.8)
+        if spec is CONV_DEEP:
+            a["layer1.mask"][:] = 1
+            a["layer1.weight"] = _grid(rng, (1, 2, 3, 3), 1, 8, 0.125)
         if spec is CONV_ONLY:
             a["layer1.mask"][:] = 1
             a["layer1.weight"] = np.array([0.5, -0.75]).reshape(1, 2, 1, 1)

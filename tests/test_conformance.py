@@ -244,3 +244,91 @@ def test_generate_leaves_a_directory_of_the_users_alone_and_replaces_only_its_ow
     manifest = conformance.generate(out)
     assert not (out / "gone_case").exists() and (out / "my_notes" / "case.json").is_file()
     assert all((out / e["dir"] / "case.json").is_file() for e in manifest["cases"])
+
+
+def test_every_case_says_which_rule_it_tests():
+    for entry in _manifest(CASES)["cases"]:
+        record = json.loads((CASES / entry["dir"] / "case.json").read_text())
+        assert record["note"].strip(), entry["name"]
+
+
+def test_a_failure_names_the_worst_entry_both_values_and_the_rule(capsys, monkeypatch):
+    case = "dense_forward_basic_f64"
+    expected = np.load(CASES / case / "expected" / "y.npy")
+
+    def off_at_one_entry(out):
+        y = np.array(out["y"])
+        y[1, 2] += 0.5
+        return {"y": y}
+
+    result = {r.name: r for r in conformance.check(_broken("dense.forward", off_at_one_entry),
+                                                   CASES, {"dense.forward"})}[case]
+    assert not result.passed
+    assert (f"y: max |a-e| 0.5 at [1, 2]: expected {expected[1, 2]:.9g}, "
+            f"got {expected[1, 2] + 0.5:.9g}") in result.worst
+    assert "1 of 20 entries outside it" in result.worst
+    assert result.note == json.loads((CASES / case / "case.json").read_text())["note"]
+
+    module = types.ModuleType("off_by_half_adapter")   # the CLI imports an adapter by name
+    module.OPS = _broken("dense.forward", off_at_one_entry).OPS
+    monkeypatch.setitem(sys.modules, "off_by_half_adapter", module)
+    assert cli_main(["conformance", "check", "off_by_half_adapter", "--op", "dense.forward",
+                     "--cases", str(CASES)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL  {case}" in out and "1 of 1 outputs wrong" in out
+    assert "      y: max |a-e| 0.5 at [1, 2]" in out
+    assert f"      rule: {result.note}" in out
+    assert f"--show {case}" in out
+
+
+def test_an_exact_compare_lists_the_first_differing_entries():
+    def flipped(out):
+        mask = np.array(out["mask_after"])
+        mask.flat[:7] = 1 - mask.flat[:7]
+        return {**out, "mask_after": mask}
+
+    case = "prune_magnitude_floor_f64"
+    result = {r.name: r for r in conformance.check(_broken("prune.magnitude", flipped), CASES,
+                                                   {"prune.magnitude"})}[case]
+    expected = np.load(CASES / case / "expected" / "mask_after.npy")
+    message = next(o.message for o in result.outputs if o.name == "mask_after")
+    assert message.startswith("mask_after: 7 of 200 entries differ (exact compare); first ")
+    listed = [f"[0, {j}] expected {expected[0, j]:.9g} got {1 - expected[0, j]:.9g}"
+              for j in range(conformance.SHOWN_DIFFERENCES)]
+    assert ", ".join(listed) in message and "[0, 5]" not in message
+
+
+def test_a_pass_line_gives_each_outputs_margin(capsys):
+    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--op",
+                     "prune.magnitude", "--cases", str(CASES)]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines()
+                if row.startswith("PASS  prune_magnitude_basic_f32"))
+    assert "tolerance used: threshold 0%, weight_after 0%; exact: mask_after" in line
+    result = conformance.check(conformance_adapter, CASES, {"dense.backward"})[0]
+    assert [o.name for o in result.outputs] == ["grad_bias", "grad_weight", "grad_x"]
+    assert result.ratio == max(o.ratio for o in result.outputs)
+
+
+def test_show_prints_a_case_and_an_adapters_outputs_beside_it(capsys):
+    case = "prune_dead_units_kept_unit_f64"
+    assert cli_main(["conformance", "check", "--show", case, "--cases", str(CASES)]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((CASES / case / "case.json").read_text())
+    assert f"case {case}: op prune.dead_units, float64" in out
+    assert f"rule: {record['note']}" in out
+    assert '"input_shape": [3]' in out
+    assert "  layer0.bias: float64 [3]\n    [0.5 , 0.25, 0.75]" in out
+    assert "expected outputs:\n  layer0.bias: float64 [1], compare rtol 1e-09, atol 1e-12" in out
+    assert "the adapter's" not in out
+
+    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--show", case,
+                     "--cases", str(CASES)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the adapter's:") == len(record["expected"])
+    assert "-> PASS: logits" in out
+
+    assert cli_main(["conformance", "check", "--show", "prune_dead_units_kept_unit",
+                     "--cases", str(CASES)]) == 2
+    assert f"did you mean {case}" in capsys.readouterr().err
+    assert cli_main(["conformance", "check", "--cases", str(CASES)]) == 2
+    assert "give the adapter MODULE" in capsys.readouterr().err

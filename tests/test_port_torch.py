@@ -64,4 +64,7 @@ def test_the_cases_catch_a_port_that_does_not_fold_biases(port, monkeypatch):
 def test_the_cases_catch_a_port_without_the_reachability_guard(port, monkeypatch):
     import torch
     monkeypatch.setattr(port.nt, "reachable_outputs", lambda *args: torch.ones(1, dtype=torch.bool))
-    assert _failed(port, {"prune.partial_area"}) == {"prune_partial_area_guard_f64"}
+    assert _failed(port, {"prune.partial_area"}) == {
+        "prune_partial_area_guard_f64",
+        "prune_partial_area_guard_f32",
+    }
