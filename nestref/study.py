@@ -29,6 +29,7 @@ import os
 import shlex
 import subprocess
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -346,11 +347,10 @@ def cell_runner(backend, jobs, scheduler=None):
     if scheduler is not None and backend != "dask":
         raise InvalidArgumentError(f"--scheduler {scheduler} is a Dask scheduler's address; "
                                    f"add --backend dask")
-    jobs = check_positive_int("jobs", jobs)
     if backend == "dask":
         from .cluster import dask_client
         with dask_client(scheduler, workers=jobs) as client:
-            yield lambda *cells_and_where: _run_on_dask(client, *cells_and_where)
+            yield partial(_run_on_dask, client)
         return
     joblib_backend = "loky" if backend in (None, "local") else backend
     threads = max(1, available_cores() // jobs)
