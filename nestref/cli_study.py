@@ -11,6 +11,7 @@ from .config import parse_override
 from .errors import InvalidArgumentError, NestrefError, ReportError
 from .plots import frontier_figure
 from .study import (
+    BACKENDS,
     DEFAULT_ROWS,
     DEFAULT_RUNS,
     METHODS,
@@ -36,11 +37,21 @@ def build_parser():
         "--jobs",
         type=int,
         default=1,
-        help="processes at once; each gets cores // jobs BLAS threads",
+        help="processes at once; each gets cores // jobs BLAS threads (with --backend dask and "
+             "no --scheduler: the local cluster's worker processes, one BLAS thread each)",
     )
     p.add_argument(
         "--backend",
-        help="a joblib backend (default: loky processes; 'dask' or 'ray' once registered)",
+        choices=BACKENDS,
+        default="local",
+        help="where the cells run: 'local' processes on this machine (default), or 'dask': a "
+             "Dask cluster's workers (needs pip install -e \".[cluster]\"; docs/study.md)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --backend dask: the scheduler of a running cluster (tcp://HOST:8786); "
+             "without it, a local cluster of --jobs processes",
     )
     p.add_argument(
         "--runs-dir",
@@ -115,6 +126,10 @@ def _run_command(args):
         overrides = {**architectures.get(args.arch[0]).quick, **overrides}
     print(f"nestref study: {args.arch} x {args.method} x seeds {args.seed}, "
           f"{args.jobs} job(s); runs in {args.runs_dir}, rows to {args.rows}", flush=True)
+    if args.backend == "dask":
+        print("cells run on " + (f"the Dask cluster at {args.scheduler}" if args.scheduler else
+                                 f"a local Dask cluster of {args.jobs} worker process(es)"),
+              flush=True)
     run_grid(
         args.arch,
         args.method,
@@ -125,6 +140,7 @@ def _run_command(args):
         args.jobs,
         args.backend,
         _print_cell,
+        scheduler=args.scheduler,
     )
     return 0
 

@@ -14,9 +14,11 @@ the rows file (for the same ``--set`` values) or a report.json in its run direct
 finished and is never run again; one with only a checkpoint resumes from it. The rows file
 is committed and the run directories are not, so a later session on a fresh work tree
 carries on with the cells still missing. Cells run in ``jobs``
-processes through joblib (any joblib backend: a Dask or Ray cluster too, see
-docs/study.md), each limited to cores // jobs BLAS threads. As cells finish, one row per
-(run, selection) is added to the rows file (figures/study/runs.json), atomically.
+processes on this machine through joblib, each limited to cores // jobs BLAS threads, or
+with ``backend="dask"`` on the workers of a Dask cluster, one BLAS thread each
+(``nestref.cluster``; docs/study.md, "On a cluster"). As cells finish, one row per
+(run, selection) is added to the rows file (figures/study/runs.json), atomically, by
+this process alone.
 
 ``summary_rows``, ``paired_differences`` and ``format_table`` make the table from the rows
 alone (``nestref study table``); ``nestref.plots.frontier_figure`` draws the frontier.
@@ -26,6 +28,8 @@ import math
 import os
 import shlex
 import subprocess
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,9 @@ from .storage import atomic_write_bytes
 from .synthesize import synthesize
 
 METHODS = ("nest", "prune-only", "dense")
+# where the cells run: "local" is joblib's processes (loky) on this machine, "dask" a Dask
+# cluster's workers (nestref.cluster)
+BACKENDS = ("local", "dask")
 DEFAULT_ROWS = Path("figures/study/runs.json")
 DEFAULT_RUNS = Path("runs/study")
 README_BEGIN = (
@@ -294,12 +301,13 @@ def available_cores():
 
 
 def run_grid(archs, methods, seeds, runs_dir=DEFAULT_RUNS, rows_path=DEFAULT_ROWS, overrides=None,
-             jobs=1, backend=None, on_cell=None):
+             jobs=1, backend=None, on_cell=None, scheduler=None):
     """Run the grid archs x methods x seeds, NeST cells first; returns
     {(arch, method, seed): status}.
 
     status is "ran", "resumed" or "finished before" (read, not run). ``on_cell(arch, method,
     seed, status, rows)`` is called in this process as each cell's rows are written.
+    ``backend`` and ``scheduler`` say where the cells run (``cell_runner``).
     """
     for arch in archs:
         if architectures.problem(arch) is not None:
@@ -310,25 +318,61 @@ def run_grid(archs, methods, seeds, runs_dir=DEFAULT_RUNS, rows_path=DEFAULT_ROW
     jobs = check_positive_int("jobs", jobs)
     for seed in seeds:
         check_int("seed", seed, minimum=0)
-    threads = max(1, available_cores() // jobs)
-    from joblib import Parallel, delayed
     done = {}
     waves = [[m for m in methods if m == "nest"], [m for m in methods if m != "nest"]]
-    for wave in waves:
-        cells = [(a, m, s) for a in archs for m in wave for s in seeds]
-        if not cells:
-            continue
-        tasks = (
-            delayed(_cell_task)(a, m, s, str(runs_dir), str(rows_path), overrides or {}, threads)
-            for a, m, s in cells
-        )
-        for (arch, method, seed), rows, status in Parallel(n_jobs=jobs, backend=backend,
-                                                           return_as="generator_unordered")(tasks):
-            add_rows(rows_path, rows)
-            done[(arch, method, seed)] = status
-            if on_cell is not None:
-                on_cell(arch, method, seed, status, rows)
+    with cell_runner(backend, jobs, scheduler) as run_cells:
+        for wave in waves:
+            cells = [(a, m, s) for a in archs for m in wave for s in seeds]
+            if not cells:
+                continue
+            for (arch, method, seed), rows, status in run_cells(cells, str(runs_dir),
+                                                                str(rows_path), overrides or {}):
+                add_rows(rows_path, rows)
+                done[(arch, method, seed)] = status
+                if on_cell is not None:
+                    on_cell(arch, method, seed, status, rows)
     return done
+
+
+@contextmanager
+def cell_runner(backend, jobs, scheduler=None):
+    """Where the grid's cells run: yields ``run_cells(cells, runs_dir, rows_path, overrides)``,
+    which runs the (arch, method, seed) ``cells`` and yields ((arch, method, seed), rows,
+    status) as each one finishes.
+
+    backend None or "local": ``jobs`` processes on this machine, each with cores // jobs BLAS
+    threads. "dask": the workers of the Dask scheduler at ``scheduler``, or of a local
+    cluster of ``jobs`` processes, one BLAS thread per cell (the cluster's cores are used by
+    running one worker per core; the workers' core counts are not known here). Another name
+    is a joblib backend the caller registered (Ray's: ``ray.util.joblib.register_ray()``).
+    """
+    if scheduler is not None and backend != "dask":
+        raise InvalidArgumentError(f"--scheduler {scheduler} is a Dask scheduler's address; "
+                                   f"add --backend dask")
+    if backend == "dask":
+        from .cluster import dask_client
+        with dask_client(scheduler, workers=jobs) as client:
+            yield partial(_run_on_dask, client)
+        return
+    joblib_backend = "loky" if backend in (None, "local") else backend
+    threads = max(1, available_cores() // jobs)
+
+    def run_cells(cells, runs_dir, rows_path, overrides):
+        from joblib import Parallel, delayed
+        tasks = (delayed(_cell_task)(a, m, s, runs_dir, rows_path, overrides, threads)
+                 for a, m, s in cells)
+        return Parallel(n_jobs=jobs, backend=joblib_backend,
+                        return_as="generator_unordered")(tasks)
+
+    yield run_cells
+
+
+def _run_on_dask(client, cells, runs_dir, rows_path, overrides):
+    """``cell_runner``'s run_cells on a Dask cluster: one task per cell, one BLAS thread each."""
+    from .cluster import check_workers_see, results_as_completed
+    check_workers_see(client, [runs_dir, Path(rows_path).parent])
+    calls = [(a, m, s, runs_dir, rows_path, overrides, 1) for a, m, s in cells]
+    return results_as_completed(client, _cell_task, calls)
 
 
 def _cell_task(arch, method, seed, runs_dir, rows_path, overrides, threads):

@@ -21,6 +21,7 @@ FLOORS = {
     "prune": 6,
     "train": 7, "compact": 7,
     "synthesize": 8, "conformance_adapter": 8,
+    "cluster": 8,
     "study": 9, "conformance": 9, "export": 9, "paper": 9,
     "walkthrough": 10,
     "cli_study": 10, "cli_conformance": 10,
