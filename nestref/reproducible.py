@@ -18,6 +18,7 @@ run on machines whose ``numerics_record()["blas"]["kernel"]`` agree. Every repor
 """
 import contextlib
 import platform
+from pathlib import Path
 
 import llvmlite.binding
 import numba
@@ -36,18 +37,25 @@ def one_blas_thread():
 
 
 def blas_libraries():
-    """The BLAS libraries NumPy loaded: [{"library", "version", "kernel", "threads"}]."""
+    """The BLAS libraries loaded in this process, NumPy's first:
+    [{"library", "version", "kernel", "threads"}].
+
+    Another package (SciPy, say) may bring its own BLAS, and the order in which threadpoolctl
+    finds them changes between processes; NumPy's is the one a run computes with.
+    """
     from threadpoolctl import threadpool_info
 
+    found = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    found.sort(key=lambda lib: "numpy" not in Path(lib.get("filepath", "")).parent.name)
     return [{"library": lib.get("internal_api"), "version": lib.get("version"),
              "kernel": lib.get("architecture"), "threads": lib.get("num_threads")}
-            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+            for lib in found]
 
 
 def numerics_record():
     """What a run's numbers depend on beyond its config: a report's "numerics" field.
 
-    {"blas": the first BLAS library (library, version, kernel), "blas_threads": the policy,
+    {"blas": NumPy's BLAS library (library, version, kernel), "blas_threads": the policy,
     "numba_cpu": the CPU the kernels are compiled for, "numpy", "numba", "machine"}.
     """
     found = blas_libraries()
