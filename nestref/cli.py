@@ -366,7 +366,7 @@ def _fit_epochs(args, out, net, optimizer, settings, splits, rng, start_epoch, r
 def cmd_train(args):
     _check_train_args(args)
     out = _train_out_path(args)
-    # one writer per checkpoint: a second `train --out` of the same file waits its turn
+    # one writer per checkpoint: a second `train` with the same --out is refused while this runs
     with hold_lock(out.with_name(out.name + LOCK_SUFFIX), f"--out {out}"):
         return _train(args, out)
 

@@ -155,10 +155,11 @@ def check_run_dir(out_dir, resume=False, overwrite=False):
                                 f"files)")
     # a run killed before its first step was saved left its marker and perhaps a half-written
     # file (storage.atomic_write_bytes' temporary name): nothing to resume and nothing to lose
-    if any(p.name != RUN_MARKER and not _TEMP_FILE.fullmatch(p.name) for p in own):
-        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({own[0].name}, ...) "
-                                f"but no checkpoint to resume: pass --overwrite to replace them, "
-                                f"or choose another directory")
+    outputs = [p for p in own if p.name != RUN_MARKER and not _TEMP_FILE.fullmatch(p.name)]
+    if outputs:
+        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({outputs[0].name}, "
+                                f"...) but no checkpoint to resume: pass --overwrite to replace "
+                                f"them, or choose another directory")
     return False
 
 

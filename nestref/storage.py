@@ -18,6 +18,7 @@ import os
 import socket
 import tempfile
 import time
+import tokenize
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -114,7 +115,8 @@ def load_arrays(path, error=ValueError):
     except PermissionError as err:
         raise error(f"{path}: permission denied; make the file readable (chmod u+r)") from err
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, TypeError,
-            SyntaxError, OverflowError, MemoryError, AttributeError, NotImplementedError) as err:
+            SyntaxError, tokenize.TokenError, OverflowError, MemoryError, AttributeError,
+            NotImplementedError) as err:
         # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these
         # ways
         raise error(

@@ -271,3 +271,18 @@ def test_an_unreadable_directory_is_named_with_a_fix(tmp_path, monkeypatch, caps
     assert f"cannot read the directory {run}" in line and "chmod -R u+rwx" in line
 
 
+
+
+def test_a_checkpoint_whose_array_header_breaks_off_is_named_not_a_traceback(tmp_path):
+    """A flipped byte can cut a .npy header's dict short; numpy's parser then raises
+    tokenize.TokenError, which is damage like any other (found by test_bad_input's fuzzing)."""
+    import zipfile
+
+    from nestref.errors import CheckpointError
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,"
+    header += b" " * (118 - len(header)) + b"\n"
+    with zipfile.ZipFile(tmp_path / "checkpoint.npz", "w") as archive:
+        archive.writestr("state.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                         + header + bytes(12))
+    with pytest.raises(CheckpointError, match="checkpoint.npz: not a readable nestref .npz file"):
+        storage.load_arrays(tmp_path / "checkpoint.npz", error=CheckpointError)
