@@ -13,6 +13,7 @@ must change (a bad argument or config value, an output that would be overwritten
 130 interrupted (Ctrl-C; resume with ``--resume``).
 """
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -36,10 +37,12 @@ from .errors import (
     OutputExistsError,
     OutputPathError,
     ReportError,
+    one_line,
 )
 from .models import build
 from .optim import SCHEDULES, SGD
-from .storage import check_writable_dir, load_arrays, previous_path
+from .run_files import RUN_MARKER
+from .storage import LOCK_SUFFIX, check_writable_dir, hold_lock, load_arrays, previous_path
 from .train import (
     TrainingDiverged,
     checkpoint_exists,
@@ -68,6 +71,12 @@ def _arch_argument(text):
 def _run_name(name):
     """A directory name for a preset or arch (a spec's ':' is not welcome in every file system)."""
     return name.replace(":", "_")
+
+
+def train_default_out(arch):
+    """train's default checkpoint, runs/train-<arch>/model.npz: apart from synthesize's default
+    run directories (runs/<preset>, runs/<preset>-<mode>)."""
+    return Path("runs") / f"train-{_run_name(arch)}" / "model.npz"
 
 
 # what `train` fixes for the whole run (saved in the checkpoint, compared on --resume), and the
@@ -184,13 +193,21 @@ def _train_out_path(args):
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: --resume continues --out, "
                           "--overwrite starts it again; pass one")
-    out = Path(args.out or f"runs/{_run_name(args.arch or TRAIN_SETTINGS['arch'])}/model.npz")
+    # not runs/<arch>/: that is where `nestref synthesize` puts the run of the same arch
+    settings_arch = args.arch or TRAIN_SETTINGS["arch"]
+    out = Path(args.out or train_default_out(settings_arch))
     args.out_path = out
     if out.is_dir():
         raise OutputPathError(
             f"--out {out} is a directory; train's --out is the checkpoint file, "
             f"e.g. {out / 'model.npz'}"
         )
+    if (out.parent / RUN_MARKER).is_file():
+        # its model.npz and checkpoint are the synthesized run's; a dense checkpoint there
+        # would replace them and leave its report.json describing another network
+        raise OutputPathError(f"--out {out} lies in {out.parent}, the run directory of a `nestref "
+                              f"synthesize` run, whose files train would replace: choose another "
+                              f"--out, e.g. {train_default_out(settings_arch)}")
     check_writable_dir(out.parent, "--out's directory")
     return out
 
@@ -350,6 +367,13 @@ def _fit_epochs(args, out, net, optimizer, settings, splits, rng, start_epoch, r
 def cmd_train(args):
     _check_train_args(args)
     out = _train_out_path(args)
+    # one writer per checkpoint: a second `train` with the same --out is refused while this runs
+    with hold_lock(out.with_name(out.name + LOCK_SUFFIX), f"--out {out}"):
+        return _train(args, out)
+
+
+def _train(args, out):
+    """`nestref train` once this process holds the lock of its --out."""
     net, optimizer, saved_state = _starting_point(args, out)
     saved_settings = (
         None
@@ -393,11 +417,14 @@ def cmd_synthesize(args):
     preset = args.preset or (architectures.default_preset(arch) if arch else None)
     flags = {"arch": args.arch, "mode": args.mode, "data_dir": args.data_dir}
     flags = {key: value for key, value in flags.items() if value}
+    if args.quick:  # the arch's smoke-test budget; --set and --config still win
+        overrides = {**architectures.get(arch or SynthesisConfig.arch).quick, **overrides}
     overrides.update(flags)
     config = make_config(preset, args.config, overrides,
                          {key: "--" + key.replace("_", "-") for key in flags})
     out = Path(args.out or f"runs/{_run_name(preset or config.arch)}"
-                           f"{'' if config.mode == 'nest' else '-' + config.mode}")
+                           f"{'' if config.mode == 'nest' else '-' + config.mode}"
+                           f"{'-quick' if args.quick else ''}")
     print(f"nestref synthesize: {config.arch}, mode {config.mode}, "
           f"preset {preset or 'none'}{f' (config {args.config})' if args.config else ''}, "
           f"output {out}")
@@ -473,19 +500,26 @@ def cmd_report(args):
 
 def cmd_export(args):
     from .export import export_onnx
-    print(f"wrote {export_onnx(args.run, args.onnx, overwrite=args.overwrite)}")
+    written = export_onnx(args.run, args.onnx, overwrite=args.overwrite,
+                          unfinished=args.unfinished)
+    print(f"wrote {written}")
     return 0
 
 
 def cmd_predict(args):
     from .export import predict_classes
-    print("\n".join(str(c) for c in predict_classes(args.run, args.images)))
+    classes = predict_classes(args.run, args.images, unfinished=args.unfinished)
+    print("\n".join(str(c) for c in classes))
     return 0
 
 
 ARCH_HELP_SPECS = "or a spec: mlp:784-300-100-10, conv:c20k5-p2-c50k5-p2-d500-d10"
 DATA_HELP = ("a directory in MNIST's IDX layout or an .npz with x_train, y_train, x_test, y_test "
              "(default: $NESTREF_DATA_DIR, the repository's data/mnist, the cache, a download)")
+
+
+UNFINISHED_HELP = ("take the network of a run that has not finished (stopped during growth, "
+                   "say) as it is; without it such a run is refused")
 
 
 def _arch_help():
@@ -521,7 +555,7 @@ def _add_train_parser(sub, common):
         "--n-val", type=int, help="validation images split from the training set (default 5000)"
     )
     p.add_argument("--data-dir", help=DATA_HELP)
-    p.add_argument("--out", help="checkpoint path (default runs/<arch>/model.npz)")
+    p.add_argument("--out", help="checkpoint path (default runs/train-<arch>/model.npz)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     p.add_argument(
         "--overwrite", action="store_true", help="replace the checkpoint at --out and start again"
@@ -554,6 +588,9 @@ def _add_synthesize_parser(sub, common):
                         "data_dir and the epochs of phases not yet started may change)")
     p.add_argument("--overwrite", action="store_true",
                    help="start the run in --out again, removing only nestref's own files there")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of a minute or two on the arch's tiny budget (its numbers "
+                        "mean nothing; default --out runs/<preset>-quick)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synthesize)
 
@@ -574,6 +611,7 @@ def _add_run_parsers(sub, common):
     p.add_argument("run", help="a run directory of nestref synthesize")
     p.add_argument("--onnx", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
     p.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
+    p.add_argument("--unfinished", action="store_true", help=UNFINISHED_HELP)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -585,6 +623,7 @@ def _add_run_parsers(sub, common):
     p.add_argument(
         "images", help=".npy of images (N, H, W) or (N, C, H, W): uint8 0-255 or floats in [0, 1]"
     )
+    p.add_argument("--unfinished", action="store_true", help=UNFINISHED_HELP)
     p.set_defaults(func=cmd_predict)
 
 
@@ -626,14 +665,22 @@ def build_parser():
     return parser
 
 
-def _one_line(err):
-    """An OSError as 'path: reason', the way a user named the path."""
-    if isinstance(err, OSError) and err.filename is not None and err.strerror:
-        return f"{err.filename}: {err.strerror}"
-    return str(err) or type(err).__name__
-
-
 def main(argv=None):
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a reader that went away shows here, not in Python's exit
+        return code
+    except BrokenPipeError:
+        # the reader stopped reading (`nestref predict RUN x.npy | head`): it has what it wanted,
+        # so this is no error; the rest of the output goes nowhere, quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (a test captures it)
+            pass
+        return EXIT_OK
+
+
+def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["conformance"]:
         from .cli_conformance import main as conformance_main
@@ -647,6 +694,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # main's: no error
     except MemoryError as err:
         if args.debug:
             traceback.print_exc()
@@ -657,7 +706,7 @@ def main(argv=None):
     except (NestrefError, data.IDXError, data.MNISTNotFoundError, OSError, ValueError) as err:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         user_error = isinstance(err, NestrefError | data.IDXError | data.MNISTNotFoundError)
         if not args.debug and not user_error:
             print("(run with --debug for the traceback)", file=sys.stderr)

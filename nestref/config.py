@@ -354,6 +354,10 @@ def read_config_file(path):
         raise ConfigError(f"config file {path} does not exist")
     if path.is_dir():
         raise ConfigError(f"config file {path} is a directory; pass a .toml or .json file")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise ConfigError(f"config file {path} is YAML, which nestref does not read: configs are "
+                          f"TOML (.toml: one key = value a line, e.g. lr = 0.05) or JSON (.json: "
+                          f"{{\"lr\": 0.05}}); write it in one of them")
     kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
         text = path.read_text(encoding="utf-8")
@@ -370,7 +374,10 @@ def read_config_file(path):
     try:
         values = tomllib.loads(text) if kind == "TOML" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"config file {path} is not valid {kind}: {err}") from err
+        how = ("" if path.suffix in (".toml", ".json") else
+               f"; a config file is TOML if its name ends in .toml, else JSON: write it as JSON "
+               f"({{\"lr\": 0.05}}), or name a TOML file (lr = 0.05) {path.stem}.toml")
+        raise ConfigError(f"config file {path} is not valid {kind}: {err}{how}") from err
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path}: the top level must be an object of key: value "
                           f"pairs (e.g. {{\"lr\": 0.05}}), got a {type(values).__name__}")

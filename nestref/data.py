@@ -456,11 +456,17 @@ def _mnist_candidates(data_dir) -> list[Path]:
 def _find_files(directory: Path) -> dict[str, Path]:
     """key -> path for each IDX-layout file present in `directory` (raw preferred over .gz)."""
     found = {}
-    for key, (name, _, _) in MNIST_FILES.items():
-        for candidate in (directory / name, directory / f"{name}.gz"):
-            if candidate.is_file():
-                found[key] = candidate
-                break
+    try:
+        for key, (name, _, _) in MNIST_FILES.items():
+            for candidate in (directory / name, directory / f"{name}.gz"):
+                if candidate.is_file():
+                    found[key] = candidate
+                    break
+    except PermissionError as e:  # the directory cannot be searched: name it, not a file in it
+        raise DataError(
+            f"{directory}: cannot read the directory (permission denied); make it readable "
+            f"(chmod u+rx {directory}) or point to another copy of the data"
+        ) from e
     return found
 
 
@@ -620,26 +626,38 @@ def _load_mnist_from(directory: Path, paths: dict[str, Path], verify: bool, payl
     )
 
 
-def _identify(digests: dict[str, str], where: dict[str, str]) -> str | None:
-    """The known data set whose digests these are; None if none; DataError if only some match."""
+def _identify(digests: dict[str, str]) -> str | None:
+    """The known data set whose four digests these all are, else None.
+
+    A data set the user points at that shares only some files with MNIST (its labels, say,
+    with other images) is a data set of its own, named after its file or directory and never
+    "mnist": it may well be derived from MNIST on purpose, so it is not refused as a corrupt
+    copy. MNIST's own files, where nestref finds them itself, are checked file by file
+    (``load_mnist``, ``verify``).
+    """
     for name, known in _known_datasets().items():
-        matching = [key for key in DATASET_KEYS if digests[key] == known[key]]
-        if len(matching) == len(DATASET_KEYS):
+        if all(digests[key] == known[key] for key in DATASET_KEYS):
             return name
-        if matching:
-            bad = [key for key in DATASET_KEYS if key not in matching]
-            details = "; ".join(
-                f"{where[key]}: expected sha256 {known[key]}, got {digests[key]}" for key in bad
-            )
-            raise IDXError(
-                f"checksum mismatch: {len(matching)} of 4 files are {name}'s, the others are not "
-                f"({details}). A file is corrupt or from another data set: replace it with the "
-                f"original (e.g. from {MNIST_MIRRORS[0]})."
-            )
+    return None
+
+
+def channels_last_problem(shape) -> str | None:
+    """What to do about images of ``shape`` that look channels last (N, H, W, C), or None.
+
+    nestref's images are channels first (N, C, H, W), as PyTorch's; Keras and PIL write them
+    channels last, with 1, 3 or 4 channels at the end."""
+    shape = tuple(shape)
+    if len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
+        n, h, w, c = shape
+        return (f"images of shape {shape} are channels last (N, H, W, C); nestref takes channels "
+                f"first: transpose to (N, C, H, W) = {(n, c, h, w)}, e.g. "
+                f"np.transpose(x, (0, 3, 1, 2))")
     return None
 
 
 def _check_images(images: np.ndarray, where: str) -> np.ndarray:
+    if channels_last_problem(images.shape):
+        raise DataError(f"{where}: {channels_last_problem(images.shape)}")
     if images.ndim not in (3, 4) or images.shape[0] < 1 or 0 in images.shape[1:]:
         raise DataError(
             f"{where}: expected images of shape (N, H, W) or (N, C, H, W) with N >= 1, "
@@ -734,7 +752,7 @@ def _load_idx_dataset(directory: Path, paths: dict[str, Path]) -> Dataset:
     payloads = _read_payloads(paths)
     digests = {key: hashlib.sha256(p).hexdigest() for key, p in payloads.items()}
     where = {key: str(path) for key, path in paths.items()}
-    known = _identify(digests, where)
+    known = _identify(digests)
     if known == "mnist":
         return _load_mnist_from(
             directory, paths, verify=False, payloads=payloads
@@ -791,7 +809,7 @@ def _load_npz_dataset(path: Path) -> Dataset:
             code, array = 0x08, array.astype(np.uint8)  # labels hash as MNIST's uint8 IDX files do
         encoded = _idx_bytes(array, code) if code is not None else array.tobytes()
         digests[key] = hashlib.sha256(encoded).hexdigest()
-    known = _identify(digests, where)
+    known = _identify(digests)
     arrays, classes = _validated(arrays, where)
     name = known if known is not None else _custom_name(path)
     return Dataset(

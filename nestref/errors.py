@@ -9,6 +9,7 @@ Messages name the file or argument, what was expected, and how to fix it.
 the command itself must change (an argument, the config, the output directory), 1 when a
 file, the data or the run failed.
 """
+import errno
 
 
 class NestrefError(Exception):
@@ -51,6 +52,21 @@ class OutputExistsError(NestrefError, FileExistsError):
     exit_code = 2
 
 
+class OutputInUseError(NestrefError, FileExistsError):
+    """Another process is writing the same output (its lock file names it)."""
+
+    exit_code = 2
+
+
+class DiskFullError(NestrefError, OSError):
+    """A file could not be written because its disk (or the user's quota on it) is full.
+
+    Made as ``DiskFullError(errno, message)``; it reads as the message alone."""
+
+    def __str__(self):
+        return self.strerror
+
+
 class OutputPathError(NestrefError, ValueError):
     """An output path cannot be created or written (read-only, or under a regular file)."""
 
@@ -60,3 +76,19 @@ class OutputPathError(NestrefError, ValueError):
 class TrainingDiverged(NestrefError, RuntimeError):
     """The loss became NaN or infinite; the message says which checkpoint to resume and what to
     lower."""
+
+
+def one_line(err):
+    """What a command prints after "error: " for ``err``: its message, and an OSError as
+    'path: reason', the way the user named the path."""
+    if isinstance(err, OSError) and not isinstance(err, NestrefError):
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a write that storage.py did not make
+            return (f"cannot write {err.filename or 'the output'}: the disk is full "
+                    f"({err.strerror}); free space on it or write elsewhere, then run the command "
+                    f"again (a synthesis or training continues with --resume)")
+        if isinstance(err, PermissionError) and err.filename is not None:
+            return (f"{err.filename}: permission denied; give yourself access (chmod u+rw, u+rwx "
+                    f"for a directory) or use another path")
+        if err.filename is not None and err.strerror:
+            return f"{err.filename}: {err.strerror}"
+    return str(err) or type(err).__name__

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import scale_pixels
+from .data import channels_last_problem, scale_pixels
 from .errors import (
     DataError,
     InvalidArgumentError,
@@ -39,7 +39,7 @@ from .errors import (
 )
 from .layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 from .run_files import CHECKPOINT
-from .storage import atomic_write_bytes, check_writable_dir
+from .storage import atomic_write_bytes, check_writable_dir, previous_path
 from .train import load_checkpoint
 
 ONNX_OPSET = 13
@@ -49,10 +49,15 @@ class MissingDependencyError(InvalidArgumentError):
     """An optional package that the requested feature needs is not installed."""
 
 
-def load_network(run):
-    """The final masked Network of a run directory (its checkpoint.npz) or of a checkpoint file."""
+def load_network(run, unfinished=False):
+    """The final masked Network of a run directory (its checkpoint.npz) or of a checkpoint file.
+
+    A synthesis run that has not finished (killed during growth, say) is refused with the phase
+    it stopped in (ModelFileError), unless ``unfinished``: its network is then taken as it is.
+    """
     path = Path(run)
-    if path.is_dir():
+    given_directory = path.is_dir()
+    if given_directory:
         path = path / CHECKPOINT
         if not path.is_file():
             raise ModelFileError(
@@ -62,12 +67,39 @@ def load_network(run):
     elif not path.is_file():
         raise ModelFileError(f"{run}: no such run directory or checkpoint file")
     try:
-        net, _, _ = load_checkpoint(path)
+        net, _, state = load_checkpoint(path)
     except (KeyError, ValueError) as err:
-        run_dir = path.parent if (path.parent / CHECKPOINT).is_file() else None
-        hint = f"; pass the run directory {run_dir} instead" if run_dir else ""
+        if given_directory:  # the run directory is what was passed: its checkpoint is damaged
+            hint = (f"; if {run} was copied, copy it again; else run it again with `nestref "
+                    f"synthesize --resume --out {run}` and the options that started it (it "
+                    f"falls back to {previous_path(CHECKPOINT)} if that one is intact)")
+        elif (path.parent / CHECKPOINT).is_file() and path.name != CHECKPOINT:
+            hint = f"; pass the run directory {path.parent} instead"
+        else:
+            hint = ""
         raise ModelFileError(f"{path}: not a readable nestref checkpoint ({err}){hint}") from err
+    if not unfinished:
+        _refuse_unfinished(run, path, state)
     return net
+
+
+def _refuse_unfinished(run, path, state):
+    """ModelFileError if ``state`` is the checkpoint of a synthesis run that has not finished:
+    still training, or trained but without its report.json."""
+    progress = state.get("run") if isinstance(state, dict) else None
+    if not isinstance(progress, dict):
+        return  # a `nestref train` checkpoint: each epoch's is a whole network
+    phase = progress.get("phase")
+    if phase == "done" and (path.parent / "report.json").is_file():
+        return
+    where = ("finished training but stopped before writing report.json" if phase == "done" else
+             f"stopped in its {phase} phase (round {progress.get('round')})")
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    command = (f"nestref synthesize --arch {config.get('arch', 'ARCH')} --mode "
+               f"{config.get('mode', 'nest')} --out {path.parent} --resume")
+    raise ModelFileError(f"{run} is an unfinished run: it {where}; finish it with `{command}` "
+                         f"(and any --preset/--config/--set that started it), or pass --unfinished "
+                         f"to take its network as it is now")
 
 
 # ------------------------------------------------------------------ prediction
@@ -86,6 +118,8 @@ def prepare_images(images, input_shape):
         or (len(input_shape) == 3 and input_shape[0] == 1 and per_image == input_shape[1:])
         or (len(input_shape) == 1 and x.ndim >= 2 and int(np.prod(per_image)) == input_shape[0])
     )
+    if not fits and channels_last_problem(x.shape):
+        raise DataError(channels_last_problem(x.shape))
     if x.ndim < 2 or not fits:
         raise DataError(
             f"images of shape {x.shape} do not fit the network's input {input_shape}: "
@@ -124,16 +158,17 @@ def _load_images(path):
         raise DataError(f"{path}: not a readable .npy array ({err})") from err
 
 
-def predict_logits(run, images):
-    """Logits (N, classes) of the run's network on ``images`` (an array or a .npy path)."""
-    net = load_network(run)
+def predict_logits(run, images, unfinished=False):
+    """Logits (N, classes) of the run's network on ``images`` (an array or a .npy path);
+    ``unfinished`` as for ``load_network``."""
+    net = load_network(run, unfinished)
     images = _load_images(images) if isinstance(images, (str, Path)) else images
     return net.predict(prepare_images(images, net.input_shape))
 
 
-def predict_classes(run, images):
+def predict_classes(run, images, unfinished=False):
     """The predicted class (argmax of the logits) of every image, as an int array (N,)."""
-    return predict_logits(run, images).argmax(axis=1)
+    return predict_logits(run, images, unfinished).argmax(axis=1)
 
 
 # ------------------------------------------------------------------ ONNX
@@ -243,10 +278,11 @@ def network_to_onnx(net):
     return model
 
 
-def export_onnx(run, path, overwrite=False):
+def export_onnx(run, path, overwrite=False, unfinished=False):
     """Write the final network of ``run`` to ``path`` as ONNX; returns the path written.
 
-    An existing file at ``path`` is replaced only with ``overwrite``.
+    An existing file at ``path`` is replaced only with ``overwrite``; ``unfinished`` as for
+    ``load_network``.
     """
     path = Path(path)
     if path.suffix != ".onnx":
@@ -258,6 +294,6 @@ def export_onnx(run, path, overwrite=False):
         raise OutputExistsError(f"--onnx {path} exists: pass --overwrite to replace it, or "
                                 f"choose another name")
     check_writable_dir(path.parent, "--onnx's directory")
-    model = network_to_onnx(load_network(run))
+    model = network_to_onnx(load_network(run, unfinished))
     atomic_write_bytes(path, lambda f: f.write(model.SerializeToString()))
     return path

@@ -8,6 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .storage import atomic_write_bytes
+
 PHASE_COLOURS = {
     "seed": "#999999",
     "dense": "#999999",
@@ -128,7 +130,7 @@ def save_run_figures(history, first_mask, out_dir, image_shape=(28, 28)):
                        ("first_layer_masks", lambda: first_layer_masks(first_mask, image_shape))):
         fig = draw()
         path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -275,10 +277,15 @@ def frontier_figure(rows, path=None):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        save_figure(fig, path)
         plt.close(fig)
     return fig
+
+
+def save_figure(fig, path):
+    """Write ``fig`` as a PNG at ``path``, atomically (``storage``): never half a figure, and a
+    full disk named with the file."""
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def seeds_label(n):

@@ -8,6 +8,7 @@ A run's directory holds
     rounds/finetuned-NNN.npz     each fine-tuned selection's network
     selections/<name>/model.npz  each selection's compact network
     model.npz, report.json, history.json, figures/*.png   the headline selection's results
+    nestref.lock                 while a process writes the run (``storage.hold_lock``)
 
 A file counts as the run's own only if its name is one of these and the directory is a
 run's (it holds ``nestref-run.json``, or a checkpoint with nestref's members, from runs
@@ -19,12 +20,19 @@ import re
 import zipfile
 from pathlib import Path
 
-from .errors import InvalidArgumentError, OutputExistsError
-from .storage import check_writable_dir, checkpoint_exists, previous_path, save_json
+from .errors import InvalidArgumentError, OutputExistsError, OutputPathError
+from .storage import (
+    LOCK_SUFFIX,
+    check_writable_dir,
+    checkpoint_exists,
+    previous_path,
+    save_json,
+)
 
 CHECKPOINT = "checkpoint.npz"
 CHECKPOINTS = (CHECKPOINT, previous_path(CHECKPOINT).name)  # the latest, and the one before
 RUN_MARKER = "nestref-run.json"
+LOCK = "nestref" + LOCK_SUFFIX  # held by the one process writing the run; nobody's file
 RUN_FILES = (RUN_MARKER, *CHECKPOINTS, "report.json", "history.json", "model.npz")
 FIGURES = (
     "grow_prune_curve.png",
@@ -90,6 +98,8 @@ def run_entries(out):
     while pending:
         entry = pending.pop(0)
         relative = entry.relative_to(out)
+        if relative == Path(LOCK):
+            continue
         if entry.is_dir() and not entry.is_symlink() and _is_run_subdir(relative):
             pending[:0] = sorted(entry.iterdir())
         elif entry.is_file() and is_run_file_name(relative):
@@ -119,7 +129,12 @@ def check_run_dir(out_dir, resume=False, overwrite=False):
         raise InvalidArgumentError("resume and overwrite exclude each other: --resume continues "
                                    "the run in --out, --overwrite starts it again; pass one")
     check_writable_dir(out)
-    own, clashing, foreign = run_entries(out)
+    try:
+        own, clashing, foreign = run_entries(out)
+    except PermissionError as err:
+        raise OutputPathError(f"--out {out}: cannot read the directory {err.filename} (permission "
+                              f"denied); make it readable (chmod -R u+rwx {out}) or choose another "
+                              f"--out") from err
     has_checkpoint = checkpoint_exists(out / CHECKPOINT)
     if resume and has_checkpoint:  # restoring it tells a run's checkpoint from anything else
         return True
@@ -138,11 +153,24 @@ def check_run_dir(out_dir, resume=False, overwrite=False):
         raise OutputExistsError(f"--out {out} holds a nestref run ({CHECKPOINT}): pass --resume to "
                                 f"continue it, or --overwrite to start it again (removes the run's "
                                 f"files)")
-    if own:
-        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({own[0].name}, ...) "
-                                f"but no checkpoint to resume: pass --overwrite to replace them, "
-                                f"or choose another directory")
+    # a run killed before its first step was saved left its marker and perhaps a half-written
+    # file (storage.atomic_write_bytes' temporary name): nothing to resume and nothing to lose
+    outputs = [p for p in own if p.name != RUN_MARKER and not _TEMP_FILE.fullmatch(p.name)]
+    if outputs:
+        raise OutputExistsError(f"--out {out} holds a nestref run's outputs ({outputs[0].name}, "
+                                f"...) but no checkpoint to resume: pass --overwrite to replace "
+                                f"them, or choose another directory")
     return False
+
+
+def remove_interrupted_writes(out_dir):
+    """Remove what writes cut short (a kill -9, a full disk) left in a run's directory: the
+    temporary files of ``storage.atomic_write_bytes``. Call it holding the run's lock: then no
+    other process is writing one."""
+    own, _, _ = run_entries(out_dir)
+    for path in own:
+        if _TEMP_FILE.fullmatch(path.name):
+            path.unlink(missing_ok=True)
 
 
 def clear_run_files(out_dir):

@@ -7,17 +7,26 @@ moment leaves either the old file or the new one, never half of one. With
 (``checkpoint.npz`` -> ``checkpoint.prev.npz``), so the last good version survives even
 a file that is later found corrupt. Files get the permissions the user's umask gives
 (``mkstemp`` alone would make them private, 0600).
+
+``hold_lock`` keeps a second process from writing the same output at the same time: two
+writers of one run directory would each replace the other's files, and leave a report whose
+numbers match neither run.
 """
+import errno
 import json
 import os
+import socket
 import tempfile
+import time
+import tokenize
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputPathError
+from .errors import DiskFullError, OutputInUseError, OutputPathError
 
 
 def previous_path(path):
@@ -57,10 +66,21 @@ def atomic_write_bytes(path, write, *, keep_previous=False):
             # between these two renames only the previous version exists; readers fall back to it
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, err) from err
         raise
+
+
+def disk_full(path, err):
+    """The DiskFullError for ``err`` (ENOSPC or EDQUOT) while writing ``path``."""
+    what = "the disk is full" if err.errno == errno.ENOSPC else "the disk quota is used up"
+    return DiskFullError(err.errno, f"cannot write {path}: {what} ({os.strerror(err.errno)}); "
+                                    f"free space on {Path(path).parent} or write elsewhere, then "
+                                    f"run the command again (a synthesis or training continues "
+                                    f"from its last checkpoint with --resume)")
 
 
 def save_arrays(path, arrays, *, keep_previous=False):
@@ -95,7 +115,8 @@ def load_arrays(path, error=ValueError):
     except PermissionError as err:
         raise error(f"{path}: permission denied; make the file readable (chmod u+r)") from err
     except (zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError, KeyError, TypeError,
-            SyntaxError, OverflowError, MemoryError, AttributeError, NotImplementedError) as err:
+            SyntaxError, tokenize.TokenError, OverflowError, MemoryError, AttributeError,
+            NotImplementedError) as err:
         # a tampered .npy header or zip directory can make numpy or zipfile fail in any of these
         # ways
         raise error(
@@ -145,3 +166,81 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+# ------------------------------------------------------------------------ one writer at a time
+LOCK_SUFFIX = ".lock"
+_UNWRITTEN_LOCK_SECONDS = 60  # a lock file still empty after this long was left by a crash
+
+
+def _lock_holder(lock_path):
+    """{"pid", "host", "since"} of the process holding ``lock_path``, or None if the file does not
+    say (it is being written, or was left half-written)."""
+    try:
+        holder = json.loads(Path(lock_path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+
+def _is_stale(lock_path, holder):
+    """Was ``lock_path`` left by a process that is gone? (Only a process of this machine can be
+    asked; a lock of another host's process is never taken over.)"""
+    if holder is None:
+        try:
+            age = time.time() - Path(lock_path).stat().st_mtime
+        except FileNotFoundError:
+            return True
+        return age > _UNWRITTEN_LOCK_SECONDS
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(holder["pid"], 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # there is one, of another user
+        return False
+    return False
+
+
+@contextmanager
+def hold_lock(lock_path, what):
+    """Hold ``lock_path`` (created with O_EXCL, holding this process's pid and host) while the
+    block runs; OutputInUseError naming ``what`` if a live process holds it. A lock left by a
+    process that died (kill -9, a crash) is taken over. Creates the lock's directory if needed,
+    and removes it again if it is left empty."""
+    lock_path = Path(lock_path)
+    made = [p for p in (lock_path.parent, *lock_path.parent.parents) if not p.exists()]
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for _ in range(2):  # a second try after taking over a stale lock
+            try:
+                fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                holder = _lock_holder(lock_path)
+                if not _is_stale(lock_path, holder):
+                    who = ("another process" if holder is None else
+                           f"process {holder['pid']} on {holder.get('host')}, since "
+                           f"{holder.get('since')}")
+                    raise OutputInUseError(
+                        f"{what} is in use: {who} is writing it (lock {lock_path}); wait for it "
+                        f"to finish, or choose another output (if no such process runs, delete "
+                        f"{lock_path})") from None
+                lock_path.unlink(missing_ok=True)
+        else:
+            raise OutputInUseError(f"{what} is in use: another process took over its stale lock "
+                                   f"{lock_path} first; wait for it, or choose another output")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}, f)
+        try:
+            yield lock_path
+        finally:
+            lock_path.unlink(missing_ok=True)
+    finally:
+        for directory in made:  # innermost first; only the empty ones this call created
+            try:
+                directory.rmdir()
+            except OSError:
+                break

@@ -61,8 +61,15 @@ from .models import build
 from .optim import SGD, cosine
 from .plots import save_run_figures
 from .reproducible import numerics_record, one_blas_thread
-from .run_files import CHECKPOINT, check_run_dir, clear_run_files, mark_run_directory
-from .storage import save_arrays, save_json
+from .run_files import (
+    CHECKPOINT,
+    LOCK,
+    check_run_dir,
+    clear_run_files,
+    mark_run_directory,
+    remove_interrupted_writes,
+)
+from .storage import check_writable_dir, hold_lock, save_arrays, save_json
 from .train import (
     evaluate,
     fit,
@@ -808,6 +815,14 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
         raise InvalidArgumentError(f"config must be a SynthesisConfig (see "
                                    f"nestref.config.make_config), got {type(config).__name__}")
     config.validate()  # fields may have been changed after construction
+    check_writable_dir(out_dir)
+    with hold_lock(Path(out_dir) / LOCK, f"run directory {out_dir}"):  # one writer per run
+        return _synthesize(config, out_dir, resume, on_round, on_batch, data, overwrite,
+                           on_warning)
+
+
+def _synthesize(config, out_dir, resume, on_round, on_batch, data, overwrite, on_warning):
+    """``synthesize``, once this process holds the run directory's lock."""
     has_checkpoint = check_run_dir(out_dir, resume=resume, overwrite=overwrite)
     splits_given = isinstance(data, dict) and {"train", "val", "test", "source"} <= set(data)
     if data is not None and not splits_given:
@@ -820,5 +835,6 @@ def synthesize(config, out_dir, resume=False, on_round=None, on_batch=None, data
     run.use_data(data if data is not None else load_data(config))
     if overwrite:  # only now: a run that cannot start leaves the old one as it was
         clear_run_files(out_dir)
+    remove_interrupted_writes(out_dir)
     mark_run_directory(out_dir, {"arch": config.arch, "mode": config.mode, "seed": config.seed})
     return run.run(resume=False)

@@ -230,7 +230,7 @@ if study_rows:
     plt.show()
 else:
     print(f"no study rows for {ARCH} in {DEFAULT_ROWS} yet; make them (all seeds) with\n"
-          f"  nestref study run --arch {ARCH}")
+          f"  nestref study run --arch {ARCH} --rows {DEFAULT_ROWS}")
 
 # %% [markdown]
 # How to read this: the comparison table puts the paper's figures beside what this

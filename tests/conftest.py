@@ -18,6 +18,13 @@ def _holds_mnist(directory: Path) -> bool:
     )
 
 
+@pytest.fixture(autouse=True)
+def _work_in_a_temporary_directory(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty temporary directory of its own: a command's default output
+    (runs/..., figures/...) lands there, never in the repository or the user's directory."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """A directory holding the real MNIST files: $NESTREF_DATA_DIR, else the repository's

@@ -1,9 +1,13 @@
 """The first command's table: the run is one seed, and the study's mean of the same recipe
 stands beside it, read from the study's rows."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from nestref.cli import _format_report
+from nestref import architectures
+from nestref.cli import _format_report, main
 from nestref.paper import comparison_table
 from nestref.study import cell_config, committed_rows_file, read_rows, study_mean_for
 
@@ -67,3 +71,14 @@ def test_the_first_command_prints_the_committed_study_mean():
     mean = study_mean_for(first_command_report(), read_rows(rows_file))
     assert f"mean of {len(mean['seeds'])} seeds | {100 * mean['test_error']:.2f}%" in printed
     assert "one seed, one draw" in printed
+
+
+def test_the_quick_first_command_runs_the_smoke_budget_beside_the_real_run(mnist_dir, capsys):
+    # the tests run in an empty temporary directory (conftest), so runs/ is made there
+    assert main(["synthesize", "--arch", "lenet-300-100", "--quick", "--no-progress",
+                 "--data-dir", str(mnist_dir)]) == 0
+    report = json.loads(Path("runs/lenet-300-100-quick/report.json").read_text())
+    assert report["config"]["train_limit"] == architectures.get("lenet-300-100").quick[
+        "train_limit"]
+    assert not Path("runs/lenet-300-100").exists()  # the real run's place stays free
+    assert "NeST [budget-3800], seed 0" in capsys.readouterr().out

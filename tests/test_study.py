@@ -343,3 +343,70 @@ def test_cells_in_the_rows_file_are_finished_even_without_their_run_directories(
     assert (
         study.finished_rows(rows_path, "lenet-300-100", "nest", 0, {**overrides, "lr": 0.01}) == []
     )
+
+
+def _one_error(capsys):
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0], captured.out
+
+
+def test_the_study_commands_mistakes_are_one_line_and_checked_before_anything_is_written(
+        tmp_path, monkeypatch, capsys):
+    rows_path = tmp_path / "runs.json"
+    rows = synthetic_rows()
+    rows_path.write_text(json.dumps([{k: v for k, v in rows[0].items() if k != "commit"}]))
+    assert main(["study", "table", "--rows", str(rows_path)]) == 1
+    line, _ = _one_error(capsys)
+    assert "row 0 has no field 'commit'" in line and "run its cell again" in line
+    assert main(["study", "table", "--rows", str(rows_path), "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err  # --debug shows where
+    rows_path.write_text(json.dumps(rows))
+    figure = tmp_path / "f.png"
+    assert main(["study", "table", "--rows", str(rows_path), "--readme", "nope.md",
+                 "--figure", str(figure)]) == 2
+    line, out = _one_error(capsys)
+    assert "--readme nope.md: no such file" in line and out == "" and not figure.exists()
+    (tmp_path / "afile").write_text("a file")
+    assert main(["study", "table", "--rows", str(rows_path), "--figure",
+                 str(tmp_path / "afile" / "f.png")]) == 2
+    line, out = _one_error(capsys)
+    assert "--figure's directory" in line and "afile is a file" in line and out == ""
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cell trained before the outputs were checked")
+
+    monkeypatch.setattr(study, "synthesize", no_training)
+    for where, said in ((["--rows", str(tmp_path / "afile" / "runs.json")], "--rows' directory"),
+                        (["--runs-dir", str(tmp_path / "afile" / "runs")], "--runs-dir"),
+                        (["--rows", str(tmp_path)], "is a directory; --rows is the rows file")):
+        assert main(["study", "run", "--arch", "lenet-300-100", "--method", "nest", "--seed", "0",
+                     "--runs-dir", str(tmp_path / "runs"), *where]) == 2
+        line, _ = _one_error(capsys)
+        assert said in line
+    # a finished cell whose report lacks a field: named, with the fix
+    cell = study.cell_dir(tmp_path / "runs", "lenet-300-100", "nest", 0)
+    cell.mkdir(parents=True)
+    (cell / "report.json").write_text(json.dumps({"arch": "lenet-300-100", "mode": "nest"}))
+    assert main(["study", "run", "--arch", "lenet-300-100", "--method", "nest", "--seed", "0",
+                 "--runs-dir", str(tmp_path / "runs")]) == 1
+    line, _ = _one_error(capsys)
+    assert f"{cell / 'report.json'}: no field 'seed'" in line
+    assert f"delete the directory {cell}" in line
+
+
+def test_a_cell_killed_while_writing_its_first_checkpoint_runs_again(tmp_path, mnist_dir, capsys):
+    """kill -9 during the first checkpoint's write leaves the run's marker and a temporary file:
+    the same command runs the cell (study run has no --overwrite, and needs none)."""
+    runs = tmp_path / "runs"
+    cell = study.cell_dir(runs, "lenet-300-100", "nest", 0)
+    cell.mkdir(parents=True)
+    (cell / "nestref-run.json").write_text("{}")
+    (cell / ".checkpoint.npz.k9x2ab.tmp").write_bytes(b"half a checkpoint")
+    settings = [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]
+    assert main(["study", "run", "--arch", "lenet-300-100", "--method", "nest", "--seed", "0",
+                 "--runs-dir", str(runs), "--data-dir", str(mnist_dir), *settings]) == 0
+    assert "seed 0: ran" in capsys.readouterr().out
+    assert (cell / "report.json").is_file() and not list(cell.glob(".*.tmp"))
+    assert [r["method"] for r in study.read_rows(runs / "runs.json")][0] == "nest"

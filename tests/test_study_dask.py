@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nestref import cluster, study
+from nestref import cluster
 from nestref.cli import main
 
 
@@ -31,9 +31,6 @@ def run_quick_grid(where, mnist_dir, monkeypatch, *backend):
 @pytest.mark.slow
 def test_the_quick_grid_on_a_local_dask_cluster_gives_the_local_backends_rows(
         tmp_path, mnist_dir, monkeypatch, capsys, distributed):
-    # the local backend gives each of its 2 processes cores // 2 BLAS threads: one, as each
-    # Dask worker has, whatever this machine's core count
-    monkeypatch.setattr(study, "available_cores", lambda: 2)
     local = run_quick_grid(tmp_path / "local", mnist_dir, monkeypatch)
     capsys.readouterr()
     on_dask = run_quick_grid(tmp_path / "dask", mnist_dir, monkeypatch, "--backend", "dask")

@@ -146,6 +146,7 @@ def test_train_command_end_to_end(tmp_path, mnist_dir, capsys):
 
 
 def test_train_command_without_data_says_where_it_looked(tmp_path, offline, capsys):
-    code = main(["train", "--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--no-progress"])
+    code = main(["train", "--data-dir", str(tmp_path / "empty"), "--epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "run" / "model.npz")])
     err = capsys.readouterr().err
     assert code == 1 and "empty" in err and "NESTREF_DATA_DIR" in err

@@ -139,7 +139,7 @@ def test_arch_rows_keeps_one_arch_and_needs_no_file(tmp_path):
     assert walkthrough.arch_rows(path, ARCH) == []
     row = {"method": "nest", "selection": "target", "test_error": 0.01, "val_error": 0.01,
            "params": 4000, "flops": 8000, "epochs_total": 200, "epochs_before_pruning": 40,
-           "wall_seconds": 100.0}
+           "wall_seconds": 100.0, "commit": "0" * 40}
     rows = [{**row, "arch": ARCH, "seed": 0}, {**row, "arch": "lenet5", "seed": 0},
             {**row, "arch": ARCH, "seed": 1}]
     path.write_text(json.dumps(rows))
