@@ -77,7 +77,7 @@ def test_train_does_not_default_to_the_run_directory_synthesize_writes(tmp_path,
 def test_study_defaults_never_write_the_committed_rows_or_figure(tmp_path, monkeypatch, capsys):
     from nestref import cli_study, study
     ran = []
-    monkeypatch.setattr(cli_study, "run_grid", lambda *args: ran.append(args))
+    monkeypatch.setattr(cli_study, "run_grid", lambda *args, **kwargs: ran.append(args))
     assert main(["study", "run", "--arch", "lenet5", "--quick"]) == 0
     runs_dir, rows_path = ran[0][3], ran[0][4]
     assert Path(runs_dir) == study.QUICK_RUNS and Path(rows_path) == study.QUICK_RUNS / "runs.json"
