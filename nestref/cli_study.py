@@ -44,7 +44,9 @@ def build_parser():
         "run", parents=[common],
         help="run (or resume) every cell of the grid; rows go to --rows as cells finish"
     )
-    p.add_argument("--arch", nargs="+", default=["lenet-300-100", "lenet5"])
+    p.add_argument("--arch", nargs="+",
+                   help="the architectures (default: lenet-300-100 lenet5; with --quick: "
+                        "lenet-300-100)")
     p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument(
@@ -143,6 +145,8 @@ def _run_command(args):
     overrides = dict(parse_override(item) for item in args.set)
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
+    if args.arch is None:  # a smoke test is one arch's: each arch has its own tiny budget
+        args.arch = ["lenet-300-100"] if args.quick else ["lenet-300-100", "lenet5"]
     if args.quick:
         if len(args.arch) != 1:
             raise InvalidArgumentError(

@@ -15,8 +15,9 @@ from nestref.cli import main
 def distributed():
     return pytest.importorskip("distributed", reason='the "cluster" extra is not installed')
 
-QUICK_GRID = ["study", "run", "--quick", "--arch", "lenet-300-100", "--seed", "0", "1",
-              "--runs-dir", "runs", "--rows", "rows.json", "--jobs", "2"]
+# no --arch: the quick grid is LeNet-300-100's
+QUICK_GRID = ["study", "run", "--quick", "--seed", "0", "1", "--runs-dir", "runs", "--rows",
+              "rows.json", "--jobs", "2"]
 
 
 def run_quick_grid(where, mnist_dir, monkeypatch, *backend):
@@ -42,6 +43,7 @@ def test_the_quick_grid_on_a_local_dask_cluster_gives_the_local_backends_rows(
         return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in rows]
 
     assert len(on_dask) == 14  # 2 seeds x (3 NeST + 3 pruning-only selections + dense)
+    assert {row["arch"] for row in on_dask} == {"lenet-300-100"}
     assert numbers(on_dask) == numbers(local)
 
     # resuming reads every cell back from the rows file; nothing runs again
