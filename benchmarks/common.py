@@ -36,7 +36,7 @@ def describe_blas():
 @contextlib.contextmanager
 def limited_blas(n):
     """Run the body with n BLAS threads (None: as they are), and as many Numba threads
-    (compact inference's, ``nestref.kernels.csr_chain``); both restored afterwards."""
+    (compact inference's, ``nestref.core.kernels.csr_chain``); both restored afterwards."""
     if n is None:
         yield
         return

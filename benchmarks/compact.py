@@ -17,13 +17,13 @@ import sys
 
 import numpy as np
 
-from nestref import data
-from nestref.accounting import count_flops, count_params
-from nestref.compact import compact
-from nestref.models import lenet_300_100
-from nestref.optim import SGD
-from nestref.prune import DEFAULT_PRUNE_FRACTIONS, prune_network
-from nestref.train import fit, prepare_inputs
+from nestref.core.optim import SGD
+from nestref.core.train import fit, prepare_inputs
+from nestref.data import datasets as data
+from nestref.nest.accounting import count_flops, count_params
+from nestref.nest.networks import lenet_300_100
+from nestref.nest.prune import DEFAULT_PRUNE_FRACTIONS, prune_network
+from nestref.run.compact import compact
 
 from .common import (
     blas_threads,

@@ -2,7 +2,7 @@
 
     python -m benchmarks.nest_run [--arch lenet-300-100|lenet5] [--out DIR] [--threads N] [--quick]
 
-Runs ``nestref.synthesize.synthesize`` with the preset of ``--arch`` (README, "Results")
+Runs ``nestref.run.synthesize.synthesize`` with the preset of ``--arch`` (README, "Results")
 into a fresh directory and prints the total wall time, the time of
 each phase (from the run's history: seed, growth, settle, pruning, fine-tuning), the
 final test error and parameter count, and the load average before and after. Compare
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from nestref.config import make_config
-from nestref.synthesize import synthesize
+from nestref.nest.config import make_config
+from nestref.run.synthesize import synthesize
 
 from .common import limited_blas, load_average, thread_counts
 

@@ -10,7 +10,7 @@ dense (BLAS) path. A step is forward, softmax cross-entropy, backward and the SG
 the median kept; the ratio dense / sparse (> 1: sparse is faster) is measured in one run.
 
 The crossover is the density where the ratio falls through 1 (linear interpolation
-between the two densities around it): ``nestref.layers.SPARSE_BELOW`` records it for
+between the two densities around it): ``nestref.core.layers.SPARSE_BELOW`` records it for
 Dense layers (LeNet-300-100), ``CONV_SPARSE_BELOW`` for Conv2d layers
 (``--arch lenet5 --layers conv``: only the convolutions switch), and
 ``CONV_AREA_SPARSE_BELOW`` for Conv2d layers with a partial-area mask (add ``--area``).
@@ -22,9 +22,10 @@ import sys
 
 import numpy as np
 
-from nestref.layers import Conv2d, Dense, MaskedLayer
-from nestref.models import build, loss_and_grads
-from nestref.optim import SGD
+from nestref.core.layers import Conv2d, Dense, MaskedLayer
+from nestref.core.network import loss_and_grads
+from nestref.core.optim import SGD
+from nestref.nest.networks import build
 
 from .common import (
     blas_threads,

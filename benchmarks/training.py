@@ -17,7 +17,7 @@ the same number of threads as nestref's BLAS. The ratio nestref time / PyTorch t
 is printed beside the targets (``TARGETS``).
 
 Throughput is given in GFLOP/s of *nominal* training FLOPs: 3 x the dense forward FLOPs
-(``nestref.accounting.count_flops`` of the built network), the usual rule of thumb for
+(``nestref.nest.accounting.count_flops`` of the built network), the usual rule of thumb for
 forward + input gradient + weight gradient **[ours]**. The machine's float32 GEMM peak,
 measured in the same run with one large ``np.matmul``, puts them in proportion.
 
@@ -36,11 +36,12 @@ import time
 
 import numpy as np
 
-from nestref import data
-from nestref.accounting import count_flops
-from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
-from nestref.models import build, loss_and_grads
-from nestref.optim import SGD
+from nestref.core.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from nestref.core.network import loss_and_grads
+from nestref.core.optim import SGD
+from nestref.data import datasets as data
+from nestref.nest.accounting import count_flops
+from nestref.nest.networks import build
 
 from .common import blas_threads, describe_blas, limited_blas, load_average, seconds, timed_in_turns
 
@@ -65,7 +66,7 @@ def matmul_peak_gflops(size=2048, repeats=3):
 
 
 def forward_flops(arch):
-    """Dense forward FLOPs per image of ``arch``, counted by ``nestref.accounting``."""
+    """Dense forward FLOPs per image of ``arch``, counted by ``nestref.nest.accounting``."""
     return count_flops(build(arch))
 
 
@@ -358,7 +359,7 @@ def profile_layers(arch="lenet5", n_batches=20, batch_size=64, data_dir=None, se
     """
     if arch not in NETWORKS:
         raise ValueError(f"arch must be one of {NETWORKS}, got {arch!r}")
-    from nestref.losses import softmax_cross_entropy
+    from nestref.core.losses import softmax_cross_entropy
 
     pool, _ = make_batches(arch, batch_size, min(n_batches, 50), data_dir, seed)
     net = build(arch, seed=seed)
@@ -433,7 +434,7 @@ def format_results(results):
             f"(unset {', '.join(SLOW_BLAS_VARIABLES)} together to benchmark the default)"
         )
     lines.append(
-        "training GFLOP/s count 3 x dense forward FLOPs per image (nestref.accounting) "
+        "training GFLOP/s count 3 x dense forward FLOPs per image (nestref.nest.accounting) "
         + ", ".join(f"{n} {forward_flops(n):,}" for n in settings["networks"])
     )
     lines.append("")
@@ -570,7 +571,7 @@ def main(argv=None):
                     )
                 )
     if args.json:
-        from nestref.storage import save_json
+        from nestref.data.storage import save_json
 
         save_json(args.json, results)
         print(f"\nresults written to {args.json}")

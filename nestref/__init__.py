@@ -1,14 +1,21 @@
 """nestref: NeST (grow-and-prune neural network synthesis) in NumPy and Numba.
 
-The modules follow the paper:
-    layers      masked Dense / Conv2d with hand-written forward and backward
-    models      networks, the LeNets, unit surgery
-    grow        connection growth, neuron growth (bridging gradient), feature-map growth
-    prune       magnitude pruning, dead-neuron removal, partial-area convolution
-    accounting  params and FLOPs
-    synthesize  seed -> grow -> prune
-    architectures  one table per architecture; mlp:/conv: specs of the user's own
-    export      ONNX export and prediction on saved images
-and below them kernels (Numba loops and their NumPy twins), data, losses, optim, train.
+The package is a house of wings; imports point down this list, never up:
+    cli     the commands: parse and print only
+    tools   the study (and its Dask cluster), the conformance vectors, the paper's table
+    run     a run on disk: synthesis with checkpoints, run directories, compact models,
+            export, figures
+    nest    the paper: architectures and seed networks, config, growth, pruning,
+            connectivity, accounting
+    core    what a student reads first: masked layers, networks, losses, SGD, the training
+            loop, the Numba kernels and their NumPy twins
+    data    data sets (IDX, npz, MNIST) and atomic storage
+and beneath them all errors.py and checks.py, the one validation vocabulary.
 """
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# the directory that holds the package: a source checkout's root (its data/, figures/ and
+# conformance/), or site-packages for an installed wheel
+SOURCE_ROOT = Path(__file__).resolve().parent.parent

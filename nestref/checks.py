@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from nestref.errors import InvalidArgumentError
+from .errors import InvalidArgumentError
 
 _INTEGER = (int, np.integer)
 _NUMBER = (int, float, np.integer, np.floating)

@@ -18,7 +18,7 @@
 # * $M_{ji} = 0$: it is **dormant**, and $W_{ji} = 0$ too. That is the invariant every
 #   operation keeps: **$W = 0$ wherever $M = 0$**.
 #
-# This notebook takes the two masked layers of `nestref.layers`, `Dense` and `Conv2d`,
+# This notebook takes the two masked layers of `nestref.core.layers`, `Dense` and `Conv2d`,
 # at toy sizes, writes their forward and backward passes out with shapes, checks the
 # backward pass against finite differences, and shows the one fact NeST's growth is
 # built on: **a dormant connection has no weight, but it has a gradient.**
@@ -32,9 +32,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import nestref
-from nestref.layers import Conv2d, Dense, ReLU
-from nestref.models import Network, loss_and_grads
-from nestref.optim import SGD
+from nestref.core.layers import Conv2d, Dense, ReLU
+from nestref.core.network import Network, loss_and_grads
+from nestref.core.optim import SGD
 
 # %matplotlib inline
 np.set_printoptions(precision=3, suppress=True, linewidth=110)
@@ -90,7 +90,7 @@ print("bias b:", dense.bias, "  grown (provenance, per output unit):", dense.gro
 # Note what `grad_weight` is: the gradient with respect to the *effective* weight, at
 # **every** position. $(\delta^\top x)_{ji} = \sum_n \delta_{nj} x_{ni}$ does not involve
 # $M_{ji}$ at all. The gradient with respect to $W$ itself is $(\delta^\top x) \odot M$;
-# that is what the optimizer applies (`nestref.optim.SGD` masks it).
+# that is what the optimizer applies (`nestref.core.optim.SGD` masks it).
 
 # %%
 rng = np.random.default_rng(1)
@@ -317,7 +317,7 @@ plt.show()
 # %% [markdown]
 # ## The invariant through training
 #
-# `nestref.optim.SGD` (momentum and weight decay included) masks the gradient before it
+# `nestref.core.optim.SGD` (momentum and weight decay included) masks the gradient before it
 # enters the momentum buffer and re-masks buffer and weight after each step, so a dormant
 # weight cannot drift into life through momentum or decay. A hundred steps on a toy
 # problem: the loss falls, the dormant positions keep a nonzero gradient, and their

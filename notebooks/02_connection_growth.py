@@ -11,7 +11,7 @@
 #
 # NeST starts from a small, sparse **seed**: here LeNet-300-100 with every hidden width
 # scaled by 0.4 (LeNet-120-40) and only 10% of the connections active. The first growth
-# operator opens dormant connections, guided by the loss (`nestref.grow`;
+# operator opens dormant connections, guided by the loss (`nestref.nest.grow`;
 # [docs/nest.md](../docs/nest.md), "Connection growth"):
 #
 # 1. **Growth gradient.** For every masked layer, $G = \partial L/\partial (W \odot M)$,
@@ -32,15 +32,15 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from nestref.data.datasets import load_splits
 
-from nestref.data import load_splits
-from nestref.grow import grow_network_connections, growth_gradients
-from nestref.models import lenet_300_100
-from nestref.optim import SGD
-from nestref.train import evaluate, fit, prepare_inputs
+from nestref.core.optim import SGD
+from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.nest.grow import grow_network_connections, growth_gradients
+from nestref.nest.networks import lenet_300_100
 
 # %matplotlib inline
-print("imported nestref.grow:", growth_gradients.__name__, grow_network_connections.__name__)
+print("imported nestref.nest.grow:", growth_gradients.__name__, grow_network_connections.__name__)
 
 # %%
 # NESTREF_QUICK=1: small data, few epochs, nothing written to the repository

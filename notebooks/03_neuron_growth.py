@@ -11,7 +11,7 @@
 #
 # Connection growth (notebook 2) can only open connections that exist as dormant ones.
 # A new **neuron** brings connections that did not exist at all. Which ones? NeST's
-# answer is the **bridging gradient** (`nestref.grow`; [docs/nest.md](../docs/nest.md),
+# answer is the **bridging gradient** (`nestref.nest.grow`; [docs/nest.md](../docs/nest.md),
 # "Neuron growth").
 #
 # Put a new neuron $h$ in hidden layer $l$, with input weights $w^{in}$ from the
@@ -46,17 +46,18 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from nestref.data.datasets import load_splits
 
-from nestref.data import load_splits
-from nestref.grow import (
+from nestref.core.network import next_masked
+from nestref.core.optim import SGD
+from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.nest.grow import (
     birth_strength_ladder,
     grow_feature_maps,
     grow_neurons,
     network_bridging_gradient,
 )
-from nestref.models import lenet5, lenet_300_100, next_masked
-from nestref.optim import SGD
-from nestref.train import evaluate, fit, prepare_inputs
+from nestref.nest.networks import lenet5, lenet_300_100
 
 # %matplotlib inline
 print("birth-strength ladder:", [round(a, 4) for a in birth_strength_ladder()])

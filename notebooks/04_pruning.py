@@ -10,7 +10,7 @@
 # # 4. Pruning
 #
 # The second half of NeST removes what the grown network does not need
-# (`nestref.prune`; [docs/nest.md](../docs/nest.md), "Pruning"):
+# (`nestref.nest.prune`; [docs/nest.md](../docs/nest.md), "Pruning"):
 #
 # * **connections**, by magnitude: per layer, deactivate the `fraction` $\gamma$ of the
 #   active connections with the smallest $|w|$, retrain, repeat (`prune_network`);
@@ -20,7 +20,7 @@
 #   only at the output positions where it contributes most (`area_contributions`,
 #   `prune_partial_area`): *partial-area convolution*.
 #
-# And then count what is left: parameters and FLOPs per layer (`nestref.accounting`).
+# And then count what is left: parameters and FLOPs per layer (`nestref.nest.accounting`).
 
 # %%
 import os
@@ -28,12 +28,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from nestref.data.datasets import load_splits
 
-from nestref.accounting import count_flops, count_params, layer_table
-from nestref.data import load_splits
-from nestref.models import lenet5, lenet_300_100
-from nestref.optim import SGD
-from nestref.prune import (
+from nestref.core.optim import SGD
+from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.nest.accounting import count_flops, count_params, layer_table
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.nest.prune import (
     DEFAULT_PRUNE_FRACTIONS,
     layer_area_contributions,
     layer_input,
@@ -41,7 +42,6 @@ from nestref.prune import (
     prune_partial_area,
     remove_dead_neurons,
 )
-from nestref.train import evaluate, fit, prepare_inputs
 
 # %matplotlib inline
 print("default pruning fractions per round:", DEFAULT_PRUNE_FRACTIONS)
@@ -291,4 +291,4 @@ plt.show()
 # %% [markdown]
 # The convolutions hold few parameters but most of the FLOPs; partial areas attack
 # exactly those. **Next:** notebooks 5 and 6 put growth and pruning together:
-# `nestref.synthesize` runs the whole schedule.
+# `nestref.run.synthesize` runs the whole schedule.

@@ -13,7 +13,7 @@
 # LeNet-120-40 at 10% density; the preset asks for the best network with at most 3,800
 # parameters, the paper's "NeST, compact" row.
 #
-# `nestref.synthesize.synthesize(config, out_dir)` runs NeST's whole schedule
+# `nestref.run.synthesize.synthesize(config, out_dir)` runs NeST's whole schedule
 # ([docs/nest.md](../docs/nest.md), "Schedule"): **seed** (the target architecture, narrower
 # and sparse) → rounds of **growth** (connections, neurons, feature maps; training after
 # each) until validation error stops improving → **settle** (train to convergence) → rounds
@@ -25,7 +25,7 @@
 # and then pruned by the same rules.
 #
 # **Full mode** walks through the study's seed-0 NeST and pruning-only runs of LeNet-300-100
-# (`nestref.study`, [docs/study.md](../docs/study.md)): the cells
+# (`nestref.tools.study`, [docs/study.md](../docs/study.md)): the cells
 # `runs/study/lenet-300-100/nest/seed-0` and `runs/study/lenet-300-100/prune-only/seed-0`
 # (under `$NESTREF_STUDY_RUNS` instead of `runs/study` if that is set; a relative path counts
 # from the repository root). Their rows, with those of the other seeds, are in
@@ -33,7 +33,7 @@
 #
 #     nestref study run --arch lenet-300-100 --seed 0
 #
-# `nestref.walkthrough.synthesize_cell` opens each cell as that command does:
+# `nestref.tools.walkthrough.synthesize_cell` opens each cell as that command does:
 # `synthesize(study.cell_config(...), study.cell_dir(...), resume=True)`, the pruning-only
 # cell with the budget read from the NeST cell's `report.json`. A finished cell is loaded
 # and goes straight to compaction and reporting: nothing is retrained. An interrupted one
@@ -53,15 +53,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from nestref import architectures, plots
-from nestref.accounting import format_layer_table, layer_table
-from nestref.compact import load_compact
-from nestref.config import PRESETS
-from nestref.paper import comparison_table
-from nestref.study import DEFAULT_ROWS, cell_dir, format_table
-from nestref.synthesize import load_data
-from nestref.train import load_checkpoint, prepare_inputs
-from nestref.walkthrough import (
+from nestref.core.train import prepare_inputs
+from nestref.nest import architectures
+from nestref.nest.accounting import format_layer_table, layer_table
+from nestref.nest.config import PRESETS
+from nestref.run import plots
+from nestref.run.checkpoint import load_checkpoint
+from nestref.run.compact import load_compact
+from nestref.run.synthesize import load_data
+from nestref.tools.paper import comparison_table
+from nestref.tools.study import DEFAULT_ROWS, cell_dir, format_table
+from nestref.tools.walkthrough import (
     arch_rows,
     cell_state,
     growth_lines,
@@ -120,7 +122,7 @@ print(f"\n{report_summary(report)}")
 #
 # Parameters and FLOPs per round (log scale), and validation error, with the phases
 # shaded: the network first grows from the seed, then shrinks far below it.
-# `nestref.plots` draws from the plain history records in `history.json`.
+# `nestref.run.plots` draws from the plain history records in `history.json`.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4))

@@ -10,17 +10,18 @@ which growth never saw. Takes well under a minute.
 """
 import time
 
-from nestref.data import load_mnist, train_val_split
-from nestref.grow import (
+from nestref.data.datasets import load_mnist, train_val_split
+
+from nestref.core.optim import SGD
+from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.nest.grow import (
     birth_strength_ladder,
     grow_network_connections,
     grow_neurons,
     growth_gradients,
     network_bridging_gradient,
 )
-from nestref.models import lenet_300_100
-from nestref.optim import SGD
-from nestref.train import evaluate, fit, prepare_inputs
+from nestref.nest.networks import lenet_300_100
 
 GROWTH_BATCH = 2000
 

@@ -17,7 +17,7 @@ pruning-only cells, runs/study/<arch>/{nest,prune-only}/seed-0 (or under
 ``$NESTREF_STUDY_RUNS``): run ``nestref study run --arch lenet-300-100 --seed 0`` (and the
 same for ``lenet5``) first, or expect the notebook to run the missing cells itself.
 
-MNIST: wherever ``nestref.data.load_mnist()`` finds it (``$NESTREF_DATA_DIR`` first).
+MNIST: wherever ``nestref.data.datasets.load_mnist()`` finds it (``$NESTREF_DATA_DIR`` first).
 """
 import argparse
 import os

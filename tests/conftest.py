@@ -5,8 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from nestref.data import MNIST_FILES, load_mnist
+from nestref.data.datasets import MNIST_FILES, load_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +47,7 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_dir):
-    """The real MNIST (an `nestref.data.MNIST`, read-only arrays), verified against its
+    """The real MNIST (an `nestref.data.datasets.MNIST`, read-only arrays), verified against its
     checksums."""
     return load_mnist(mnist_dir, download=False)
 
@@ -60,10 +59,10 @@ def offline(tmp_path, monkeypatch):
     import urllib.error
 
     monkeypatch.delenv("NESTREF_DATA_DIR", raising=False)
-    monkeypatch.setattr("nestref.data.checkout_data_dir", lambda: None)
+    monkeypatch.setattr("nestref.data.datasets.checkout_data_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def refuse(url, timeout=None):
         raise urllib.error.URLError("network is unreachable")
 
-    monkeypatch.setattr("nestref.data.urllib.request.urlopen", refuse)
+    monkeypatch.setattr("nestref.data.datasets.urllib.request.urlopen", refuse)

@@ -1,14 +1,20 @@
-"""Tests for nestref.accounting: params and FLOPs against brute-force counts and the paper's
+"""Tests for nestref.nest.accounting: params and FLOPs against brute-force counts and the paper's
 baselines."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref.accounting import DENSE_BASELINES, compression, count_flops, count_params, layer_table
-from nestref.layers import Conv2d, Dense
-from nestref.models import lenet5, lenet_300_100
-from nestref.prune import prune_network
+from nestref.core.layers import Conv2d, Dense
+from nestref.nest.accounting import (
+    DENSE_BASELINES,
+    compression,
+    count_flops,
+    count_params,
+    layer_table,
+)
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.nest.prune import prune_network
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -4,18 +4,18 @@ import json
 
 import numpy as np
 import pytest
+from nestref.cli.main import main
 
-from nestref import architectures
-from nestref.accounting import DENSE_BASELINES, dense_baseline
-from nestref.architectures import TABLE, find_preset, get
-from nestref.cli import main
-from nestref.config import PRESETS, SynthesisConfig, make_config
+from nestref.core.layers import Conv2d, Dense, ReLU
 from nestref.errors import InvalidArgumentError
-from nestref.layers import Conv2d, Dense, ReLU
-from nestref.models import ARCHITECTURES, build, lenet5, lenet_300_100
-from nestref.paper import PAPER_ROWS
-from nestref.prune import DEFAULT_PRUNE_FRACTIONS
-from nestref.synthesize import synthesize
+from nestref.nest import architectures
+from nestref.nest.accounting import DENSE_BASELINES, dense_baseline
+from nestref.nest.architectures import TABLE, find_preset, get
+from nestref.nest.config import PRESETS, SynthesisConfig, make_config
+from nestref.nest.networks import ARCHITECTURES, build, lenet5, lenet_300_100
+from nestref.nest.prune import DEFAULT_PRUNE_FRACTIONS
+from nestref.run.synthesize import synthesize
+from nestref.tools.paper import PAPER_ROWS
 
 
 def test_every_table_reader_agrees_with_the_table():

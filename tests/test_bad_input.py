@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from nestref.cli import main as cli_main
-from nestref.compact import compact
-from nestref.config import (
-    RESUME_SAFE_FIELDS,
-    SynthesisConfig,
-    make_config,
-    read_config_file,
-    resume_conflicts,
+from nestref.cli.main import main as cli_main
+from nestref.data.storage import (
+    atomic_write_bytes,
+    load_arrays,
+    previous_path,
+    save_arrays,
 )
+
+from nestref.core.layers import Conv2d, Dense, MaxPool2d
+from nestref.core.losses import softmax_cross_entropy
+from nestref.core.optim import SGD
+from nestref.core.train import evaluate, fit
 from nestref.errors import (
     CheckpointError,
     ConfigError,
@@ -32,20 +34,23 @@ from nestref.errors import (
     ReportError,
     TrainingDiverged,
 )
-from nestref.layers import Conv2d, Dense, MaxPool2d
-from nestref.losses import softmax_cross_entropy
-from nestref.models import lenet5, lenet_300_100
-from nestref.optim import SGD
-from nestref.run_files import check_run_dir, clear_run_files, is_run_directory, mark_run_directory
-from nestref.storage import atomic_write_bytes, load_arrays, previous_path, save_arrays
-from nestref.synthesize import read_report
-from nestref.train import (
-    evaluate,
-    fit,
-    load_checkpoint,
-    resume_checkpoint,
-    save_checkpoint,
+from nestref.nest.config import (
+    RESUME_SAFE_FIELDS,
+    SynthesisConfig,
+    make_config,
+    read_config_file,
+    resume_conflicts,
 )
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.run.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
+from nestref.run.compact import compact
+from nestref.run.run_files import (
+    check_run_dir,
+    clear_run_files,
+    is_run_directory,
+    mark_run_directory,
+)
+from nestref.run.synthesize import read_report
 
 FAST = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -638,7 +643,7 @@ def test_the_error_types_are_what_callers_expect():
     (lambda: MaxPool2d(2, 0), "got 2, 0"),
     (lambda: lenet_300_100(classes=2.5), "classes must be an integer >= 2"),
     (lambda: lenet5(classes=True), "classes must be an integer >= 2"),
-    (lambda: compact("x"), "compact needs a nestref.models.Network, got str"),
+    (lambda: compact("x"), "compact needs a nestref.core.network.Network, got str"),
 ])
 def test_the_api_refuses_sizes_that_are_not_integers_by_name(build, message):
     with pytest.raises(InvalidArgumentError, match=message):

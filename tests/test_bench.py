@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import common
 from benchmarks import training as bench
-from nestref.models import build
+from nestref.nest.networks import build
 
 # one thread: on a busy 2-core machine, two spinning BLAS/OpenMP threads per framework
 # can make a few tiny batches take seconds
@@ -221,6 +221,6 @@ def test_nest_run_quick_times_a_whole_run(mnist_dir, tmp_path, capsys):
 
 
 def test_dense_flops_come_from_the_accounting():
-    from nestref.accounting import DENSE_BASELINES
+    from nestref.nest.accounting import DENSE_BASELINES
     assert {arch: bench.forward_flops(arch) for arch in bench.NETWORKS} == {
         arch: DENSE_BASELINES[arch]["flops"] for arch in bench.NETWORKS}

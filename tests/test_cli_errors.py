@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nestref.cli.main import main
 
-from nestref import storage
-from nestref.cli import main
-from nestref.models import lenet_300_100
-from nestref.optim import SGD
-from nestref.train import save_checkpoint
+from nestref.core.optim import SGD
+from nestref.data import storage
+from nestref.nest.networks import lenet_300_100
+from nestref.run.checkpoint import save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,17 +1,17 @@
-"""Tests for nestref.compact and the CSR kernel twins."""
+"""Tests for nestref.run.compact and the CSR kernel twins."""
 import multiprocessing
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nestref.data.storage import save_arrays
 
-from nestref import kernels
-from nestref.compact import CompactNetwork, SparseDense, compact, load_compact, save_compact
-from nestref.layers import Dense, ReLU
-from nestref.models import lenet5, lenet_300_100
-from nestref.prune import layer_input, prune_network, prune_partial_area, remove_dead_neurons
-from nestref.storage import save_arrays
+from nestref.core import kernels
+from nestref.core.layers import Dense, ReLU
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.nest.prune import layer_input, prune_network, prune_partial_area, remove_dead_neurons
+from nestref.run.compact import CompactNetwork, SparseDense, compact, load_compact, save_compact
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nestref.cli.main import main as cli_main
 
-from nestref import conformance, conformance_adapter
-from nestref.cli import main as cli_main
+from nestref.tools import conformance, conformance_adapter
 
 CASES = Path(__file__).resolve().parents[1] / "conformance"
 REQUIRED_OPS = {
@@ -32,6 +32,8 @@ REQUIRED_OPS = {
     "prune.partial_area",
     "accounting.count",
 }
+
+ADAPTER = "nestref.tools.conformance_adapter"  # nestref's own adapter, by module name
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,7 @@ def test_dead_unit_removal_keeps_the_outputs():
 
 def test_nestref_passes_its_own_cases(capsys):
     assert (
-        cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(CASES)])
+        cli_main(["conformance", "check", ADAPTER, "--cases", str(CASES)])
         == 0
     )
     out = capsys.readouterr().out
@@ -207,14 +209,14 @@ def test_bad_input_is_a_named_failure_not_a_crash(tmp_path, capsys):
     assert cli_main(["conformance", "check", str(module), "--cases", str(root)]) == 2
     assert "has no OPS dict" in capsys.readouterr().err
     assert (
-        cli_main(["conformance", "check", "nestref.conformance_adapter", "--cases", str(tmp_path)])
+        cli_main(["conformance", "check", ADAPTER, "--cases", str(tmp_path)])
         == 2
     )
     assert "cannot read" in capsys.readouterr().err
     assert cli_main(["conformance", "check", "no_such_port_module", "--cases", str(root)]) == 2
     assert "No module named 'no_such_port_module'" in capsys.readouterr().err
     assert (
-        cli_main(["conformance", "check", "nestref.conformance_adapter", "--op", "dense.fwd"]) == 2
+        cli_main(["conformance", "check", ADAPTER, "--op", "dense.fwd"]) == 2
     )
     assert "no cases of op(s) ['dense.fwd']" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")
@@ -299,7 +301,7 @@ def test_an_exact_compare_lists_the_first_differing_entries():
 
 
 def test_a_pass_line_gives_each_outputs_margin(capsys):
-    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--op",
+    assert cli_main(["conformance", "check", ADAPTER, "--op",
                      "prune.magnitude", "--cases", str(CASES)]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines()
                 if row.startswith("PASS  prune_magnitude_basic_f32"))
@@ -321,7 +323,7 @@ def test_show_prints_a_case_and_an_adapters_outputs_beside_it(capsys):
     assert "expected outputs:\n  layer0.bias: float64 [1], compare rtol 1e-09, atol 1e-12" in out
     assert "the adapter's" not in out
 
-    assert cli_main(["conformance", "check", "nestref.conformance_adapter", "--show", case,
+    assert cli_main(["conformance", "check", ADAPTER, "--show", case,
                      "--cases", str(CASES)]) == 0
     out = capsys.readouterr().out
     assert out.count("the adapter's:") == len(record["expected"])

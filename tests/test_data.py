@@ -1,4 +1,5 @@
-"""Tests for nestref.data: the IDX format, finding/downloading/verifying MNIST, splits, scaling."""
+"""Tests for nestref.data.datasets: the IDX format, finding/downloading/verifying MNIST, splits,
+scaling."""
 
 import gzip
 import hashlib
@@ -11,9 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import nestref.data as data
-from nestref.data import (
+from nestref.data.datasets import (
     MNIST,
     MNIST_FILES,
     IDXError,
@@ -25,6 +24,8 @@ from nestref.data import (
     train_val_split,
     write_idx,
 )
+
+import nestref.data.datasets as data
 
 NAMES = [name for name, _, _ in MNIST_FILES.values()]
 UNREACHABLE = "http://127.0.0.1:9/"  # discard port: connection refused at once, no network needed

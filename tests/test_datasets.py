@@ -10,12 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import nestref.data as data
-from nestref.accounting import dense_baseline
-from nestref.cli import main
-from nestref.config import SynthesisConfig
-from nestref.data import (
+from nestref.cli.main import main
+from nestref.data.datasets import (
     MNIST_FILES,
     DataError,
     Dataset,
@@ -24,8 +20,12 @@ from nestref.data import (
     load_splits,
     write_idx,
 )
+
+import nestref.data.datasets as data
 from nestref.errors import NestrefError
-from nestref.synthesize import load_data, synthesize
+from nestref.nest.accounting import dense_baseline
+from nestref.nest.config import SynthesisConfig
+from nestref.run.synthesize import load_data, synthesize
 
 NAMES = {key: name for key, (name, _, _) in MNIST_FILES.items()}
 
@@ -529,7 +529,7 @@ def test_resume_refuses_another_data_set(tmp_path):
 
 
 def test_augmentation_takes_any_image_size_and_channels():
-    from nestref.augment import random_affine
+    from nestref.core.augment import random_affine
 
     rng = np.random.default_rng(0)
     colour = rng.random((4, 3, 10, 12)).astype(np.float32)

@@ -2,14 +2,14 @@
 
 import numpy as np
 import pytest
+from nestref.cli.main import main
 
-from nestref import export
-from nestref.cli import main
-from nestref.config import SynthesisConfig
 from nestref.errors import DataError, ModelFileError
-from nestref.models import build
-from nestref.synthesize import synthesize
-from nestref.train import save_checkpoint
+from nestref.nest.config import SynthesisConfig
+from nestref.nest.networks import build
+from nestref.run import export
+from nestref.run.checkpoint import save_checkpoint
+from nestref.run.synthesize import synthesize
 
 
 def masked_run(tmp_path, arch, seed=0, **kwargs):
@@ -106,7 +106,7 @@ def test_synthesized_run_exports_and_predicts_from_the_command_line(tmp_path, mn
     (tmp_path / "a.onnx").mkdir()
     assert main(["export", str(run), "--onnx", str(tmp_path / "a.onnx")]) == 2
     assert "is a directory: give the path of a file" in capsys.readouterr().err
-    from nestref.data import load_mnist
+    from nestref.data.datasets import load_mnist
 
     images = np.asarray(load_mnist(mnist_dir, download=False).test_images[:64])
     np.save(tmp_path / "images.npy", images)

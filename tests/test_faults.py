@@ -15,21 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nestref.cli.main import main, train_default_out
+from nestref.data.datasets import load_dataset
 from test_study import synthetic_rows
 
-from nestref import export, storage
-from nestref.cli import main, train_default_out
-from nestref.data import load_dataset
-from nestref.errors import (
-    DataError,
-    DiskFullError,
-    ModelFileError,
-    OutputInUseError,
-    one_line,
-)
-from nestref.models import build
-from nestref.run_files import LOCK, RUN_MARKER, check_run_dir, remove_interrupted_writes
-from nestref.train import save_checkpoint
+from nestref.data import storage
+from nestref.errors import DataError, DiskFullError, ModelFileError, OutputInUseError, one_line
+from nestref.nest.networks import build
+from nestref.run import export
+from nestref.run.checkpoint import save_checkpoint
+from nestref.run.run_files import LOCK, RUN_MARKER, check_run_dir, remove_interrupted_writes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +70,8 @@ def test_train_does_not_default_to_the_run_directory_synthesize_writes(tmp_path,
 
 
 def test_study_defaults_never_write_the_committed_rows_or_figure(tmp_path, monkeypatch, capsys):
-    from nestref import cli_study, study
+    from nestref.cli import study as cli_study
+    from nestref.tools import study
     ran = []
     monkeypatch.setattr(cli_study, "run_grid", lambda *args, **kwargs: ran.append(args))
     assert main(["study", "run", "--arch", "lenet5", "--quick"]) == 0

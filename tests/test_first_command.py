@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nestref.cli.main import _format_report, main
 
-from nestref import architectures
-from nestref.cli import _format_report, main
-from nestref.paper import comparison_table
-from nestref.study import cell_config, committed_rows_file, read_rows, study_mean_for
+from nestref.nest import architectures
+from nestref.tools.paper import comparison_table
+from nestref.tools.study import cell_config, committed_rows_file, read_rows, study_mean_for
 
 MNIST_SHA = "b8b7265f243a8ef26faf51807f6e84d36eebf065aa131b55e6b7203d6d099bdf"
 

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nestref.grow import (
+from nestref.core.layers import Conv2d, Dense, ReLU
+from nestref.core.losses import softmax_cross_entropy
+from nestref.core.network import Network, loss_and_grads, next_masked
+from nestref.core.optim import SGD
+from nestref.core.train import prepare_inputs
+from nestref.nest.grow import (
     birth_strength_ladder,
     grow_connections,
     grow_feature_maps,
@@ -17,11 +22,7 @@ from nestref.grow import (
     growth_gradients,
     network_bridging_gradient,
 )
-from nestref.layers import Conv2d, Dense, ReLU
-from nestref.losses import softmax_cross_entropy
-from nestref.models import Network, lenet5, lenet_300_100, loss_and_grads, next_masked
-from nestref.optim import SGD
-from nestref.train import prepare_inputs
+from nestref.nest.networks import lenet5, lenet_300_100
 
 
 # ---------------------------------------------------------------- helpers

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nestref import kernels
-from nestref.layers import Conv2d
-from nestref.models import lenet5
+from nestref.core import kernels
+from nestref.core.layers import Conv2d
+from nestref.nest.networks import lenet5
 
 shapes = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 8), st.integers(1, 8))
 
@@ -111,7 +111,7 @@ def test_backend_name_is_validated():
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 4), side=st.integers(3, 12), seed=st.integers(0, 2**16))
 def test_affine_warp_twins_agree(n, side, seed):
-    from nestref.augment import random_affine_matrices
+    from nestref.core.augment import random_affine_matrices
     rng = np.random.default_rng(seed)
     images = rng.random((n, side, side)).astype(np.float32)
     matrices = random_affine_matrices(n, (side, side), rng, max_shift=3.0)
@@ -138,7 +138,7 @@ def test_affine_warp_identity_and_shift():
 
 
 def test_random_affine_keeps_shape_range_and_mass():
-    from nestref.augment import random_affine
+    from nestref.core.augment import random_affine
     x = np.zeros((50, 784), np.float32)
     x[:, 14 * 28 + 14] = 1.0  # one bright pixel in the centre
     out = random_affine(x, np.random.default_rng(1))

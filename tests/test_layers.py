@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
-from nestref.losses import softmax_cross_entropy
+from nestref.core.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from nestref.core.losses import softmax_cross_entropy
 
 from gradcheck import numerical_gradient
 

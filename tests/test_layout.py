@@ -1,4 +1,4 @@
-"""The package's layout, as the README states it: imports point one way (floors of a house),
+"""The package's layout, as nestref/__init__.py states it: wings whose imports point one way,
 and only the command modules print."""
 import ast
 import sys
@@ -8,73 +8,87 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nestref"
 
-# the ground floor: anyone may import these, and they import only each other
-GROUND = {"data", "losses", "plots", "storage", "errors", "checks", "rounding", "run_files",
-          "reproducible"}
-# every other module's floor; a module imports only the ground and lower floors
-FLOORS = {
-    "kernels": 1, "conformance_cases": 1,
-    "layers": 2, "augment": 2,
-    "architectures": 3,
-    "models": 4, "config": 4,
-    "optim": 5, "grow": 5, "connectivity": 5, "accounting": 5,
-    "prune": 6,
-    "train": 7, "compact": 7,
-    "synthesize": 8, "conformance_adapter": 8,
-    "cluster": 8,
-    "study": 9, "conformance": 9, "export": 9, "paper": 9,
-    "walkthrough": 10,
-    "cli_study": 10, "cli_conformance": 10,
-    "cli": 11,
-    "__main__": 12, "__init__": 12,
-}
-COMMANDS = {"cli", "cli_study", "cli_conformance"}
+# the wings, lowest first: a module imports from its own wing, a lower one, or the ground
+WINGS = ["data", "core", "nest", "run", "tools", "cli"]
+# beneath every wing: anyone may import these, and they import only each other
+GROUND = {"errors", "checks", "__init__"}
+TOP = {"__main__"}  # `python -m nestref`: above everything
+COMMANDS = "cli"
 
 
 def modules():
-    return sorted(p.stem for p in PACKAGE.glob("*.py"))
+    """Every module of the package as a dotted name below nestref ("core.layers", "errors")."""
+    return sorted(".".join(p.relative_to(PACKAGE).with_suffix("").parts)
+                  for p in PACKAGE.rglob("*.py"))
 
 
-def nestref_imports(name):
-    """The package's modules that module ``name`` imports, at the top or inside a function."""
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+def place(module):
+    """The wing (or "ground", "top") a dotted module name belongs to."""
+    head = module.split(".")[0]
+    if head in WINGS:
+        return head
+    return "top" if head in TOP else "ground"
+
+
+def rank(where):
+    return {"ground": -1, "top": len(WINGS)}.get(where, WINGS.index(where) if where in WINGS
+                                                 else None)
+
+
+def nestref_imports(module):
+    """The package's modules (dotted, below nestref) that ``module`` imports, at the top or
+    inside a function; a name imported from a package (``from ..core import layers``) counts
+    as the module it names, and a name of nestref/__init__.py as "__init__"."""
+    path = PACKAGE / (module.replace(".", "/") + ".py")
+    package = module.split(".")[:-1]
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found.update([node.module.split(".")[0]] if node.module else
-                         [alias.name for alias in node.names])
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nestref."):
-            found.add(node.module.split(".")[1])
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[:len(package) - (node.level - 1)]
+            parts = base + (node.module.split(".") if node.module else [])
+            if node.module:
+                found.add(".".join(parts))
+            else:
+                found.update(".".join(parts + [a.name]) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nestref"):
+            parts = node.module.split(".")[1:]
+            found.update([".".join(parts)] if parts else [a.name for a in node.names])
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("nestref."))
-    return found
+            found.update(a.name.split(".", 1)[1] for a in node.names
+                         if a.name.startswith("nestref."))
+    known = set(modules()) | set(WINGS)
+    return {m if m in known else "__init__" for m in found}
 
 
-def test_every_module_has_a_floor():
-    placed = GROUND | set(FLOORS)
-    assert [m for m in modules() if m not in placed] == [], "give the new module a floor here"
-    assert sorted(placed - set(modules())) == []
+def test_every_module_lives_in_a_wing_or_the_ground():
+    stray = [m for m in modules() if place(m) == "ground" and m not in GROUND]
+    assert stray == [], f"give these modules a wing ({', '.join(WINGS)}): {stray}"
 
 
-@pytest.mark.parametrize("name", modules())
-def test_imports_point_down(name):
-    upward = sorted(
-        target for target in nestref_imports(name)
-        if target not in GROUND and (name in GROUND or FLOORS[target] >= FLOORS[name])
-    )
-    assert upward == [], f"nestref.{name} imports from its own floor or above: {upward}"
+@pytest.mark.parametrize("module", modules())
+def test_imports_point_down(module):
+    here = rank(place(module))
+    upward = sorted(target for target in nestref_imports(module)
+                    if rank(place(target)) > here
+                    or (place(module) == "ground" and place(target) != "ground"))
+    assert upward == [], f"nestref.{module} ({place(module)}) imports from a wing above it: " \
+                         f"{upward}"
 
 
-def test_the_floor_check_sees_an_upward_import_inside_a_function(tmp_path, monkeypatch):
-    (tmp_path / "layers.py").write_text("def f():\n    from .train import fit\n")
+def test_the_wing_check_sees_an_upward_import_inside_a_function(tmp_path, monkeypatch):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "layers.py").write_text(
+        "def f():\n    from ..run.synthesize import synthesize\n    from . import kernels\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
-    assert nestref_imports("layers") == {"train"}
+    assert nestref_imports("core.layers") == {"run.synthesize", "core.kernels"}
+    assert rank(place("run.synthesize")) > rank(place("core.layers"))
 
 
-@pytest.mark.parametrize("name", [m for m in modules() if m not in COMMANDS])
-def test_only_the_command_modules_print(name):
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [m for m in modules() if place(m) != COMMANDS])
+def test_only_the_command_modules_print(module):
+    path = PACKAGE / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     prints = [node.lineno for node in ast.walk(tree)
               if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
-    assert prints == [], f"nestref/{name}.py prints at lines {prints}: report through a return " \
-                         f"value or a callback, and let a command module print"
+    assert prints == [], f"{path.relative_to(PACKAGE.parent)} prints at lines {prints}: report " \
+                         f"through a return value or a callback, and let a command module print"

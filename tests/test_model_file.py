@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nestref.data.storage import load_arrays, save_arrays
 
-from nestref.compact import compact, load_compact, save_compact
 from nestref.errors import ModelFileError
-from nestref.models import lenet5, lenet_300_100
-from nestref.prune import layer_input, prune_network, prune_partial_area
-from nestref.storage import load_arrays, save_arrays
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.nest.prune import layer_input, prune_network, prune_partial_area
+from nestref.run.compact import compact, load_compact, save_compact
 
 TAMPER = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

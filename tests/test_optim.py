@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nestref.models import lenet5, lenet_300_100, loss_and_grads
-from nestref.optim import SGD, cosine, step_decay
+from nestref.core.network import loss_and_grads
+from nestref.core.optim import SGD, cosine, step_decay
+from nestref.nest.networks import lenet5, lenet_300_100
 
 
 @settings(max_examples=10, deadline=None)

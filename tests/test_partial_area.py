@@ -4,11 +4,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref.accounting import count_flops, count_params
-from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d
-from nestref.losses import softmax_cross_entropy
-from nestref.models import Network, add_units, keep_units, lenet5, loss_and_grads
-from nestref.prune import (
+from nestref.core.layers import Conv2d, Dense, Flatten, MaxPool2d
+from nestref.core.losses import softmax_cross_entropy
+from nestref.core.network import Network, add_units, keep_units, loss_and_grads
+from nestref.nest.accounting import count_flops, count_params
+from nestref.nest.networks import lenet5
+from nestref.nest.prune import (
     area_prune_by_flops,
     layer_area_contributions,
     layer_input,

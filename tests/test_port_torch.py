@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nestref import conformance
+from nestref.tools import conformance
 
 pytest.importorskip("torch")
 

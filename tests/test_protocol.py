@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from nestref import grow
-from nestref.config import SynthesisConfig, make_config
-from nestref.models import build
-from nestref.synthesize import choose_round, load_data, smooth, stop_ceiling, synthesize
+from nestref.nest import grow
+from nestref.nest.config import SynthesisConfig, make_config
+from nestref.nest.networks import build
+from nestref.run.synthesize import choose_round, load_data, smooth, stop_ceiling, synthesize
 
 TINY = dict(
     train_limit=2000,
@@ -246,7 +246,7 @@ def test_a_short_round_names_the_chunk_rule():
 
 
 def test_flops_weighted_kept_area_of_a_conv():
-    from nestref import accounting
+    from nestref.nest import accounting
     net = build("conv:c4k3-p2-d10", width_scale=1.0, density=1.0, seed=0)
     conv = net.layers[[i for i, _ in net.masked_layers()][0]]
     (row,) = [r for r in accounting.layer_table(net) if r["type"] == "Conv2d"]

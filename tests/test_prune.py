@@ -1,4 +1,4 @@
-"""Tests for nestref.prune: magnitude pruning, the connectivity guard, dead-neuron removal."""
+"""Tests for nestref.nest.prune: magnitude pruning, the connectivity guard, dead-neuron removal."""
 import math
 
 import numpy as np
@@ -6,10 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
-from nestref.models import Network, lenet5, lenet_300_100, loss_and_grads
-from nestref.optim import SGD
-from nestref.prune import (
+from nestref.core.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from nestref.core.network import Network, loss_and_grads
+from nestref.core.optim import SGD
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.nest.prune import (
     DEFAULT_PRUNE_FRACTIONS,
     NeuronRemovalReport,
     PruneReport,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from nestref import reproducible
-from nestref.config import SynthesisConfig
-from nestref.synthesize import synthesize
+from nestref.core import reproducible
+from nestref.nest.config import SynthesisConfig
+from nestref.run.synthesize import synthesize
 
 # Both start sparse (density 0.1) and are pruned below every sparse threshold, with
 # augmentation on; LeNet-5's convolutions also lose areas. Their pruned layers' densities
@@ -97,8 +97,8 @@ def test_without_the_one_thread_policy_this_run_would_differ(tmp_path, mnist_dir
 
 SYNTHESIZE_BOTH = """
 import json, sys
-from nestref.config import SynthesisConfig
-from nestref.synthesize import synthesize
+from nestref.nest.config import SynthesisConfig
+from nestref.run.synthesize import synthesize
 for name, settings in json.loads(sys.argv[1]).items():
     synthesize(SynthesisConfig(data_dir=sys.argv[2], **settings), sys.argv[3] + "/" + name)
 """

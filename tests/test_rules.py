@@ -1,5 +1,6 @@
-"""The paper's rules as pure functions on arrays (nestref.grow, nestref.prune, nestref.rounding),
-each against an independent oracle written with plain loops or exact fractions."""
+"""The paper's rules as pure functions on arrays (nestref.nest.grow, nestref.nest.prune,
+nestref.nest.rounding), each against an independent oracle written with plain loops or exact
+fractions."""
 import math
 from fractions import Fraction
 
@@ -8,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref.grow import (
+from nestref.core.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from nestref.core.network import Network
+from nestref.nest.grow import (
     bridging_gradient,
     choose_candidate,
     match_layer_scale,
@@ -21,9 +24,7 @@ from nestref.grow import (
     select_growth,
     strength_ladder,
 )
-from nestref.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
-from nestref.models import Network
-from nestref.prune import (
+from nestref.nest.prune import (
     area_contributions,
     area_prune,
     area_prune_by_flops,
@@ -31,7 +32,7 @@ from nestref.prune import (
     smallest_first,
     strongest_input_per_unit,
 )
-from nestref.rounding import ceil_count, floor_count
+from nestref.nest.rounding import ceil_count, floor_count
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref import kernels
-from nestref.layers import SPARSE_BELOW, Dense, Support
-from nestref.models import add_units, keep_units, lenet_300_100, loss_and_grads
-from nestref.optim import SGD
+from nestref.core import kernels
+from nestref.core.layers import SPARSE_BELOW, Dense, Support
+from nestref.core.network import add_units, keep_units, loss_and_grads
+from nestref.core.optim import SGD
+from nestref.nest.networks import lenet_300_100
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

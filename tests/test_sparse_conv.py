@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nestref import kernels
-from nestref.layers import CONV_AREA_SPARSE_BELOW, CONV_SPARSE_BELOW, Conv2d, Support
-from nestref.models import lenet5, loss_and_grads
-from nestref.optim import SGD
+from nestref.core import kernels
+from nestref.core.layers import CONV_AREA_SPARSE_BELOW, CONV_SPARSE_BELOW, Conv2d, Support
+from nestref.core.network import loss_and_grads
+from nestref.core.optim import SGD
+from nestref.nest.networks import lenet5
 
 from gradcheck import numerical_gradient
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nestref.cli.main import main
 
-from nestref import architectures, study
-from nestref.cli import main
 from nestref.errors import ReportError
-from nestref.plots import frontier_figure
-from nestref.train import load_checkpoint
+from nestref.nest import architectures
+from nestref.run.checkpoint import load_checkpoint
+from nestref.run.plots import frontier_figure
+from nestref.tools import study
 
 # the quick budget, smaller still: seconds per run
 TINY = {

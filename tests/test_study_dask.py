@@ -6,9 +6,9 @@ import socket
 import sys
 
 import pytest
+from nestref.cli.main import main
 
-from nestref import cluster
-from nestref.cli import main
+from nestref.tools import cluster
 
 
 @pytest.fixture

@@ -4,16 +4,16 @@ import shutil
 
 import numpy as np
 import pytest
+from nestref.cli.main import main
+from nestref.data.storage import load_arrays
 
-from nestref.cli import main
-from nestref.compact import load_compact
-from nestref.config import PRESETS, SynthesisConfig, make_config, parse_override
+from nestref.core.network import Network
 from nestref.errors import DataError, OutputExistsError, TrainingDiverged
-from nestref.models import Network
-from nestref.run_files import check_run_dir, clear_run_files
-from nestref.storage import load_arrays
-from nestref.synthesize import choose_round, load_data, over_budget_warnings, synthesize
-from nestref.train import resume_checkpoint
+from nestref.nest.config import PRESETS, SynthesisConfig, make_config, parse_override
+from nestref.run.checkpoint import resume_checkpoint
+from nestref.run.compact import load_compact
+from nestref.run.run_files import check_run_dir, clear_run_files
+from nestref.run.synthesize import choose_round, load_data, over_budget_warnings, synthesize
 
 TINY = dict(
     train_limit=3000,
@@ -315,7 +315,7 @@ def test_small_lenet5_synthesis_grows_maps_and_prunes_areas(tmp_path, mnist_dir)
 
 
 def test_load_run_returns_what_the_run_wrote(tiny_run):
-    from nestref.synthesize import load_run
+    from nestref.run.synthesize import load_run
     out, report = tiny_run
     loaded, history, net = load_run(out)
     assert loaded["params"] == report["params"] and history[-1]["phase"] == "finetune"

@@ -1,20 +1,15 @@
 """The training loop on real MNIST, divergence, checkpoints and resume, and the train command."""
 import numpy as np
 import pytest
+from nestref.cli.main import main
+from nestref.data.datasets import train_val_split
 
-from nestref import storage
-from nestref.cli import main
-from nestref.data import train_val_split
-from nestref.models import lenet5, lenet_300_100
-from nestref.optim import SGD, cosine
-from nestref.train import (
-    TrainingDiverged,
-    evaluate,
-    fit,
-    load_checkpoint,
-    prepare_inputs,
-    save_checkpoint,
-)
+from nestref.core.optim import SGD, cosine
+from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.data import storage
+from nestref.errors import TrainingDiverged
+from nestref.nest.networks import lenet5, lenet_300_100
+from nestref.run.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The walk-through of notebooks 05 and 06 (nestref.walkthrough, with the layer table's text
-form in nestref.accounting and its figures in nestref.plots): study cells opened as
+"""The walk-through of notebooks 05 and 06 (nestref.tools.walkthrough, with the layer table's text
+form in nestref.nest.accounting and its figures in nestref.run.plots): study cells opened as
 ``nestref study run`` opens them, and what is read back from them."""
 import json
 
@@ -7,11 +7,13 @@ import matplotlib
 import numpy as np
 import pytest
 
-from nestref import architectures, plots, study, walkthrough
-from nestref.accounting import format_layer_table, layer_table
 from nestref.errors import InvalidArgumentError
-from nestref.models import lenet5
-from nestref.train import load_checkpoint
+from nestref.nest import architectures
+from nestref.nest.accounting import format_layer_table, layer_table
+from nestref.nest.networks import lenet5
+from nestref.run import plots
+from nestref.run.checkpoint import load_checkpoint
+from nestref.tools import study, walkthrough
 
 matplotlib.use("Agg")
 

@@ -1,0 +1,1 @@
+"""The commands: parse the arguments, call the wings below, print what they return."""
