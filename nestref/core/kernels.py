@@ -398,39 +398,36 @@ def sparse_weight_grad_numpy(gt, xt, indices, indptr):
     return np.einsum("kn,kn->k", gt[rows], xt[indices])
 
 
-# Sums over examples keep one order on every CPU: eight running sums, lane l taking the
-# examples l, l + 8, l + 16, ..., are added as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)) and
-# then the tail in turn. The lanes are independent, so the compiler may put them in one SIMD
-# register without reordering a single addition (no fastmath, which would let it pick the
-# order by the CPU's vector width).
-_LANES = 8
-
-
+# A sum over examples keeps one order on every CPU: the products go into a scratch array,
+# then its top half is folded onto its bottom half, element by element, until one value is
+# left. Each fold is an elementwise add that the compiler may put in SIMD registers without
+# reordering a single addition (fastmath would let it choose the order by the CPU's vector
+# width), and which pairs are added depends on the length alone.
 @njit(cache=True)
-def _dot_in_lanes(a, b, lanes):
-    # sum_n a[n] b[n] in the fixed order above; lanes: a scratch array of _LANES floats
-    n = a.shape[0]
-    full = n - n % _LANES
-    lanes[:] = 0
-    for n0 in range(0, full, _LANES):
-        for lane in range(_LANES):
-            lanes[lane] += a[n0 + lane] * b[n0 + lane]
-    total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    for i in range(full, n):
-        total += a[i] * b[i]
-    return total
+def _sum_by_halves(values, n):
+    # sum of values[:n] (n >= 1) in the fixed order above; values is overwritten
+    while n > 1:
+        half = n // 2
+        low = values[:half]
+        high = values[n - half:n]
+        for i in range(half):
+            low[i] += high[i]
+        n -= half
+    return values[0]
 
 
 @njit(cache=True)
 def sparse_weight_grad_numba(gt, xt, indices, indptr):
-    n_out = gt.shape[0]
+    n_out, n = gt.shape
     grad = np.empty(len(indices), dtype=gt.dtype)
-    lanes = np.empty(_LANES, dtype=gt.dtype)  # sums in the data's dtype, as the product would
+    products = np.zeros(max(n, 1), dtype=gt.dtype)  # in the data's dtype, as the product's
     for r in range(n_out):
         g = gt[r]
         for k in range(indptr[r], indptr[r + 1]):
-            grad[k] = _dot_in_lanes(g, xt[indices[k]], lanes)
+            row = xt[indices[k]]
+            for b in range(n):
+                products[b] = g[b] * row[b]
+            grad[k] = _sum_by_halves(products, n) if n else products[0]
     return grad
 
 
