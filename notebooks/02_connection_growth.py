@@ -32,10 +32,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from nestref.data.datasets import load_splits
 
 from nestref.core.optim import SGD
 from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.data.datasets import load_splits
 from nestref.nest.grow import grow_network_connections, growth_gradients
 from nestref.nest.networks import lenet_300_100
 

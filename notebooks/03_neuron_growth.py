@@ -46,11 +46,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from nestref.data.datasets import load_splits
 
 from nestref.core.network import next_masked
 from nestref.core.optim import SGD
 from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.data.datasets import load_splits
 from nestref.nest.grow import (
     birth_strength_ladder,
     grow_feature_maps,

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from nestref.data.datasets import load_splits
 
 from nestref.core.optim import SGD
 from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.data.datasets import load_splits
 from nestref.nest.accounting import count_flops, count_params, layer_table
 from nestref.nest.networks import lenet5, lenet_300_100
 from nestref.nest.prune import (

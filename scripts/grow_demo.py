@@ -10,10 +10,9 @@ which growth never saw. Takes well under a minute.
 """
 import time
 
-from nestref.data.datasets import load_mnist, train_val_split
-
 from nestref.core.optim import SGD
 from nestref.core.train import evaluate, fit, prepare_inputs
+from nestref.data.datasets import load_mnist, train_val_split
 from nestref.nest.grow import (
     birth_strength_ladder,
     grow_network_connections,

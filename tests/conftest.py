@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from nestref.data.datasets import MNIST_FILES, load_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

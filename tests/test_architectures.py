@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from nestref.cli.main import main
 
+from nestref.cli.main import main
 from nestref.core.layers import Conv2d, Dense, ReLU
 from nestref.errors import InvalidArgumentError
 from nestref.nest import architectures

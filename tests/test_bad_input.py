@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nestref.cli.main import main as cli_main
+from nestref.core.layers import Conv2d, Dense, MaxPool2d
+from nestref.core.losses import softmax_cross_entropy
+from nestref.core.optim import SGD
+from nestref.core.train import evaluate, fit
 from nestref.data.storage import (
     atomic_write_bytes,
     load_arrays,
     previous_path,
     save_arrays,
 )
-
-from nestref.core.layers import Conv2d, Dense, MaxPool2d
-from nestref.core.losses import softmax_cross_entropy
-from nestref.core.optim import SGD
-from nestref.core.train import evaluate, fit
 from nestref.errors import (
     CheckpointError,
     ConfigError,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nestref.cli.main import main
 
+from nestref.cli.main import main
 from nestref.core.optim import SGD
 from nestref.data import storage
 from nestref.nest.networks import lenet_300_100

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nestref.data.storage import save_arrays
 
 from nestref.core import kernels
 from nestref.core.layers import Dense, ReLU
+from nestref.data.storage import save_arrays
 from nestref.nest.networks import lenet5, lenet_300_100
 from nestref.nest.prune import layer_input, prune_network, prune_partial_area, remove_dead_neurons
 from nestref.run.compact import CompactNetwork, SparseDense, compact, load_compact, save_compact

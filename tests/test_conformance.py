@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nestref.cli.main import main as cli_main
 
+from nestref.cli.main import main as cli_main
 from nestref.tools import conformance, conformance_adapter
 
 CASES = Path(__file__).resolve().parents[1] / "conformance"

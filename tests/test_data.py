@@ -12,6 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import nestref.data.datasets as data
 from nestref.data.datasets import (
     MNIST,
     MNIST_FILES,
@@ -24,8 +26,6 @@ from nestref.data.datasets import (
     train_val_split,
     write_idx,
 )
-
-import nestref.data.datasets as data
 
 NAMES = [name for name, _, _ in MNIST_FILES.values()]
 UNREACHABLE = "http://127.0.0.1:9/"  # discard port: connection refused at once, no network needed

@@ -4,12 +4,14 @@ import gzip
 import hashlib
 import json
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import nestref.data.datasets as data
+from nestref import SOURCE_ROOT
 from nestref.cli.main import main
 from nestref.data.datasets import (
     MNIST_FILES,
@@ -20,8 +22,6 @@ from nestref.data.datasets import (
     load_splits,
     write_idx,
 )
-
-import nestref.data.datasets as data
 from nestref.errors import NestrefError
 from nestref.nest.accounting import dense_baseline
 from nestref.nest.config import SynthesisConfig
@@ -359,7 +359,7 @@ def test_not_found_message_names_the_cli_flag(tmp_path, monkeypatch):
 
 
 def test_the_checkout_holds_mnist():
-    root = Path(data.__file__).resolve().parent.parent
+    root = SOURCE_ROOT
     for name, size, sha256 in MNIST_FILES.values():
         payload = gzip.decompress((root / "data" / "mnist" / f"{name}.gz").read_bytes())
         assert len(payload) == size and hashlib.sha256(payload).hexdigest() == sha256

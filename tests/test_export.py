@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from nestref.cli.main import main
 
+from nestref.cli.main import main
 from nestref.errors import DataError, ModelFileError
 from nestref.nest.config import SynthesisConfig
 from nestref.nest.networks import build

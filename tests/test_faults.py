@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nestref.cli.main import main, train_default_out
-from nestref.data.datasets import load_dataset
 from test_study import synthetic_rows
 
+from nestref.cli.main import main, train_default_out
 from nestref.data import storage
+from nestref.data.datasets import load_dataset
 from nestref.errors import DataError, DiskFullError, ModelFileError, OutputInUseError, one_line
 from nestref.nest.networks import build
 from nestref.run import export

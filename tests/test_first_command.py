@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nestref.cli.main import _format_report, main
 
+from nestref.cli.main import _format_report, main
 from nestref.nest import architectures
 from nestref.tools.paper import comparison_table
 from nestref.tools.study import cell_config, committed_rows_file, read_rows, study_mean_for

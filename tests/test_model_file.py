@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nestref.data.storage import load_arrays, save_arrays
 
+from nestref.data.storage import load_arrays, save_arrays
 from nestref.errors import ModelFileError
 from nestref.nest.networks import lenet5, lenet_300_100
 from nestref.nest.prune import layer_input, prune_network, prune_partial_area

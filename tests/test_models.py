@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nestref.data.storage import load_arrays, save_arrays
 
 from nestref.core.network import Network, add_units, keep_units, next_masked
 from nestref.core.optim import SGD
+from nestref.data.storage import load_arrays, save_arrays
 from nestref.nest.networks import build, lenet5, lenet_300_100
 
 

@@ -67,10 +67,10 @@ def cell_differences(text_nb, ipynb_nb):
 def public_nestref_names():
     """Every public function and class defined in a nestref module."""
     names = set()
-    for info in pkgutil.iter_modules(nestref.__path__):
-        if info.name.startswith("_"):
+    for info in pkgutil.walk_packages(nestref.__path__, "nestref."):
+        if info.name.rsplit(".", 1)[-1].startswith("_") or info.ispkg:
             continue
-        module = importlib.import_module(f"nestref.{info.name}")
+        module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj)) \
                     and obj.__module__ == module.__name__:
@@ -163,7 +163,7 @@ def test_committed_outputs_hold_no_error(name):
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_uses_nestref_and_redefines_none_of_it(name):
     source = "\n".join(cell.source for cell in code_cells(read(name)))
-    assert re.search(r"^from nestref(\.\w+)? import ", source, re.MULTILINE), \
+    assert re.search(r"^from nestref(\.\w+)* import ", source, re.MULTILINE), \
         f"{name} imports nothing from nestref"
     defined = set(re.findall(r"^\s*(?:def|class)\s+(\w+)", source, re.MULTILINE))
     clashes = defined & public_nestref_names()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nestref.cli.main import main
 
+from nestref.cli.main import main
 from nestref.errors import ReportError
 from nestref.nest import architectures
 from nestref.run.checkpoint import load_checkpoint

@@ -6,8 +6,8 @@ import socket
 import sys
 
 import pytest
-from nestref.cli.main import main
 
+from nestref.cli.main import main
 from nestref.tools import cluster
 
 

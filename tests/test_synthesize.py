@@ -4,10 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
-from nestref.cli.main import main
-from nestref.data.storage import load_arrays
 
+from nestref.cli.main import main
 from nestref.core.network import Network
+from nestref.data.storage import load_arrays
 from nestref.errors import DataError, OutputExistsError, TrainingDiverged
 from nestref.nest.config import PRESETS, SynthesisConfig, make_config, parse_override
 from nestref.run.checkpoint import resume_checkpoint

@@ -1,12 +1,12 @@
 """The training loop on real MNIST, divergence, checkpoints and resume, and the train command."""
 import numpy as np
 import pytest
-from nestref.cli.main import main
-from nestref.data.datasets import train_val_split
 
+from nestref.cli.main import main
 from nestref.core.optim import SGD, cosine
 from nestref.core.train import evaluate, fit, prepare_inputs
 from nestref.data import storage
+from nestref.data.datasets import train_val_split
 from nestref.errors import TrainingDiverged
 from nestref.nest.networks import lenet5, lenet_300_100
 from nestref.run.checkpoint import load_checkpoint, save_checkpoint
