@@ -98,8 +98,8 @@ def _refuse_unfinished(run, path, state):
     command = (f"nestref synthesize --arch {config.get('arch', 'ARCH')} --mode "
                f"{config.get('mode', 'nest')} --out {path.parent} --resume")
     raise ModelFileError(f"{run} is an unfinished run: it {where}; finish it with `{command}` "
-                         f"(and any --preset/--config/--set that started it), or pass --unfinished "
-                         f"to take its network as it is now")
+                         f"(and any --preset/--config/--set/--quick that started it), or pass "
+                         f"--unfinished to take its network as it is now")
 
 
 # ------------------------------------------------------------------ prediction
